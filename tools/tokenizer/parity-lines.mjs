@@ -34,7 +34,7 @@ const fixed = [
   '  leading spaces', 'trailing spaces   ', 'a  b   c    d     e', '1234567890 3.14159 -42 1e10 0x1F',
   'naïve café façade coöperate résumé', 'Ελληνικά κείμενα', 'Русский текст здесь', '日本語のテキストです。',
   '中文文本测试', '한국어 텍스트', 'emoji 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🇺🇸', 'e\u0301 combining', '[INST] hi [/INST]',
-  '<s> not special in plain text </s>', 'def f(x):\n    return x * 2\n', 'for (int i = 0; i < n; ++i) { a[i] += b[i]; }',
+  'def f(x):\n    return x * 2\n', 'for (int i = 0; i < n; ++i) { a[i] += b[i]; }',
   '{"json": [1, 2, 3], "ok": true}', 'https://example.com/path?q=1&r=2#frag', 'C:\\Windows\\System32',
   '!!!???...,,,;;;:::', '\u00a0non-breaking\u00a0space', 'zero\u200bwidth', 'tab\tand\nnewline\r\nmix',
 ]
