@@ -1,0 +1,309 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using OrleansMixtral.Engine.Kv;
+using OrleansMixtral.Engine.Sampling;
+using OrleansMixtral.Tokenization;
+
+namespace OrleansMixtral.Engine;
+
+public sealed record EngineOptions
+{
+    /// <summary>Requests waiting for admission beyond this are refused with <see cref="EngineOverloadedException"/>.</summary>
+    public int MaxWaiting { get; init; } = 1024;
+    /// <summary>Sequences decoded together in one step.</summary>
+    public int MaxRunningSequences { get; init; } = 64;
+    /// <summary>Prompt tokens of one sequence computed per step (chunked prefill keeps decodes flowing).</summary>
+    public int PrefillChunkTokens { get; init; } = 256;
+}
+
+/// <summary>
+/// Continuous batching over one model backend. A single loop thread owns the backend: each step it admits
+/// waiting requests whose KV blocks fit, then runs one forward over the next token of every decoding
+/// sequence plus a chunk of one or more prompts, samples, streams tokens, and retires finished sequences.
+/// Requests carry a conversation's whole history; the KV prefix cache makes follow-up turns compute only
+/// their new tokens.
+/// </summary>
+public sealed class InferenceEngine : IAsyncDisposable
+{
+    sealed class Sequence(GenerationStream stream, GenerationRequest request, int[] tokens, int promptLength, int maxLength)
+    {
+        public GenerationStream Stream { get; } = stream;
+        public GenerationRequest Request { get; } = request;
+        public int[] Tokens { get; } = tokens;          // prompt, then sampled tokens
+        public int Length { get; set; } = promptLength;  // tokens known
+        public int PromptLength { get; } = promptLength;
+        public int MaxLength { get; } = maxLength;
+        public KvAllocation? Kv { get; set; }
+        public StreamingDetokenizer Detokenizer { get; init; } = null!;
+        public StopStringMatcher Stops { get; init; } = null!;
+        public SplitMix64 Rng;
+        public long SubmittedAt { get; } = Stopwatch.GetTimestamp();
+        public long FirstTokenAt { get; set; }
+        public int BatchSlot { get; set; } = -1;
+        public int LogitRow { get; set; } = -1;
+        public int Generated => Length - PromptLength;
+        public IReadOnlyList<int> TokenList => new ArraySegment<int>(Tokens, 0, Length);
+    }
+
+    readonly IModelBackend _backend;
+    readonly MistralTokenizer _tokenizer;
+    readonly EngineOptions _options;
+    readonly KvCacheManager _kv;
+    readonly ForwardBatch _batch;
+    readonly float[] _logits;
+    readonly Sampler _sampler;
+    readonly HashSet<int> _eos;
+    readonly ConcurrentQueue<Sequence> _submitted = new();
+    readonly LinkedList<Sequence> _waiting = new();
+    readonly List<Sequence> _running = [];
+    readonly List<Sequence> _inBatch = [];
+    readonly SemaphoreSlim _wake = new(0);
+    readonly Thread _loop;
+    readonly CancellationTokenSource _stop = new();
+    long _nextId;
+    int _waitingCount;
+
+    // statistics (written by the loop thread, read by anyone)
+    long _tokensGenerated, _promptComputed, _promptReused;
+    double _decodeRate;
+    int _lastBatch;
+
+    public InferenceEngine(IModelBackend backend, MistralTokenizer tokenizer, EngineOptions? options = null)
+    {
+        _backend = backend;
+        _tokenizer = tokenizer;
+        _options = options ?? new EngineOptions();
+        var c = backend.Config;
+        if (tokenizer.VocabSize != c.VocabSize)
+            throw new ArgumentException($"tokenizer has {tokenizer.VocabSize} tokens, the model {c.VocabSize}");
+        _kv = new KvCacheManager(backend.KvBlockCount, backend.KvBlockSize, backend.CopyKvBlock);
+        var maxSeqs = Math.Min(_options.MaxRunningSequences, backend.MaxBatchTokens);
+        _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
+        _logits = new float[(long)maxSeqs * c.VocabSize];
+        _sampler = new Sampler(c.VocabSize);
+        _eos = [.. c.EosTokenIds];
+        Info = new EngineInfo(backend.Name, "", c.MaxPositionEmbeddings, c.VocabSize, backend.KvBlockSize, backend.KvBlockCount);
+        _loop = new Thread(Loop) { IsBackground = true, Name = "engine-loop" };
+        _loop.Start();
+    }
+
+    public EngineInfo Info { get; }
+    public IModelBackend Backend => _backend;
+    public MistralTokenizer Tokenizer => _tokenizer;
+
+    /// <summary>
+    /// Queues a generation. Throws <see cref="InvalidRequestException"/> for requests that can never run and
+    /// <see cref="EngineOverloadedException"/> when the queue is full; everything else reaches the stream.
+    /// </summary>
+    public GenerationStream Submit(GenerationRequest request, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
+        request.Sampling.Validate();
+        var c = _backend.Config;
+        var prompt = request.PromptTokens;
+        if (prompt.Count == 0) throw new InvalidRequestException("the prompt has no tokens");
+        foreach (var t in prompt)
+            if ((uint)t >= (uint)c.VocabSize) throw new InvalidRequestException($"token id {t} is outside the vocabulary of {c.VocabSize}");
+        if (prompt.Count >= c.MaxPositionEmbeddings)
+            throw new InvalidRequestException($"the prompt has {prompt.Count} tokens; the context holds {c.MaxPositionEmbeddings} (prompt plus at least one generated token)");
+        var maxLength = (int)Math.Min((long)prompt.Count + request.Sampling.MaxTokens, c.MaxPositionEmbeddings);
+        if (maxLength > _kv.CapacityTokens)
+            throw new KvCapacityException($"the request needs {maxLength} tokens of KV cache; the engine holds {_kv.CapacityTokens}");
+        if (Interlocked.Increment(ref _waitingCount) > _options.MaxWaiting)
+        {
+            Interlocked.Decrement(ref _waitingCount);
+            throw new EngineOverloadedException($"{_options.MaxWaiting} requests are already waiting");
+        }
+
+        var tokens = new int[maxLength];
+        for (var i = 0; i < prompt.Count; i++) tokens[i] = prompt[i];
+        var stream = new GenerationStream(Interlocked.Increment(ref _nextId));
+        var seq = new Sequence(stream, request, tokens, prompt.Count, maxLength)
+        {
+            Detokenizer = _tokenizer.CreateStreamingDetokenizer(),
+            Stops = new StopStringMatcher(request.Sampling.StopStrings),
+            Rng = new SplitMix64(request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()),
+        };
+        if (cancellationToken.CanBeCanceled) cancellationToken.Register(stream.Cancel);
+        stream.CancellationToken.Register(() => _wake.Release());
+        _submitted.Enqueue(seq);
+        _wake.Release();
+        return stream;
+    }
+
+    public EngineStats GetStats() => new(
+        _backend.Name, Volatile.Read(ref _waitingCount), _running.Count, _kv.BlocksInUse, _kv.BlockCount, _kv.BlocksCached,
+        Interlocked.Read(ref _tokensGenerated), Interlocked.Read(ref _promptComputed), Interlocked.Read(ref _promptReused),
+        Volatile.Read(ref _decodeRate), Volatile.Read(ref _lastBatch));
+
+    void Loop()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                Admit();
+                if (_running.Count == 0)
+                {
+                    _wake.Wait(200);
+                    continue;
+                }
+                Step();
+            }
+            catch (Exception e) when (!_stop.IsCancellationRequested)
+            {
+                // A failed step ends the sequences it carried; the engine itself goes on.
+                foreach (var s in _inBatch.Count > 0 ? _inBatch.ToList() : _running.ToList()) Finish(s, FinishReason.Error, e.Message);
+                _inBatch.Clear();
+            }
+        }
+        foreach (var s in _running.ToList()) Finish(s, FinishReason.Cancelled, "the engine stopped");
+        while (_submitted.TryDequeue(out var s)) s.Stream.Complete(Result(s, FinishReason.Cancelled, "the engine stopped"));
+        foreach (var s in _waiting) s.Stream.Complete(Result(s, FinishReason.Cancelled, "the engine stopped"));
+    }
+
+    void Admit()
+    {
+        while (_submitted.TryDequeue(out var s)) _waiting.AddLast(s);
+        for (var node = _waiting.First; node is not null;)
+        {
+            var next = node.Next;
+            if (node.Value.Stream.IsCancelled)
+            {
+                _waiting.Remove(node);
+                Interlocked.Decrement(ref _waitingCount);
+                node.Value.Stream.Complete(Result(node.Value, FinishReason.Cancelled, null));
+            }
+            node = next;
+        }
+        foreach (var s in _running.Where(s => s.Stream.IsCancelled).ToList()) Finish(s, FinishReason.Cancelled, null);
+
+        var maxRunning = _batch.BlockTables.Length;
+        while (_waiting.First is { } first && _running.Count < maxRunning)
+        {
+            var s = first.Value;
+            KvAllocation? kv;
+            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength); }
+            catch (KvCapacityException e)
+            {
+                _waiting.RemoveFirst();
+                Interlocked.Decrement(ref _waitingCount);
+                s.Stream.Fail(e);
+                continue;
+            }
+            if (kv is null) break; // first come, first served: wait until running sequences free blocks
+            _waiting.RemoveFirst();
+            Interlocked.Decrement(ref _waitingCount);
+            s.Kv = kv;
+            Interlocked.Add(ref _promptReused, kv.CachedTokens);
+            _running.Add(s);
+        }
+    }
+
+    void Step()
+    {
+        var started = Stopwatch.GetTimestamp();
+        _batch.Clear();
+        _inBatch.Clear();
+        var budget = _batch.MaxTokens;
+        var decoding = 0;
+        // decodes first (one token each), then prompt chunks with what is left of the token budget
+        foreach (var pass in new[] { true, false })
+        {
+            foreach (var s in _running)
+            {
+                var pending = s.Length - s.Kv!.ComputedTokens;
+                if ((pending == 1) != pass || budget == 0) continue;
+                var n = Math.Min(pending, Math.Min(budget, pass ? 1 : _options.PrefillChunkTokens));
+                s.BatchSlot = _batch.AddSequence(s.Kv.Blocks);
+                var start = s.Kv.ComputedTokens;
+                for (var i = 0; i < n; i++)
+                    _batch.AddToken(s.BatchSlot, s.Tokens[start + i], start + i, wantLogits: start + i == s.Length - 1);
+                s.LogitRow = start + n == s.Length ? _batch.LogitCount - 1 : -1;
+                budget -= n;
+                if (pass) decoding++;
+                else Interlocked.Add(ref _promptComputed, n);
+                _inBatch.Add(s);
+            }
+        }
+        if (_batch.TokenCount == 0) return;
+
+        _backend.Forward(_batch, _logits);
+
+        var vocab = _backend.Config.VocabSize;
+        foreach (var s in _inBatch)
+        {
+            var computed = s.Kv!.ComputedTokens + CountTokens(s);
+            _kv.Advance(s.Kv, s.TokenList, computed);
+            if (s.LogitRow < 0) continue;
+            var token = _sampler.Sample(new ReadOnlySpan<float>(_logits, s.LogitRow * vocab, vocab), s.Request.Sampling, ref s.Rng);
+            Accept(s, token);
+        }
+        _inBatch.Clear();
+
+        Volatile.Write(ref _lastBatch, _batch.SequenceCount);
+        if (decoding > 0)
+        {
+            var rate = decoding / Stopwatch.GetElapsedTime(started).TotalSeconds;
+            Volatile.Write(ref _decodeRate, _decodeRate == 0 ? rate : 0.9 * _decodeRate + 0.1 * rate);
+        }
+    }
+
+    int CountTokens(Sequence s)
+    {
+        var n = 0;
+        for (var t = 0; t < _batch.TokenCount; t++) if (_batch.SequenceOfToken[t] == s.BatchSlot) n++;
+        return n;
+    }
+
+    void Accept(Sequence s, int token)
+    {
+        var p = s.Request.Sampling;
+        Interlocked.Increment(ref _tokensGenerated);
+        if (s.FirstTokenAt == 0) s.FirstTokenAt = Stopwatch.GetTimestamp();
+        if ((!p.IgnoreEos && _eos.Contains(token)) || p.StopTokens.Contains(token))
+        {
+            Finish(s, FinishReason.Stop, null);
+            return;
+        }
+        s.Tokens[s.Length++] = token;
+        var text = s.Stops.Append(s.Detokenizer.Push(token));
+        s.Stream.Emit(new GeneratedToken(s.Generated - 1, token, text));
+        if (s.Stops.Stopped) Finish(s, FinishReason.Stop, null);
+        else if (s.Generated >= p.MaxTokens || s.Length >= s.MaxLength) Finish(s, FinishReason.Length, null);
+    }
+
+    void Finish(Sequence s, FinishReason reason, string? error)
+    {
+        if (!_running.Remove(s)) return;
+        if (s.Kv is not null) _kv.Free(s.Kv, s.TokenList);
+        if (reason is FinishReason.Stop or FinishReason.Length)
+        {
+            var tail = s.Stops.Append(s.Detokenizer.Flush()) + s.Stops.Flush();
+            if (tail.Length > 0) s.Stream.Emit(new GeneratedToken(-1, -1, tail));
+        }
+        s.Stream.Complete(Result(s, reason, error));
+    }
+
+    GenerationResult Result(Sequence s, FinishReason reason, string? error)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var output = s.Tokens.AsSpan(s.PromptLength, s.Generated).ToArray();
+        return new GenerationResult(
+            reason,
+            new GenerationUsage(s.PromptLength, s.Kv?.CachedTokens ?? 0, output.Length),
+            output,
+            s.Stops.Text,
+            s.FirstTokenAt == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(s.SubmittedAt, s.FirstTokenAt),
+            Stopwatch.GetElapsedTime(s.SubmittedAt, now),
+            error);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stop.Cancel();
+        _wake.Release();
+        await Task.Run(() => _loop.Join());
+        _backend.Dispose();
+    }
+}
