@@ -1,8 +1,4 @@
 using System.Numerics.Tensors;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace OrleansMixtral.Engine.Cpu;
 
@@ -51,37 +47,5 @@ public static class CpuKernels
             head[i] = a * cos[i] - b * sin[i];
             head[i + half] = b * cos[i] + a * sin[i];
         }
-    }
-
-    /// <summary>Dot product of fp32 x with an int8 row (the scale is applied by the caller).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float DotInt8(ReadOnlySpan<float> x, ReadOnlySpan<sbyte> w)
-    {
-        var n = x.Length;
-        var i = 0;
-        var sum = 0f;
-        if (Avx2.IsSupported && Fma.IsSupported && n >= 8)
-        {
-            ref var xr = ref MemoryMarshal.GetReference(x);
-            ref var wr = ref Unsafe.As<sbyte, byte>(ref MemoryMarshal.GetReference(w));
-            var acc0 = Vector256<float>.Zero;
-            var acc1 = Vector256<float>.Zero;
-            for (; i + 16 <= n; i += 16)
-            {
-                var w16 = Vector128.LoadUnsafe(ref wr, (nuint)i).AsSByte();
-                var wLo = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(w16));
-                var wHi = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(w16, 8)));
-                acc0 = Fma.MultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)i), wLo, acc0);
-                acc1 = Fma.MultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)(i + 8)), wHi, acc1);
-            }
-            for (; i + 8 <= n; i += 8)
-            {
-                var w8 = Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.Add(ref wr, i))).AsSByte();
-                acc0 = Fma.MultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)i), Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(w8)), acc0);
-            }
-            sum = Vector256.Sum(acc0 + acc1);
-        }
-        for (; i < n; i++) sum += x[i] * w[i];
-        return sum;
     }
 }

@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Engine.Cpu;
@@ -39,17 +38,8 @@ public sealed class Fp32Linear(float[] weight, int rows, int cols) : Linear(rows
     public float[] Weight { get; } = weight;
     public override long WeightBytes => (long)Weight.Length * sizeof(float);
 
-    protected override void ComputeRows(float[] x, float[] y, int tokens, int rowStart, int rowEnd)
-    {
-        var cols = Cols;
-        var rows = Rows;
-        for (var r = rowStart; r < rowEnd; r++)
-        {
-            var w = new ReadOnlySpan<float>(Weight, r * cols, cols);
-            for (var t = 0; t < tokens; t++)
-                y[t * rows + r] = TensorPrimitives.Dot(new ReadOnlySpan<float>(x, t * cols, cols), w);
-        }
-    }
+    protected override void ComputeRows(float[] x, float[] y, int tokens, int rowStart, int rowEnd) =>
+        MatMul.Float32(x, tokens, Weight, Rows, Cols, y, rowStart, rowEnd);
 }
 
 /// <summary>int8 weights [rows, cols] with one fp32 scale per row (symmetric, per output channel).</summary>
@@ -67,16 +57,6 @@ public sealed class Int8Linear(sbyte[] weight, float[] scales, int rows, int col
         return new Int8Linear(q, s, rows, cols);
     }
 
-    protected override void ComputeRows(float[] x, float[] y, int tokens, int rowStart, int rowEnd)
-    {
-        var cols = Cols;
-        var rows = Rows;
-        for (var r = rowStart; r < rowEnd; r++)
-        {
-            var w = new ReadOnlySpan<sbyte>(Weight, r * cols, cols);
-            var scale = Scales[r];
-            for (var t = 0; t < tokens; t++)
-                y[t * rows + r] = CpuKernels.DotInt8(new ReadOnlySpan<float>(x, t * cols, cols), w) * scale;
-        }
-    }
+    protected override void ComputeRows(float[] x, float[] y, int tokens, int rowStart, int rowEnd) =>
+        MatMul.Int8(x, tokens, Weight, Scales, Rows, Cols, y, rowStart, rowEnd);
 }

@@ -29,7 +29,7 @@ public sealed class KvCacheManager
     readonly Stack<int> _free = new();
     readonly LinkedList<int> _lru = new();   // cached, unused blocks; first = least recently used
     readonly Dictionary<ulong, int> _fullByHash = new();
-    readonly Dictionary<ulong, List<int>> _partialsByParent = new();
+    readonly Dictionary<ulong, List<int>> _childrenByParent = new(); // cached blocks by the hash of the chain before them
     readonly Action<int, int, int> _copyBlock;
 
     public KvCacheManager(int blockCount, int blockSize, Action<int, int, int> copyBlock)
@@ -74,19 +74,17 @@ public sealed class KvCacheManager
             matched.Add(b);
             parent = hash;
         }
+        // Then the longest common prefix with any cached block that follows the matched chain (a finished
+        // sequence's partly filled tail, or a full block the prompt leaves part-way): copied, not shared.
         var start = matched.Count * BlockSize;
         var partial = -1;
         var partialTokens = 0;
-        if (_partialsByParent.TryGetValue(parent, out var candidates))
+        if (_childrenByParent.TryGetValue(parent, out var candidates))
         {
             foreach (var c in candidates)
             {
-                var n = _blocks[c].TokenCount;
-                if (n > partialTokens && start + n <= reusable && Holds(_blocks[c], parent, prompt, start, n))
-                {
-                    partial = c;
-                    partialTokens = n;
-                }
+                var n = CommonPrefix(_blocks[c], prompt, start, reusable - start);
+                if (n > partialTokens) (partial, partialTokens) = (c, n);
             }
         }
 
@@ -125,7 +123,11 @@ public sealed class KvCacheManager
             if (!block.IsFull)
             {
                 Fill(block, parent, hash, tokens, index * BlockSize, BlockSize);
-                if (_fullByHash.TryAdd(hash, b)) block.IsFull = true;
+                if (_fullByHash.TryAdd(hash, b))
+                {
+                    block.IsFull = true;
+                    AddChild(parent, b);
+                }
             }
             a.RegisteredBlocks++;
         }
@@ -146,8 +148,7 @@ public sealed class KvCacheManager
             {
                 Fill(block, parent, HashBlock(parent, tokens, tailIndex * BlockSize, tailTokens), tokens, tailIndex * BlockSize, tailTokens);
                 block.IsPartial = true;
-                if (!_partialsByParent.TryGetValue(parent, out var list)) _partialsByParent[parent] = list = [];
-                list.Add(b);
+                AddChild(parent, b);
             }
         }
         foreach (var b in a.Blocks) Release(b);
@@ -193,10 +194,10 @@ public sealed class KvCacheManager
         var block = _blocks[b];
         if (block.Lru is not null) { _lru.Remove(block.Lru); block.Lru = null; }
         if (block.IsFull) _fullByHash.Remove(block.Hash);
-        if (block.IsPartial && _partialsByParent.TryGetValue(block.ParentHash, out var list))
+        if ((block.IsFull || block.IsPartial) && _childrenByParent.TryGetValue(block.ParentHash, out var list))
         {
             list.Remove(b);
-            if (list.Count == 0) _partialsByParent.Remove(block.ParentHash);
+            if (list.Count == 0) _childrenByParent.Remove(block.ParentHash);
         }
         block.IsFull = block.IsPartial = false;
     }
@@ -207,6 +208,20 @@ public sealed class KvCacheManager
         block.Hash = hash;
         block.TokenCount = count;
         for (var i = 0; i < count; i++) block.Tokens[i] = tokens[start + i];
+    }
+
+    void AddChild(ulong parent, int b)
+    {
+        if (!_childrenByParent.TryGetValue(parent, out var list)) _childrenByParent[parent] = list = [];
+        list.Add(b);
+    }
+
+    static int CommonPrefix(Block block, IReadOnlyList<int> tokens, int start, int max)
+    {
+        var n = Math.Min(block.TokenCount, max);
+        var i = 0;
+        while (i < n && block.Tokens[i] == tokens[start + i]) i++;
+        return i;
     }
 
     static bool Holds(Block block, ulong parent, IReadOnlyList<int> tokens, int start, int count)

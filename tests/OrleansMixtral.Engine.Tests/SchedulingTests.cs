@@ -1,0 +1,117 @@
+namespace OrleansMixtral.Engine.Tests;
+
+/// <summary>Continuous batching, cancellation, capacity limits and request validation.</summary>
+public sealed class SchedulingTests
+{
+    static GenerationRequest Request(string text, int maxTokens, ulong? seed = null, float temperature = 0) =>
+        new(TinyModel.Tokenizer.Encode(text), new SamplingParams { MaxTokens = maxTokens, IgnoreEos = true, Seed = seed, Temperature = temperature });
+
+    [Fact]
+    public async Task Sequences_joining_mid_flight_get_the_same_tokens_as_alone()
+    {
+        await using var engine = TinyModel.Engine();
+        var texts = Enumerable.Range(0, 6).Select(i => $"Story number {i}: once upon a time there was a").ToArray();
+        var alone = new List<IReadOnlyList<int>>();
+        foreach (var t in texts) alone.Add((await engine.Submit(Request(t, 24)).ReadToEndAsync()).OutputTokens);
+
+        await using var fresh = TinyModel.Engine();
+        var streams = new List<GenerationStream>();
+        foreach (var t in texts)
+        {
+            streams.Add(fresh.Submit(Request(t, 24)));
+            await Task.Delay(5); // later requests join while earlier ones decode
+        }
+        var together = await Task.WhenAll(streams.Select(s => s.ReadToEndAsync()));
+        for (var i = 0; i < texts.Length; i++) Assert.Equal(alone[i], together[i].OutputTokens);
+    }
+
+    [Fact]
+    public async Task Cancel_ends_the_stream_and_frees_its_kv_blocks()
+    {
+        await using var engine = TinyModel.Engine();
+        var stream = engine.Submit(Request("A very long story begins here and goes on", 900));
+        await foreach (var t in stream.Tokens.ReadAllAsync())
+        {
+            if (t.Index == 3) stream.Cancel();
+        }
+        var result = await stream.Completion;
+        Assert.Equal(FinishReason.Cancelled, result.FinishReason);
+        Assert.InRange(result.Usage.CompletionTokens, 4, 10);
+        var stats = engine.GetStats();
+        Assert.Equal(0, stats.Running);
+        Assert.Equal(0, stats.KvBlocksUsed);
+    }
+
+    [Fact]
+    public async Task Same_seed_same_sample_different_seed_differs()
+    {
+        await using var engine = TinyModel.Engine();
+        var a = await engine.Submit(Request("The weather today", 24, seed: 7, temperature: 1)).ReadToEndAsync();
+        var b = await engine.Submit(Request("The weather today", 24, seed: 7, temperature: 1)).ReadToEndAsync();
+        var c = await engine.Submit(Request("The weather today", 24, seed: 8, temperature: 1)).ReadToEndAsync();
+        Assert.Equal(a.OutputTokens, b.OutputTokens);
+        Assert.NotEqual(a.OutputTokens, c.OutputTokens);
+    }
+
+    [Fact]
+    public async Task Stop_string_cuts_the_output_before_it()
+    {
+        await using var engine = TinyModel.Engine();
+        var free = await engine.Submit(Request("The committee said on Friday that the", 32)).ReadToEndAsync();
+        // stop at the second word the model itself produces
+        var words = free.Text.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        var stop = " " + words[1];
+        var at = free.Text.IndexOf(stop, StringComparison.Ordinal);
+        var pieces = new List<string>();
+        var stopped = await engine.Submit(new GenerationRequest(TinyModel.Tokenizer.Encode("The committee said on Friday that the"),
+            new SamplingParams { MaxTokens = 32, StopStrings = [stop] })).ReadToEndAsync(t => pieces.Add(t.Text));
+        Assert.Equal(FinishReason.Stop, stopped.FinishReason);
+        Assert.Equal(free.Text[..at], stopped.Text);
+        Assert.Equal(stopped.Text, string.Concat(pieces));
+    }
+
+    [Fact]
+    public async Task Eos_ends_generation_with_stop_unless_ignored()
+    {
+        await using var engine = TinyModel.Engine();
+        var prompt = TinyModel.Tokenizer.Encode("Hello");
+        // make EOS the stop token the model will certainly produce first: its own first greedy token
+        var first = (await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
+        var r = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, StopTokens = [first] })).ReadToEndAsync();
+        Assert.Equal(FinishReason.Stop, r.FinishReason);
+        Assert.Empty(r.OutputTokens);
+    }
+
+    [Fact]
+    public async Task Bad_requests_are_refused_with_typed_errors()
+    {
+        await using var engine = TinyModel.Engine(kvBytes: 512 << 10); // 256 tokens of KV
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([], SamplingParams.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, 32000], SamplingParams.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, -5], SamplingParams.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Enumerable.Repeat(1, 1024).ToArray(), SamplingParams.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { Temperature = -1 })));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { TopP = 0 })));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { MaxTokens = 0 })));
+        Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest([1, 2, 3], SamplingParams.Greedy(300))));
+        // the engine still serves after refusals
+        var ok = await engine.Submit(new GenerationRequest([1, 415], SamplingParams.Greedy(3))).ReadToEndAsync();
+        Assert.Equal(3, ok.OutputTokens.Count);
+    }
+
+    [Fact]
+    public async Task A_full_queue_refuses_with_overloaded()
+    {
+        await using var engine = TinyModel.Engine(options: new EngineOptions { MaxWaiting = 2, MaxRunningSequences = 1 });
+        var streams = new List<GenerationStream>();
+        var refused = 0;
+        for (var i = 0; i < 12; i++)
+        {
+            try { streams.Add(engine.Submit(Request("Count with me: one two three", 64))); }
+            catch (EngineOverloadedException) { refused++; }
+        }
+        Assert.True(refused > 0);
+        foreach (var s in streams) s.Cancel();
+        await Task.WhenAll(streams.Select(s => s.Completion));
+    }
+}
