@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using OrleansMixtral.Engine;
+using OrleansMixtral.Engine.Cpu;
+using OrleansMixtral.Model;
+using OrleansMixtral.Tokenization;
+
+namespace OrleansMixtral.Cli;
+
+/// <summary>Which compute backend runs the model. <see cref="Auto"/> picks the best one this build has.</summary>
+public enum BackendKind { Auto, Cpu, Cuda }
+
+/// <summary>How <see cref="ModelLoader"/> builds a backend.</summary>
+public sealed record ModelLoadOptions
+{
+    public BackendKind Backend { get; init; } = BackendKind.Auto;
+
+    /// <summary>Hold the weights as int8 (weight-only, per output channel). Implied by a pre-quantized checkpoint.</summary>
+    public bool Int8 { get; init; }
+
+    /// <summary>
+    /// Tokens of KV cache to hold (all sequences together). Null: one full context. Never less than one full
+    /// context plus a block, so a request of any length and <see cref="ModelRunner"/> always fit.
+    /// </summary>
+    public long? KvCacheTokens { get; init; }
+
+    /// <summary>Worker threads of the CPU backend; null = one per core.</summary>
+    public int? Threads { get; init; }
+
+    /// <summary>Most tokens in one forward call; null = the backend's default.</summary>
+    public int? MaxBatchTokens { get; init; }
+}
+
+/// <summary>The requested backend does not exist in this build.</summary>
+public sealed class BackendUnavailableException(string message) : Exception(message);
+
+/// <summary>
+/// Loads a Hugging Face Mixtral directory (config.json, safetensors weights, tokenizer.json) into a tokenizer and a
+/// backend ready for an <see cref="InferenceEngine"/> or a <see cref="ModelRunner"/>. No console I/O: progress goes
+/// through a <see cref="LoadProgress"/> callback, so a server can use this as the CLI does.
+/// </summary>
+public static class ModelLoader
+{
+    /// <summary>config.json of a model directory, without touching the weights (cheap: for checks before a load).</summary>
+    /// <exception cref="ModelFormatException">The directory or its config.json is missing or invalid.</exception>
+    public static MixtralConfig ReadConfig(string directory)
+    {
+        string full = RequireDirectory(directory);
+        return MixtralConfig.Load(Path.Combine(full, CheckpointDirectory.ConfigFileName));
+    }
+
+    /// <summary>The tokenizer of a model directory.</summary>
+    /// <exception cref="ModelFormatException">The directory does not exist.</exception>
+    /// <exception cref="TokenizerFormatException">tokenizer.json is missing or invalid.</exception>
+    public static MistralTokenizer LoadTokenizer(string directory)
+    {
+        string full = RequireDirectory(directory);
+        string path = Path.Combine(full, "tokenizer.json");
+        if (!File.Exists(path)) throw new TokenizerFormatException(path, "file not found");
+        return MistralTokenizer.Load(path);
+    }
+
+    /// <summary>
+    /// Opens the checkpoint, builds the backend (streaming tensor by tensor, reporting through
+    /// <paramref name="progress"/>) and loads the tokenizer at the same time on another thread.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The directory, config or weights are missing or invalid.</exception>
+    /// <exception cref="TokenizerFormatException">tokenizer.json is missing or invalid.</exception>
+    /// <exception cref="BackendUnavailableException">The backend asked for is not in this build.</exception>
+    public static LoadedModel Load(string directory, ModelLoadOptions? options = null, LoadProgress? progress = null)
+    {
+        options ??= new ModelLoadOptions();
+        if (options.Backend == BackendKind.Cuda)
+            throw new BackendUnavailableException("the cuda backend is not available in this build (use --backend cpu or auto)");
+        string full = RequireDirectory(directory);
+        var started = Stopwatch.GetTimestamp();
+
+        // The tokenizer (≈0.2 s of JSON and BPE tables) loads while the weights stream in.
+        Task<MistralTokenizer> tokenizerTask = Task.Run(() => LoadTokenizer(full));
+        IModelBackend? backend = null;
+        try
+        {
+            bool int8, preQuantized;
+            using (CheckpointDirectory checkpoint = CheckpointDirectory.Open(full))
+            {
+                MixtralConfig c = checkpoint.Config;
+                preQuantized = checkpoint.Quantization is not null;
+                int8 = options.Int8 || preQuantized;
+                var defaults = new CpuBackendOptions();
+                int blockSize = defaults.KvBlockSize;
+                long bytesPerToken = 2L * c.NumLayers * c.KvDim * sizeof(float);
+                long tokens = Math.Max(options.KvCacheTokens ?? 0, c.MaxPositionEmbeddings + (long)blockSize);
+                tokens = (tokens + blockSize - 1) / blockSize * blockSize;
+                backend = new CpuMixtralBackend(checkpoint, defaults with
+                {
+                    Weights = int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32,
+                    KvCacheBytes = tokens * bytesPerToken,
+                    Threads = options.Threads ?? defaults.Threads,
+                    MaxBatchTokens = options.MaxBatchTokens ?? defaults.MaxBatchTokens,
+                }, progress);
+            }
+            MistralTokenizer tokenizer = tokenizerTask.GetAwaiter().GetResult();
+            if (tokenizer.VocabSize != backend.Config.VocabSize)
+                throw new ModelFormatException(full, null,
+                    $"tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {backend.Config.VocabSize}");
+            return new LoadedModel(full, tokenizer, backend, int8, preQuantized, Stopwatch.GetElapsedTime(started));
+        }
+        catch
+        {
+            backend?.Dispose();
+            tokenizerTask.ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // observed either way
+            throw;
+        }
+    }
+
+    static string RequireDirectory(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        string full = Path.GetFullPath(directory);
+        if (!Directory.Exists(full)) throw new ModelFormatException(full, null, "model directory not found");
+        return full;
+    }
+}
+
+/// <summary>A tokenizer and a backend loaded from one model directory.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    bool _backendHandedOff;
+
+    internal LoadedModel(string directory, MistralTokenizer tokenizer, IModelBackend backend, bool int8, bool preQuantized, TimeSpan loadTime)
+    {
+        Directory = directory;
+        Tokenizer = tokenizer;
+        Backend = backend;
+        Int8 = int8;
+        PreQuantized = preQuantized;
+        LoadTime = loadTime;
+    }
+
+    public string Directory { get; }
+    /// <summary>The directory's name, e.g. "tiny-mixtral".</summary>
+    public string Name => Path.GetFileName(Directory.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar));
+    public MistralTokenizer Tokenizer { get; }
+    public IModelBackend Backend { get; }
+    public MixtralConfig Config => Backend.Config;
+    public bool Int8 { get; }
+    /// <summary>The checkpoint on disk is int8 already (quantization_config in config.json).</summary>
+    public bool PreQuantized { get; }
+    public TimeSpan LoadTime { get; }
+
+    /// <summary>An engine over the backend; the engine owns the backend from now on (disposing it disposes the backend).</summary>
+    public InferenceEngine CreateEngine(EngineOptions? options = null)
+    {
+        _backendHandedOff = true;
+        return new InferenceEngine(Backend, Tokenizer, options);
+    }
+
+    /// <summary>A runner over the backend (never together with an engine on the same backend).</summary>
+    public ModelRunner CreateRunner() => new(Backend);
+
+    public void Dispose()
+    {
+        if (!_backendHandedOff) Backend.Dispose();
+    }
+}

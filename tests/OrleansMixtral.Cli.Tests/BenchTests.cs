@@ -1,0 +1,53 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace OrleansMixtral.Cli.Tests;
+
+public sealed class BenchTests : IDisposable
+{
+    readonly string _file = Path.Combine(Path.GetTempPath(), "mixtral-bench-" + Guid.NewGuid().ToString("N") + ".json");
+
+    public void Dispose() => File.Delete(_file);
+
+    [Fact]
+    public void Two_levels_to_a_table_and_a_json_file()
+    {
+        var r = Cli.Run("bench", "--model", Cli.Model, "--prompt-tokens", "16", "--output-tokens", "8", "--concurrency", "1,2", "--json", _file);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("TTFT p50", r.Out);
+        Assert.Contains("aggregate", r.Out);
+
+        using var doc = JsonDocument.Parse(File.ReadAllText(_file));
+        JsonElement j = doc.RootElement;
+        Assert.Equal(Environment.ProcessorCount, j.GetProperty("machine").GetProperty("cores").GetInt32());
+        Assert.False(string.IsNullOrEmpty(j.GetProperty("machine").GetProperty("os").GetString()));
+        Assert.Equal("cpu-fp32", j.GetProperty("backend").GetString());
+        Assert.Equal("tiny-mixtral", j.GetProperty("model").GetProperty("name").GetString());
+        DateTimeOffset date = DateTimeOffset.Parse(j.GetProperty("date").GetString()!, CultureInfo.InvariantCulture);
+        Assert.True(Math.Abs((DateTimeOffset.UtcNow - date).TotalMinutes) < 10);
+
+        JsonElement[] levels = j.GetProperty("levels").EnumerateArray().ToArray();
+        Assert.Equal([1, 2], levels.Select(l => l.GetProperty("concurrency").GetInt32()));
+        foreach (JsonElement level in levels)
+        {
+            int concurrency = level.GetProperty("concurrency").GetInt32();
+            JsonElement[] requests = level.GetProperty("requests").EnumerateArray().ToArray();
+            Assert.Equal(concurrency, requests.Length);
+            Assert.Equal(8 * concurrency, level.GetProperty("outputTokens").GetInt32());
+            double wall = level.GetProperty("wallSeconds").GetDouble();
+            Assert.Equal(8 * concurrency / wall, level.GetProperty("aggregateOutputTokensPerSecond").GetDouble(), 0.01 * 8 * concurrency / wall);
+            foreach (JsonElement q in requests)
+            {
+                Assert.Equal(16, q.GetProperty("promptTokens").GetInt32());
+                Assert.Equal(8, q.GetProperty("outputTokens").GetInt32());
+                Assert.True(q.GetProperty("cachedPromptTokens").GetInt32() <= 1); // distinct prompts: at most the shared BOS
+                double ttft = q.GetProperty("ttftMs").GetDouble(), e2e = q.GetProperty("endToEndMs").GetDouble();
+                Assert.InRange(ttft, 0.001, e2e);
+                Assert.Equal(7 / ((e2e - ttft) / 1e3), q.GetProperty("perceivedTokensPerSecond").GetDouble(), 0.01 * 7 / ((e2e - ttft) / 1e3));
+                Assert.Equal(24 / (e2e / 1e3), q.GetProperty("totalTokensPerSecond").GetDouble(), 0.01 * 24 / (e2e / 1e3));
+            }
+            double[] ttfts = requests.Select(q => q.GetProperty("ttftMs").GetDouble()).Order().ToArray();
+            Assert.InRange(level.GetProperty("ttftP50Ms").GetDouble(), ttfts[0], ttfts[^1]);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+namespace OrleansMixtral.Cli.Tests;
+
+public class ErrorTests
+{
+    public static TheoryData<string[]> BadArguments => new(
+        [],
+        ["no-such-command"],
+        ["generate", "--model", "x"],                                      // --prompt missing
+        ["generate", "--model", "x", "--prompt", "hi", "--max-tokens", "0"],
+        ["generate", "--model", "x", "--prompt", "hi", "--max-tokens", "many"],
+        ["generate", "--model", "x", "--prompt", "hi", "--top-p", "0"],
+        ["generate", "--model", "x", "--prompt", "hi", "--temperature", "-1"],
+        ["generate", "--model", "x", "--prompt", "hi", "--no-such-option"],
+        ["generate", "--model", "x", "--prompt", "hi", "--system", "s"],     // --system without --chat
+        ["generate", "--model", "x", "--prompt", "hi", "--backend", "tpu"],
+        ["bench", "--model", "x", "--concurrency", "1,x"],
+        ["bench", "--model", "x", "--concurrency", "0"],
+        ["perplexity", "--model", "x", "--file", "f", "--max-windows", "0"],
+        ["quantize", "only-one-dir"],
+        ["tokenize", "--model", "x", "--jsonl", "text too"]);
+
+    [Theory]
+    [MemberData(nameof(BadArguments))]
+    public void Bad_arguments_print_usage_and_exit_2(string[] args)
+    {
+        var r = Cli.Run(args);
+
+        Assert.True(r.ExitCode == 2, r.ToString());
+        Assert.Contains("Usage:", r.Err);
+        Assert.Equal("", r.Out);
+    }
+
+    [Fact]
+    public void Help_goes_to_stdout_with_exit_0()
+    {
+        var r = Cli.Run("--help");
+
+        Assert.Equal(0, r.ExitCode);
+        foreach (string command in new[] { "generate", "chat", "tokenize", "perplexity", "quantize", "bench" })
+            Assert.Contains(command, r.Out);
+    }
+
+    public static TheoryData<string[]> MissingModel => new(
+        ["generate", "--model", "/no/such/model", "--prompt", "hi"],
+        ["chat", "--model", "/no/such/model"],
+        ["tokenize", "--model", "/no/such/model", "hi"],
+        ["perplexity", "--model", "/no/such/model", "--file", "/no/such/file"],
+        ["bench", "--model", "/no/such/model"],
+        ["quantize", "/no/such/model", "/tmp/never-written"]);
+
+    [Theory]
+    [MemberData(nameof(MissingModel))]
+    public void A_missing_model_directory_is_one_line_and_exit_1(string[] args)
+    {
+        var r = Cli.Run(args);
+
+        Assert.True(r.ExitCode == 1, r.ToString());
+        string line = Assert.Single(r.ErrLines);
+        Assert.StartsWith("error: ", line);
+        Assert.Contains("/no/such/model", line);
+        Assert.DoesNotContain(" at ", line); // no stack trace
+        Assert.False(Directory.Exists("/tmp/never-written"));
+    }
+
+    [Fact]
+    public void A_directory_that_is_not_a_model_is_one_line_and_exit_1()
+    {
+        string dir = Directory.CreateTempSubdirectory("mixtral-cli-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "config.json"), "{ \"model_type\": ");
+            var r = Cli.Run("generate", "--model", dir, "--prompt", "hi");
+
+            Assert.Equal(1, r.ExitCode);
+            string line = Assert.Single(r.ErrLines);
+            Assert.StartsWith("error: ", line);
+            Assert.Contains("config.json", line);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Cuda_backend_is_not_in_this_build()
+    {
+        var r = Cli.Run("generate", "--model", Cli.Model, "--prompt", "hi", "--backend", "cuda");
+
+        Assert.Equal(1, r.ExitCode);
+        string line = Assert.Single(r.ErrLines);
+        Assert.Contains("not available in this build", line);
+    }
+
+    [Fact]
+    public void A_prompt_longer_than_the_context_is_refused_in_one_line()
+    {
+        string prompt = string.Concat(Enumerable.Repeat("the quick brown fox ", 400)); // > 1024 tokens
+        var r = Cli.Run("generate", "--model", Cli.Model, "--prompt", prompt, "--max-tokens", "4");
+
+        Assert.Equal(1, r.ExitCode);
+        string last = r.ErrLines[^1];
+        Assert.StartsWith("error: the prompt has", last);
+        Assert.Contains("context", last);
+        Assert.DoesNotContain(r.ErrLines, l => l.StartsWith("at ", StringComparison.Ordinal));
+        Assert.Equal("", r.Out);
+    }
+
+    [Fact]
+    public void Bench_longer_than_the_context_says_so_before_loading()
+    {
+        var r = Cli.Run("bench", "--model", Cli.Model, "--prompt-tokens", "1000", "--output-tokens", "100");
+
+        Assert.Equal(1, r.ExitCode);
+        string line = Assert.Single(r.ErrLines);
+        Assert.Contains("exceeds the model's context of 1024", line);
+    }
+}

@@ -1,0 +1,69 @@
+namespace OrleansMixtral.Cli.Tests;
+
+public class GenerateTests
+{
+    public static TheoryData<int> GreedyPrompts => new(HfReference.GreedyContinuations.Select(g => g.Prompt));
+
+    /// <summary>The CLI's arguments that give the prompt of prompts.json entry <paramref name="index"/>.</summary>
+    static List<string> PromptArgs(int index)
+    {
+        HfReference.Prompt p = HfReference.Prompts.Value[index];
+        if (p.Kind == "plain") return ["--prompt", p.Text!];
+        // generate --chat takes one user turn, optionally after a system message
+        var args = new List<string> { "--chat" };
+        foreach ((string role, string content) in p.Messages)
+        {
+            if (role == "system") args.AddRange(["--system", content]);
+            else if (role == "user") args.AddRange(["--prompt", content]);
+            else throw new InvalidOperationException($"prompt {index} has a {role} turn; generate --chat takes one user turn");
+        }
+        return args;
+    }
+
+    [Theory]
+    [MemberData(nameof(GreedyPrompts))]
+    public void Greedy_output_is_the_Hugging_Face_continuation(int prompt)
+    {
+        HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == prompt);
+        var r = Cli.Run(["generate", "--model", Cli.Model, .. PromptArgs(prompt), "--max-tokens", "32", "--ignore-eos"]);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(expected.Text, r.Out); // only the completion: no prompt echo, no trailing newline off a terminal
+        Assert.Contains($"[32 tokens (length), prompt {HfReference.Prompts.Value[prompt].Ids.Length} ", r.Err);
+    }
+
+    [Fact]
+    public void Stop_string_cuts_the_output_before_it()
+    {
+        HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == 1);
+        var r = Cli.Run(["generate", "--model", Cli.Model, .. PromptArgs(1), "--max-tokens", "32", "--stop", "only way"]);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(expected.Text[..expected.Text.IndexOf("only way", StringComparison.Ordinal)], r.Out);
+        Assert.Contains("(stop)", r.Err);
+    }
+
+    [Fact]
+    public void Sampling_with_a_seed_is_reproducible_and_differs_from_greedy()
+    {
+        string[] args = ["generate", "--model", Cli.Model, "--prompt", "The committee said on Friday that the",
+            "--max-tokens", "24", "--ignore-eos", "--temperature", "1.5", "--top-k", "50", "--seed", "42"];
+        var a = Cli.Run(args);
+        var b = Cli.Run(args);
+
+        Assert.True(a.ExitCode == 0, a.ToString());
+        Assert.Equal(a.Out, b.Out);
+        Assert.NotEqual(HfReference.GreedyContinuations.Single(g => g.Prompt == 2).Text[..20], a.Out[..Math.Min(20, a.Out.Length)]);
+    }
+
+    [Fact]
+    public void Prompt_dash_reads_stdin()
+    {
+        HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == 2);
+        var r = Cli.RunWithInput(HfReference.Prompts.Value[2].Text!,
+            "generate", "--model", Cli.Model, "--prompt", "-", "--max-tokens", "32", "--ignore-eos");
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(expected.Text, r.Out);
+    }
+}
