@@ -1,0 +1,190 @@
+namespace OrleansMixtral.Grains;
+
+/// <summary>Who said a message of a conversation.</summary>
+[GenerateSerializer, Alias("mixtral.Role")]
+public enum ChatRole
+{
+    System = 0,
+    User = 1,
+    Assistant = 2,
+}
+
+/// <summary>One message of a conversation's history.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.Message")]
+public sealed record ChatEntry(
+    [property: Id(0)] ChatRole Role,
+    [property: Id(1)] string Content);
+
+/// <summary>How a turn's reply is sampled. Temperature 0 is greedy.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TurnOptions")]
+public sealed record TurnOptions
+{
+    [Id(0)] public int MaxTokens { get; init; } = 256;
+    [Id(1)] public float Temperature { get; init; }
+    [Id(2)] public float TopP { get; init; } = 1f;
+    [Id(3)] public int TopK { get; init; }
+    [Id(4)] public ulong? Seed { get; init; }
+    [Id(5)] public string[] StopStrings { get; init; } = [];
+    /// <summary>Generate exactly <see cref="MaxTokens"/> tokens (benchmarks); the reply still ends with EOS in the history.</summary>
+    [Id(6)] public bool IgnoreEos { get; init; }
+
+    public static TurnOptions Greedy(int maxTokens) => new() { MaxTokens = maxTokens };
+}
+
+/// <summary>How a turn ended.</summary>
+[GenerateSerializer, Alias("mixtral.TurnFinish")]
+public enum TurnFinish
+{
+    /// <summary>The model ended its reply (EOS or a stop string).</summary>
+    Stop = 0,
+    /// <summary>The reply reached MaxTokens or the context length.</summary>
+    Length = 1,
+    /// <summary>The turn was cancelled; the history does not contain it.</summary>
+    Cancelled = 2,
+    /// <summary>The turn failed (a silo went away, the engine failed); the history does not contain it.</summary>
+    Error = 3,
+}
+
+/// <summary>Token counts of one turn.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TurnUsage")]
+public sealed record TurnUsage(
+    [property: Id(0)] int PromptTokens,        // the whole prompt: the conversation so far plus the new user turn
+    [property: Id(1)] int CachedPromptTokens,  // prompt tokens whose KV came from the engine's prefix cache
+    [property: Id(2)] int CompletionTokens);
+
+/// <summary>The end of a turn, carried by its final chunk.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TurnEnd")]
+public sealed record TurnEnd
+{
+    [Id(0)] public required TurnFinish Finish { get; init; }
+    [Id(1)] public TurnUsage Usage { get; init; } = new(0, 0, 0);
+    /// <summary>Why the turn failed or was cancelled; null otherwise.</summary>
+    [Id(2)] public string? Error { get; init; }
+    /// <summary>The silo whose engine generated the turn (its SiloAddress as a string), if any.</summary>
+    [Id(3)] public string? Silo { get; init; }
+    /// <summary>Engine-side time from submission to the first token.</summary>
+    [Id(4)] public double EngineTtftMs { get; init; }
+    /// <summary>Engine-side time from submission to the end.</summary>
+    [Id(5)] public double EngineElapsedMs { get; init; }
+    /// <summary>The whole reply text (what is appended to the history when the turn succeeded).</summary>
+    [Id(6)] public string Text { get; init; } = "";
+
+    public bool Succeeded => Finish is TurnFinish.Stop or TurnFinish.Length;
+}
+
+/// <summary>
+/// A piece of a turn's output. Chunks of a turn are numbered from 0 without gaps; the last one has
+/// <see cref="End"/> set (and may carry text too). The same chunks go to the caller of the turn and to every
+/// subscriber of the conversation's token stream; a chunk holds several tokens when the engine produced
+/// them faster than they were picked up.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TokenChunk")]
+public sealed record TokenChunk
+{
+    [Id(0)] public required string ConversationId { get; init; }
+    /// <summary>The turn's number in the conversation (0 for the first user message).</summary>
+    [Id(1)] public required int Turn { get; init; }
+    /// <summary>The chunk's number within its turn: 0, 1, 2, ...</summary>
+    [Id(2)] public required int Sequence { get; init; }
+    [Id(3)] public string Text { get; init; } = "";
+    /// <summary>The sampled token ids in this chunk (may be empty: the final chunk, or flushed text).</summary>
+    [Id(4)] public int[] TokenIds { get; init; } = [];
+    [Id(5)] public TurnEnd? End { get; init; }
+
+    public bool IsFinal => End is not null;
+}
+
+/// <summary>A conversation as stored: its messages, and where its KV prefix lives.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.ConversationSnapshot")]
+public sealed record ConversationSnapshot
+{
+    [Id(0)] public required string ConversationId { get; init; }
+    [Id(1)] public ChatEntry[] Messages { get; init; } = [];
+    /// <summary>Token ids of the conversation so far (what the next turn's prompt starts with).</summary>
+    [Id(2)] public int TokenCount { get; init; }
+    /// <summary>Completed turns (user message + reply pairs).</summary>
+    [Id(3)] public int Turns { get; init; }
+    /// <summary>The silo whose engine holds this conversation's KV prefix, or null.</summary>
+    [Id(4)] public string? KvSilo { get; init; }
+    /// <summary>How many tokens of the conversation that engine has in its KV cache (after the last turn).</summary>
+    [Id(5)] public int KvTokens { get; init; }
+    /// <summary>The turn now generating, or null.</summary>
+    [Id(6)] public int? TurnInProgress { get; init; }
+    /// <summary>The silo this conversation's grain runs on.</summary>
+    [Id(7)] public string? GrainSilo { get; init; }
+}
+
+/// <summary>An engine's load, for routing and dashboards.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.EngineLoad")]
+public sealed record EngineLoad
+{
+    [Id(0)] public required string Silo { get; init; }
+    [Id(1)] public string Backend { get; init; } = "";
+    [Id(2)] public string Model { get; init; } = "";
+    /// <summary>Requests queued for admission.</summary>
+    [Id(3)] public int Waiting { get; init; }
+    /// <summary>Sequences in the running batch.</summary>
+    [Id(4)] public int Running { get; init; }
+    [Id(5)] public int KvBlocksUsed { get; init; }
+    [Id(6)] public int KvBlocksTotal { get; init; }
+    [Id(7)] public int KvBlocksCached { get; init; }
+    [Id(8)] public double DecodeTokensPerSecond { get; init; }
+    [Id(9)] public int LastBatchSize { get; init; }
+    [Id(10)] public long TokensGenerated { get; init; }
+    [Id(11)] public long PromptTokensComputed { get; init; }
+    [Id(12)] public long PromptTokensReused { get; init; }
+    /// <summary>Distinct conversations that ran a turn on this engine recently (their KV prefixes live here).</summary>
+    [Id(13)] public int ResidentConversations { get; init; }
+    [Id(14)] public int ContextLength { get; init; }
+    [Id(15)] public int KvBlockSize { get; init; }
+
+    /// <summary>KV blocks neither held by running sequences nor cached (cached ones can be evicted, so they count as free).</summary>
+    public int KvBlocksFree => KvBlocksTotal - KvBlocksUsed;
+}
+
+/// <summary>What a conversation grain sends to an engine grain for one turn.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.EngineRequest")]
+public sealed record EngineRequest
+{
+    [Id(0)] public required string ConversationId { get; init; }
+    [Id(1)] public required int Turn { get; init; }
+    [Id(2)] public required int[] PromptTokens { get; init; }
+    [Id(3)] public required TurnOptions Options { get; init; }
+    /// <summary>
+    /// When set, the engine grain refuses (with <see cref="EngineBusyException"/>) instead of queueing if its engine is
+    /// over its redirect threshold, so that the conversation can go to a less loaded silo.
+    /// </summary>
+    [Id(4)] public bool RefuseIfBusy { get; init; }
+}
+
+/// <summary>One piece of an engine's output for a turn; the last has <see cref="End"/> set.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.EngineChunk")]
+public sealed record EngineChunk
+{
+    [Id(0)] public string Text { get; init; } = "";
+    [Id(1)] public int[] TokenIds { get; init; } = [];
+    [Id(2)] public TurnEnd? End { get; init; }
+    /// <summary>On the final chunk: every generated token id (without EOS), for the conversation's exact token history.</summary>
+    [Id(3)] public int[] OutputTokens { get; init; } = [];
+}
+
+/// <summary>The engine asked for is over its load threshold (or its queue is full); try another silo.</summary>
+[GenerateSerializer, Alias("mixtral.EngineBusyException")]
+public sealed class EngineBusyException : Exception
+{
+    public EngineBusyException(string message) : base(message) { }
+}
+
+/// <summary>A turn was asked for while another turn of the same conversation was still generating.</summary>
+[GenerateSerializer, Alias("mixtral.TurnInProgressException")]
+public sealed class TurnInProgressException : Exception
+{
+    public TurnInProgressException(string message) : base(message) { }
+}
+
+/// <summary>A request that can never be served (empty message, bad sampling parameters, longer than the context).</summary>
+[GenerateSerializer, Alias("mixtral.InvalidTurnException")]
+public sealed class InvalidTurnException : Exception
+{
+    public InvalidTurnException(string message) : base(message) { }
+}

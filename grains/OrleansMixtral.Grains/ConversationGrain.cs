@@ -1,0 +1,473 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Placement;
+using Orleans.Runtime;
+using Orleans.Streams;
+using OrleansMixtral.Engine;
+using Tok = OrleansMixtral.Tokenization;
+
+namespace OrleansMixtral.Grains;
+
+/// <summary>A conversation as persisted in grain storage.</summary>
+[GenerateSerializer, Alias("mixtral.ConversationState")]
+public sealed class ConversationState
+{
+    /// <summary>The messages: an optional system message, then user/assistant pairs of completed turns.</summary>
+    [Id(0)] public List<ChatEntry> Messages { get; set; } = [];
+    /// <summary>
+    /// The exact token ids of the conversation so far: each turn's prompt, the ids the model generated, and EOS. The
+    /// next turn's prompt is these ids plus the new user turn's template ids, so the engine that generated the last
+    /// turn finds all of it in its KV prefix cache.
+    /// </summary>
+    [Id(1)] public int[] Tokens { get; set; } = [];
+    /// <summary>The silo (engine grain key) whose engine generated the last turn and so holds the KV prefix.</summary>
+    [Id(2)] public string? KvSilo { get; set; }
+    /// <summary>Tokens of the conversation that engine has processed.</summary>
+    [Id(3)] public int KvTokens { get; set; }
+    /// <summary>Completed turns.</summary>
+    [Id(4)] public int Turns { get; set; }
+}
+
+/// <summary>
+/// A conversation. Turns run one at a time as a task of this activation: the grain picks an engine (the one holding
+/// the conversation's KV prefix, else the least loaded), streams the engine grain's chunks to the caller of the turn
+/// and to the conversation's Orleans stream, and commits the reply to the history only when the turn completes. A turn
+/// that fails or is cancelled leaves the stored history as it was.
+/// </summary>
+/// <remarks>
+/// Placed on the silo that first receives a call for it (the gateway the client talks to): the caller's tokens then
+/// cross one silo-to-silo hop at most (engine silo → this silo → client).
+/// </remarks>
+[PreferLocalPlacement]
+public sealed partial class ConversationGrain(
+    [PersistentState("conversation", ConversationGrain.StorageName)] IPersistentState<ConversationState> state,
+    EngineHost host,
+    EngineDirectory engines,
+    IOptions<MixtralSiloOptions> options,
+    ILogger<ConversationGrain> log) : Grain, IConversationGrain
+{
+    /// <summary>The grain storage provider conversations are stored in.</summary>
+    public const string StorageName = "conversations";
+
+    readonly MixtralSiloOptions _options = options.Value;
+    TurnRun? _run;
+    Channel<TokenChunk>? _publish;
+    Task? _publisher;
+
+    string Id => this.GetPrimaryKeyString();
+
+    sealed class TurnRun(int turn, string userMessage, int[] prompt, TurnOptions options)
+    {
+        public int Turn { get; } = turn;
+        public string UserMessage { get; } = userMessage;
+        public int[] Prompt { get; } = prompt;
+        public TurnOptions Options { get; } = options;
+        public Channel<TokenChunk> Direct { get; } = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
+        public int NextSequence;
+        public string? EngineSilo;
+        public CancellationTokenSource? EngineCall;
+        public long LastProgress = Stopwatch.GetTimestamp();
+        public string? CancelReason;
+        public bool CancelDelivered;
+        public string? LostReason;
+        public bool IsCancelRequested => CancelReason is not null;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _run?.EngineCall?.Cancel();
+        _publish?.Writer.TryComplete();
+        return _publisher?.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current) ?? Task.CompletedTask;
+    }
+
+    public async Task<ConversationSnapshot> Start(string? systemPrompt)
+    {
+        var messages = state.State.Messages;
+        var hasSystem = messages.Count > 0 && messages[0].Role == ChatRole.System;
+        var current = hasSystem ? messages[0].Content : null;
+        var wanted = string.IsNullOrEmpty(systemPrompt) ? null : systemPrompt;
+        if (current != wanted)
+        {
+            if (state.State.Turns > 0 || _run is not null)
+                throw new InvalidTurnException("the conversation already has turns; its system message cannot change");
+            if (hasSystem) messages.RemoveAt(0);
+            if (wanted is not null) messages.Insert(0, new ChatEntry(ChatRole.System, wanted));
+            await state.WriteStateAsync();
+        }
+        return Snapshot();
+    }
+
+    public Task<ConversationSnapshot> GetSnapshot() => Task.FromResult(Snapshot());
+
+    public Task<int[]> GetTokens() => Task.FromResult(state.State.Tokens);
+
+    public async Task Reset()
+    {
+        if (_run is not null) throw new TurnInProgressException($"conversation {Id}: a turn is running; cancel it first");
+        var system = state.State.Messages.FirstOrDefault(m => m.Role == ChatRole.System);
+        state.State = new ConversationState { Messages = system is null ? [] : [system] };
+        await state.WriteStateAsync();
+    }
+
+    ConversationSnapshot Snapshot() => new()
+    {
+        ConversationId = Id,
+        Messages = [.. state.State.Messages],
+        TokenCount = state.State.Tokens.Length,
+        Turns = state.State.Turns,
+        KvSilo = state.State.KvSilo,
+        KvTokens = state.State.KvTokens,
+        TurnInProgress = _run?.Turn,
+        GrainSilo = host.SiloKey,
+    };
+
+    public async IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, TurnOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var run = StartTurn(userMessage, options ?? new TurnOptions());
+        var ended = false;
+        try
+        {
+            await foreach (var chunk in run.Direct.Reader.ReadAllAsync(cancellationToken))
+            {
+                ended = chunk.IsFinal;
+                yield return chunk;
+            }
+        }
+        finally
+        {
+            // The caller disposed the enumeration (or its call was cancelled) before the end: nobody reads the turn.
+            if (!ended) RequestCancel(run, "the caller stopped reading the turn");
+        }
+    }
+
+    public Task<bool> CancelTurn()
+    {
+        if (_run is not { } run) return Task.FromResult(false);
+        RequestCancel(run, "cancelled by the client");
+        return Task.FromResult(true);
+    }
+
+    TurnRun StartTurn(string userMessage, TurnOptions options)
+    {
+        if (_run is not null) throw new TurnInProgressException($"conversation {Id}: turn {_run.Turn} is still running");
+        if (string.IsNullOrWhiteSpace(userMessage)) throw new InvalidTurnException("the message is empty");
+        try
+        {
+            new SamplingParams
+            {
+                Temperature = options.Temperature, TopP = options.TopP, TopK = options.TopK, MaxTokens = options.MaxTokens,
+                StopStrings = options.StopStrings ?? [],
+            }.Validate();
+        }
+        catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
+        var prompt = BuildPrompt(userMessage);
+        var run = new TurnRun(state.State.Turns, userMessage, prompt, options);
+        _run = run;
+        _ = RunTurnAsync(run);
+        return run;
+    }
+
+    /// <summary>The prompt of the next turn: the stored ids plus the new user turn, dropping the oldest exchanges if it would not fit.</summary>
+    int[] BuildPrompt(string userMessage)
+    {
+        var tokenizer = host.Tokenizer;
+        var context = host.ContextLength;
+        var s = state.State;
+        if (s.Tokens.Length > 0)
+        {
+            // "[INST] {message} [/INST]" after the previous reply's EOS is its own segment of the template, so its ids do
+            // not depend on the history: the template of this one message, less its BOS.
+            var turnIds = tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, userMessage)]);
+            var prompt = new int[s.Tokens.Length + turnIds.Length - 1];
+            s.Tokens.CopyTo(prompt, 0);
+            Array.Copy(turnIds, 1, prompt, s.Tokens.Length, turnIds.Length - 1);
+            if (prompt.Length < context) return prompt;
+        }
+        // First turn, or the conversation outgrew the context: render the messages, oldest exchanges first to go.
+        var messages = s.Messages.Select(ToTokenizer).ToList();
+        messages.Add(new Tok.ChatMessage(Tok.ChatRole.User, userMessage));
+        var first = messages.Count > 0 && messages[0].Role == Tok.ChatRole.System ? 1 : 0;
+        while (true)
+        {
+            var ids = tokenizer.EncodeChat(messages);
+            if (ids.Length < context) return ids;
+            if (messages.Count - first <= 1)
+                throw new InvalidTurnException($"the message does not fit the model's context of {context} tokens");
+            messages.RemoveRange(first, 2);
+        }
+    }
+
+    static Tok.ChatMessage ToTokenizer(ChatEntry e) => new(e.Role switch
+    {
+        ChatRole.System => Tok.ChatRole.System,
+        ChatRole.User => Tok.ChatRole.User,
+        _ => Tok.ChatRole.Assistant,
+    }, e.Content);
+
+    async Task RunTurnAsync(TurnRun run)
+    {
+        TurnEnd end;
+        int[] output = [];
+        try
+        {
+            (end, output) = await GenerateAsync(run);
+        }
+        catch (Exception e)
+        {
+            end = new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = run.EngineSilo };
+        }
+        if (end.Succeeded)
+        {
+            try { await CommitAsync(run, end, output); }
+            catch (Exception e)
+            {
+                LogCommitFailed(log, Id, run.Turn, e);
+                end = end with { Finish = TurnFinish.Error, Error = "the reply could not be stored: " + e.Message };
+            }
+        }
+        LogTurnEnded(log, Id, run.Turn, end.Finish, end.Silo, end.Usage.PromptTokens, end.Usage.CachedPromptTokens, end.Usage.CompletionTokens, end.Error);
+        _run = null;
+        Emit(run, new TokenChunk { ConversationId = Id, Turn = run.Turn, Sequence = run.NextSequence++, End = end });
+    }
+
+    async Task CommitAsync(TurnRun run, TurnEnd end, int[] output)
+    {
+        var before = state.State;
+        var tokens = new int[run.Prompt.Length + output.Length + 1];
+        run.Prompt.CopyTo(tokens, 0);
+        output.CopyTo(tokens, run.Prompt.Length);
+        tokens[^1] = host.Tokenizer.EosId; // the template closes every assistant turn with </s>
+        var messages = new List<ChatEntry>(before.Messages)
+        {
+            new(ChatRole.User, run.UserMessage),
+            new(ChatRole.Assistant, end.Text),
+        };
+        state.State = new ConversationState
+        {
+            Messages = messages,
+            Tokens = tokens,
+            KvSilo = end.Silo,
+            KvTokens = run.Prompt.Length + output.Length,
+            Turns = before.Turns + 1,
+        };
+        try { await state.WriteStateAsync(); }
+        catch
+        {
+            state.State = before;
+            throw;
+        }
+    }
+
+    /// <summary>Runs the turn on an engine: the KV holder first, else (or when it is busy or unreachable before any token) the least loaded.</summary>
+    async Task<(TurnEnd End, int[] Output)> GenerateAsync(TurnRun run)
+    {
+        var tried = new List<string>();
+        string? lastError = null;
+        var target = state.State.KvSilo is { } kv && engines.IsActive(kv) ? kv : null;
+        var affinity = target is not null;
+        while (true)
+        {
+            if (run.IsCancelRequested) return (new TurnEnd { Finish = TurnFinish.Cancelled, Error = run.CancelReason }, []);
+            if (target is null)
+            {
+                target = await engines.PickAsync(Id, tried);
+                affinity = false;
+                if (target is null)
+                    return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError ?? "no engine is available in the cluster" }, []);
+            }
+            var attempt = await StreamFromEngineAsync(run, target, refuseIfBusy: affinity);
+            if (attempt.End is { } end) return (end, attempt.Output);
+            LogRerouted(log, Id, run.Turn, target, attempt.RetryReason);
+            lastError = attempt.RetryReason;
+            tried.Add(target);
+            target = null;
+            if (tried.Count > 3) return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError }, []);
+        }
+    }
+
+    readonly record struct Attempt(TurnEnd? End, int[] Output, string? RetryReason);
+
+    async Task<Attempt> StreamFromEngineAsync(TurnRun run, string silo, bool refuseIfBusy)
+    {
+        var engine = engines.Engine(silo);
+        using var call = new CancellationTokenSource();
+        run.EngineSilo = silo;
+        run.EngineCall = call;
+        run.CancelDelivered = false;
+        run.LostReason = null;
+        run.LastProgress = Stopwatch.GetTimestamp();
+        var watchdog = WatchEngineAsync(run, silo, call);
+        var request = new EngineRequest
+        {
+            ConversationId = Id,
+            Turn = run.Turn,
+            PromptTokens = run.Prompt,
+            Options = run.Options,
+            RefuseIfBusy = refuseIfBusy,
+        };
+        var enumerator = engine.Generate(request, call.Token).GetAsyncEnumerator(call.Token);
+        var anyToken = false;
+        try
+        {
+            while (true)
+            {
+                bool more;
+                try { more = await enumerator.MoveNextAsync(); }
+                catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message); }
+                catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = silo }, [], null); }
+                catch (Exception e) when (!anyToken && !run.IsCancelRequested)
+                {
+                    return new Attempt(null, [], $"the engine on silo {silo} could not be reached: {run.LostReason ?? e.Message}");
+                }
+                catch (Exception e)
+                {
+                    var end = run.IsCancelRequested
+                        ? new TurnEnd { Finish = TurnFinish.Cancelled, Error = run.CancelReason, Silo = silo }
+                        : new TurnEnd { Finish = TurnFinish.Error, Error = $"the engine on silo {silo} was lost mid-turn: {run.LostReason ?? e.Message}", Silo = silo };
+                    return new Attempt(end, [], null);
+                }
+                if (!more)
+                    return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = "the engine's stream ended without a result", Silo = silo }, [], null);
+                var chunk = enumerator.Current;
+                run.LastProgress = Stopwatch.GetTimestamp();
+                if (chunk.End is { } engineEnd)
+                {
+                    if (engineEnd.Finish == TurnFinish.Cancelled && !run.IsCancelRequested)
+                        engineEnd = engineEnd with { Finish = TurnFinish.Error, Error = $"the engine on silo {silo} stopped: {engineEnd.Error}" };
+                    else if (engineEnd.Finish == TurnFinish.Cancelled)
+                        engineEnd = engineEnd with { Error = run.CancelReason };
+                    return new Attempt(engineEnd, chunk.OutputTokens, null);
+                }
+                anyToken = true;
+                Emit(run, new TokenChunk
+                {
+                    ConversationId = Id,
+                    Turn = run.Turn,
+                    Sequence = run.NextSequence++,
+                    Text = chunk.Text,
+                    TokenIds = chunk.TokenIds,
+                });
+                if (run.IsCancelRequested && !run.CancelDelivered) _ = DeliverCancelAsync(run);
+            }
+        }
+        finally
+        {
+            run.EngineCall = null;
+            call.Cancel();
+            await watchdog;
+            // Disposing tells the engine grain to drop the enumeration; never wait on a silo that may be gone.
+            _ = DisposeQuietlyAsync(enumerator);
+        }
+    }
+
+    /// <summary>
+    /// Bounds the wait on an engine: ends the call when its silo leaves the membership, or when no chunk came for
+    /// StallProbeMilliseconds and the engine grain does not answer a load query either (a silo that died without
+    /// goodbye is only declared dead by the membership protocol some seconds later).
+    /// </summary>
+    async Task WatchEngineAsync(TurnRun run, string silo, CancellationTokenSource call)
+    {
+        var stall = TimeSpan.FromMilliseconds(_options.StallProbeMilliseconds);
+        var period = TimeSpan.FromMilliseconds(Math.Clamp(_options.StallProbeMilliseconds / 4, 50, 1000));
+        try
+        {
+            while (!call.IsCancellationRequested)
+            {
+                await Task.Delay(period, call.Token);
+                if (engines.IsTerminating(silo))
+                {
+                    run.LostReason = $"silo {silo} left the cluster";
+                    call.Cancel();
+                    return;
+                }
+                if (Stopwatch.GetElapsedTime(run.LastProgress) < stall) continue;
+                try
+                {
+                    await engines.Engine(silo).GetLoad().WaitAsync(TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds), call.Token);
+                    run.LastProgress = Stopwatch.GetTimestamp(); // alive: a long prefill or a queue, not a failure
+                }
+                catch (Exception) when (!call.IsCancellationRequested)
+                {
+                    run.LostReason = $"the engine on silo {silo} does not answer";
+                    call.Cancel();
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    void RequestCancel(TurnRun run, string reason)
+    {
+        if (run.IsCancelRequested) return;
+        run.CancelReason = reason;
+        if (run.EngineSilo is not null) _ = DeliverCancelAsync(run);
+        // Whatever the engine does, the turn ends soon: after a grace period the engine call itself is cancelled.
+        _ = CancelAfterGraceAsync(run);
+    }
+
+    async Task DeliverCancelAsync(TurnRun run)
+    {
+        if (run.EngineSilo is not { } silo) return;
+        try
+        {
+            run.CancelDelivered = await engines.Engine(silo).Cancel(Id, run.Turn)
+                .WaitAsync(TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds));
+        }
+        catch (Exception) { run.EngineCall?.Cancel(); }
+    }
+
+    async Task CancelAfterGraceAsync(TurnRun run)
+    {
+        await Task.Delay(TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds));
+        if (_run == run) run.EngineCall?.Cancel();
+    }
+
+    static async Task DisposeQuietlyAsync(IAsyncEnumerator<EngineChunk> enumerator)
+    {
+        try { await enumerator.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(10)); }
+        catch (Exception) { }
+    }
+
+    void Emit(TurnRun run, TokenChunk chunk)
+    {
+        run.Direct.Writer.TryWrite(chunk);
+        if (chunk.IsFinal) run.Direct.Writer.TryComplete();
+        if (!_options.PublishTokenStream) return;
+        if (_publish is null)
+        {
+            _publish = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
+            _publisher = PublishAsync(_publish.Reader);
+        }
+        _publish.Writer.TryWrite(chunk);
+    }
+
+    /// <summary>Publishes chunks on the conversation's stream in order, off the caller's path (a slow stream never delays the caller).</summary>
+    async Task PublishAsync(ChannelReader<TokenChunk> reader)
+    {
+        var stream = this.GetStreamProvider(TokenStreams.Provider).GetStream<TokenChunk>(TokenStreams.For(Id));
+        while (await reader.WaitToReadAsync())
+        {
+            while (reader.TryRead(out var chunk))
+            {
+                try { await stream.OnNextAsync(chunk); }
+                catch (Exception e) { LogPublishFailed(log, Id, chunk.Turn, chunk.Sequence, e.Message); }
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Conversation {Conversation} turn {Turn}: {Finish} on {Silo}, prompt {Prompt} ({Cached} cached), {Completion} generated {Error}")]
+    static partial void LogTurnEnded(ILogger log, string conversation, int turn, TurnFinish finish, string? silo, int prompt, int cached, int completion, string? error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Conversation {Conversation} turn {Turn}: leaving engine {Silo}: {Reason}")]
+    static partial void LogRerouted(ILogger log, string conversation, int turn, string silo, string? reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Conversation {Conversation} turn {Turn}: storing the reply failed")]
+    static partial void LogCommitFailed(ILogger log, string conversation, int turn, Exception error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Conversation {Conversation} turn {Turn} chunk {Sequence}: publishing on the token stream failed: {Error}")]
+    static partial void LogPublishFailed(ILogger log, string conversation, int turn, int sequence, string error);
+}

@@ -1,0 +1,235 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+using OrleansMixtral.Engine;
+using OrleansMixtral.Engine.Cpu;
+using OrleansMixtral.Model;
+using OrleansMixtral.Tokenization;
+
+namespace OrleansMixtral.Grains;
+
+/// <summary>
+/// The silo's one <see cref="InferenceEngine"/> (a DI singleton): loads the model when the silo starts, submits turns,
+/// cancels them, and reports load. The engine's loop runs on its own thread; nothing here blocks it (tokens reach the
+/// grains through the engine's channels, whose continuations run on the grain's scheduler).
+/// </summary>
+public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, IAsyncDisposable
+{
+    readonly MixtralSiloOptions _options;
+    readonly ILocalSiloDetails _silo;
+    readonly ILogger<EngineHost> _log;
+    readonly Lazy<LoadedEngine> _loaded;
+    readonly ConcurrentDictionary<(string Conversation, int Turn), GenerationStream> _running = new();
+    readonly ConcurrentDictionary<string, long> _resident = new(); // conversation id → last turn (Stopwatch ticks)
+    int _disposed;
+
+    sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, TimeSpan LoadTime);
+
+    public EngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<EngineHost> log)
+    {
+        _options = options.Value;
+        _silo = silo;
+        _log = log;
+        _loaded = new Lazy<LoadedEngine>(LoadEngine, LazyThreadSafetyMode.ExecutionAndPublication);
+    }
+
+    /// <summary>This silo's key for its engine grain: <c>SiloAddress.ToParsableString()</c>.</summary>
+    public string SiloKey => _silo.SiloAddress.ToParsableString();
+    public SiloAddress SiloAddress => _silo.SiloAddress;
+    public InferenceEngine Engine => _loaded.Value.Engine;
+    public MistralTokenizer Tokenizer => _loaded.Value.Tokenizer;
+    public string ModelName => _loaded.Value.ModelName;
+    public int ContextLength => Engine.Info.ContextLength;
+    public bool IsLoaded => _loaded.IsValueCreated;
+
+    void ILifecycleParticipant<ISiloLifecycle>.Participate(ISiloLifecycle lifecycle) =>
+        // Load before the silo joins the cluster as Active, so no turn waits for a model load.
+        lifecycle.Subscribe(nameof(EngineHost), ServiceLifecycleStage.ApplicationServices,
+            ct => Task.Run(() => { _ = _loaded.Value; }, ct),
+            async ct => await DisposeAsync());
+
+    LoadedEngine LoadEngine()
+    {
+        var started = Stopwatch.GetTimestamp();
+        var directory = ModelPaths.Resolve(_options.Model);
+        if (_options.Backend == EngineBackendKind.Cuda)
+            throw new NotSupportedException("Backend=cuda: the CUDA backend is not wired into the silo yet; use Backend=cpu or auto");
+        LogLoading(_log, directory, _options.Backend);
+        var tokenizerTask = Task.Run(() => MistralTokenizer.Load(Path.Combine(directory, "tokenizer.json")));
+        IModelBackend backend;
+        using (var checkpoint = CheckpointDirectory.Open(directory))
+        {
+            var c = checkpoint.Config;
+            var defaults = new CpuBackendOptions();
+            var int8 = _options.Int8 || checkpoint.Quantization is not null;
+            long bytesPerToken = 2L * c.NumLayers * c.KvDim * sizeof(float);
+            long tokens = Math.Max((long)_options.KvCacheMegabytes * (1L << 20) / bytesPerToken, c.MaxPositionEmbeddings + (long)defaults.KvBlockSize);
+            tokens = (tokens + defaults.KvBlockSize - 1) / defaults.KvBlockSize * defaults.KvBlockSize;
+            backend = new CpuMixtralBackend(checkpoint, defaults with
+            {
+                Weights = int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32,
+                KvCacheBytes = tokens * bytesPerToken,
+                Threads = _options.Threads > 0 ? _options.Threads : Environment.ProcessorCount,
+                MaxBatchTokens = _options.MaxBatchTokens,
+            });
+        }
+        var tokenizer = tokenizerTask.GetAwaiter().GetResult();
+        var engine = new InferenceEngine(backend, tokenizer, new EngineOptions
+        {
+            MaxRunningSequences = _options.MaxRunningSequences,
+            PrefillChunkTokens = _options.PrefillChunkTokens,
+        });
+        var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
+        var loaded = new LoadedEngine(engine, tokenizer, name, directory, Stopwatch.GetElapsedTime(started));
+        LogLoaded(_log, name, backend.Name, backend.KvBlockCount * backend.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
+        return loaded;
+    }
+
+    /// <summary>Why this engine should not take <paramref name="request"/> now (null: it should).</summary>
+    public string? BusyReason(EngineRequest request)
+    {
+        var s = Engine.GetStats();
+        if (s.Waiting >= _options.RedirectWhenWaiting) return $"{s.Waiting} requests are waiting for admission";
+        var info = Engine.Info;
+        var total = Math.Min((long)request.PromptTokens.Length + request.Options.MaxTokens, info.ContextLength);
+        var blocks = (int)((total + info.KvBlockSize - 1) / info.KvBlockSize);
+        if (s.Running > 0 && blocks > s.KvBlocksTotal - s.KvBlocksUsed)
+            return $"the KV cache is full ({s.KvBlocksUsed} of {s.KvBlocksTotal} blocks in use; the request needs {blocks})";
+        return null;
+    }
+
+    /// <summary>Queues a turn. Throws <see cref="InvalidTurnException"/> or <see cref="EngineBusyException"/>.</summary>
+    public GenerationStream Submit(EngineRequest request)
+    {
+        var o = request.Options;
+        var sampling = new SamplingParams
+        {
+            Temperature = o.Temperature,
+            TopP = o.TopP,
+            TopK = o.TopK,
+            Seed = o.Seed,
+            MaxTokens = o.MaxTokens,
+            StopStrings = o.StopStrings ?? [],
+            IgnoreEos = o.IgnoreEos,
+        };
+        GenerationStream stream;
+        try
+        {
+            stream = Engine.Submit(new GenerationRequest(request.PromptTokens, sampling));
+        }
+        catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
+        catch (EngineOverloadedException e) { throw new EngineBusyException(e.Message); }
+        var key = (request.ConversationId, request.Turn);
+        _running[key] = stream;
+        _resident[request.ConversationId] = Stopwatch.GetTimestamp();
+        _ = stream.Completion.ContinueWith(_ => _running.TryRemove(new KeyValuePair<(string, int), GenerationStream>(key, stream)),
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        return stream;
+    }
+
+    public bool Cancel(string conversationId, int turn)
+    {
+        if (!_running.TryGetValue((conversationId, turn), out var stream)) return false;
+        stream.Cancel();
+        return true;
+    }
+
+    public int RunningTurns => _running.Count;
+
+    public int ResidentConversations
+    {
+        get
+        {
+            var horizon = Stopwatch.GetTimestamp() - _options.ResidentSeconds * Stopwatch.Frequency;
+            var n = 0;
+            foreach (var (id, at) in _resident)
+            {
+                if (at >= horizon) n++;
+                else _resident.TryRemove(new KeyValuePair<string, long>(id, at));
+            }
+            return n;
+        }
+    }
+
+    public EngineLoad GetLoad()
+    {
+        if (!IsLoaded) return new EngineLoad { Silo = SiloKey, Backend = "loading", Waiting = int.MaxValue / 2 };
+        var s = Engine.GetStats();
+        var info = Engine.Info;
+        return new EngineLoad
+        {
+            Silo = SiloKey,
+            Backend = s.Backend,
+            Model = ModelName,
+            Waiting = s.Waiting,
+            Running = s.Running,
+            KvBlocksUsed = s.KvBlocksUsed,
+            KvBlocksTotal = s.KvBlocksTotal,
+            KvBlocksCached = s.KvBlocksCached,
+            DecodeTokensPerSecond = s.DecodeTokensPerSecond,
+            LastBatchSize = s.LastBatchSize,
+            TokensGenerated = s.TokensGenerated,
+            PromptTokensComputed = s.PromptTokensComputed,
+            PromptTokensReused = s.PromptTokensReused,
+            ResidentConversations = ResidentConversations,
+            ContextLength = info.ContextLength,
+            KvBlockSize = info.KvBlockSize,
+        };
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (_loaded.IsValueCreated)
+        {
+            LogStopping(_log, _running.Count);
+            await _loaded.Value.Engine.DisposeAsync();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Loading the model {Directory} (backend {Backend})")]
+    static partial void LogLoading(ILogger log, string directory, EngineBackendKind backend);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Engine ready: {Model} on {Backend}, KV cache {KvTokens} tokens, loaded in {Milliseconds:F0} ms")]
+    static partial void LogLoaded(ILogger log, string model, string backend, int kvTokens, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stopping the engine ({Running} turns running)")]
+    static partial void LogStopping(ILogger log, int running);
+}
+
+/// <summary>Finds a model directory given on the command line or in configuration.</summary>
+public static class ModelPaths
+{
+    /// <summary>
+    /// An absolute path as is; a relative one against the working directory, else against the repository root (the
+    /// folder above the running program that holds OrleansMixtral.sln), so the bundled <c>models/tiny-mixtral</c> is
+    /// found from anywhere in the checkout.
+    /// </summary>
+    /// <exception cref="DirectoryNotFoundException">None of these exists.</exception>
+    public static string Resolve(string model)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(model);
+        if (Path.IsPathRooted(model))
+        {
+            if (Directory.Exists(model)) return Path.GetFullPath(model);
+            throw new DirectoryNotFoundException($"model directory not found: {model}");
+        }
+        var candidates = new List<string> { Path.GetFullPath(model) };
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "OrleansMixtral.sln")))
+                {
+                    candidates.Add(Path.Combine(dir.FullName, model));
+                    break;
+                }
+            }
+        }
+        foreach (var c in candidates)
+            if (Directory.Exists(c)) return Path.GetFullPath(c);
+        throw new DirectoryNotFoundException($"model directory not found: {model} (looked in {string.Join(", ", candidates.Distinct())})");
+    }
+}

@@ -1,0 +1,40 @@
+using System.Diagnostics.Metrics;
+
+namespace OrleansMixtral.Grains;
+
+/// <summary>
+/// The engine's gauges as System.Diagnostics.Metrics instruments (tok/s, batch size, KV use, queue), observed from
+/// <see cref="EngineHost.GetLoad"/> when a metrics listener collects them.
+/// </summary>
+/// <remarks>
+/// The meter is named "Orleans" on purpose: the Orleans dashboard's exporter listens to that meter, so these gauges
+/// show on each silo's page of the dashboard next to Orleans' own counters (and any OpenTelemetry listener of the
+/// "Orleans" meter gets them too). All names start with "mixtral-engine-".
+/// </remarks>
+public sealed class EngineMetrics : IDisposable
+{
+    public const string MeterName = "Orleans";
+    readonly Meter _meter = new(MeterName);
+
+    public EngineMetrics(EngineHost host)
+    {
+        EngineLoad? Load() => host.IsLoaded ? host.GetLoad() : null;
+        _meter.CreateObservableGauge("mixtral-engine-tokens-per-second", () => Load()?.DecodeTokensPerSecond ?? 0, "tokens/s",
+            "decode tokens per second of the engine's batch (moving average over steps)");
+        _meter.CreateObservableGauge("mixtral-engine-batch-size", () => Load()?.LastBatchSize ?? 0, "sequences",
+            "sequences in the engine's last step");
+        _meter.CreateObservableGauge("mixtral-engine-running", () => Load()?.Running ?? 0, "sequences", "sequences admitted and generating");
+        _meter.CreateObservableGauge("mixtral-engine-queue", () => Load()?.Waiting ?? 0, "requests", "requests waiting for admission");
+        _meter.CreateObservableGauge("mixtral-engine-kv-blocks-used", () => Load()?.KvBlocksUsed ?? 0, "blocks", "KV blocks held by running sequences");
+        _meter.CreateObservableGauge("mixtral-engine-kv-blocks-cached", () => Load()?.KvBlocksCached ?? 0, "blocks", "KV blocks holding reusable prefixes");
+        _meter.CreateObservableGauge("mixtral-engine-kv-used-percent",
+            () => Load() is { KvBlocksTotal: > 0 } l ? 100.0 * l.KvBlocksUsed / l.KvBlocksTotal : 0, "%", "share of KV blocks in use");
+        _meter.CreateObservableGauge("mixtral-engine-conversations", () => Load()?.ResidentConversations ?? 0, "conversations",
+            "conversations with a turn on this engine recently");
+        _meter.CreateObservableCounter("mixtral-engine-tokens-generated", () => Load()?.TokensGenerated ?? 0, "tokens");
+        _meter.CreateObservableCounter("mixtral-engine-prompt-tokens-computed", () => Load()?.PromptTokensComputed ?? 0, "tokens");
+        _meter.CreateObservableCounter("mixtral-engine-prompt-tokens-reused", () => Load()?.PromptTokensReused ?? 0, "tokens");
+    }
+
+    public void Dispose() => _meter.Dispose();
+}

@@ -1,0 +1,56 @@
+namespace OrleansMixtral.Grains;
+
+/// <summary>Which compute backend a silo's engine runs on.</summary>
+public enum EngineBackendKind { Auto, Cpu, Cuda }
+
+/// <summary>Where conversation state is kept. External: the host registers the grain storage itself.</summary>
+public enum ConversationStorageKind { Memory, Redis, External }
+
+/// <summary>
+/// What a silo's engine loads and how the grains route turns. Bound from the configuration section "Mixtral" by the
+/// silo host (appsettings, environment <c>Mixtral__Model=...</c>, command line <c>--Mixtral:Model=...</c> or the host's
+/// short forms).
+/// </summary>
+public sealed class MixtralSiloOptions
+{
+    /// <summary>The model directory (Hugging Face layout). Relative paths are resolved against the working directory, then the repository root.</summary>
+    public string Model { get; set; } = "models/tiny-mixtral";
+    public EngineBackendKind Backend { get; set; } = EngineBackendKind.Auto;
+    /// <summary>Hold the weights as int8 (weight-only, per output channel); implied by a pre-quantized checkpoint.</summary>
+    public bool Int8 { get; set; }
+    /// <summary>KV cache budget in MiB (never less than one full context plus a block).</summary>
+    public int KvCacheMegabytes { get; set; } = 256;
+    /// <summary>Worker threads of the CPU backend; 0 = one per core.</summary>
+    public int Threads { get; set; }
+    /// <summary>Most tokens in one forward call.</summary>
+    public int MaxBatchTokens { get; set; } = 512;
+    /// <summary>Sequences decoded together in one engine step.</summary>
+    public int MaxRunningSequences { get; set; } = 64;
+    /// <summary>Prompt tokens of one sequence per step (chunked prefill).</summary>
+    public int PrefillChunkTokens { get; set; } = 256;
+
+    /// <summary>
+    /// A conversation's turn leaves the silo that holds its KV prefix for a less loaded one when that silo's engine has
+    /// this many requests waiting for admission (or cannot fit the request in its KV cache now).
+    /// </summary>
+    public int RedirectWhenWaiting { get; set; } = 4;
+    /// <summary>How long engine loads are cached by each silo's router.</summary>
+    public int LoadCacheMilliseconds { get; set; } = 250;
+    /// <summary>A conversation counts as resident on an engine for this long after its last turn there.</summary>
+    public int ResidentSeconds { get; set; } = 600;
+    /// <summary>When no token came from the engine for this long, the conversation probes the engine's silo.</summary>
+    public int StallProbeMilliseconds { get; set; } = 3000;
+    /// <summary>A probe (or a load query) that takes longer than this counts as a failure.</summary>
+    public int ProbeTimeoutMilliseconds { get; set; } = 3000;
+
+    /// <summary>Publish every chunk on the conversation's Orleans stream (turn off to save the per-chunk stream call).</summary>
+    public bool PublishTokenStream { get; set; } = true;
+    /// <summary>Polling period of the memory stream's pulling agents (Orleans' default is 100 ms).</summary>
+    public int StreamPollMilliseconds { get; set; } = 5;
+    /// <summary>Queues of the memory stream provider (each polled by one agent somewhere in the cluster).</summary>
+    public int StreamQueues { get; set; } = 2;
+
+    public ConversationStorageKind Storage { get; set; } = ConversationStorageKind.Memory;
+    /// <summary>Redis connection string for <see cref="ConversationStorageKind.Redis"/> storage (and Redis clustering in the host).</summary>
+    public string? RedisConnectionString { get; set; }
+}

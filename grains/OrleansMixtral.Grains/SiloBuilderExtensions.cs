@@ -1,0 +1,62 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.Runtime;
+using StackExchange.Redis;
+
+namespace OrleansMixtral.Grains;
+
+public static class SiloBuilderExtensions
+{
+    /// <summary>
+    /// Adds the serving grains to a silo: the silo's engine (loaded when the silo starts), the engine grain's placement,
+    /// the router, the token stream provider (memory streams) and conversation storage. Clustering and endpoints are
+    /// the host's business (the silo host, or the test cluster).
+    /// </summary>
+    public static ISiloBuilder AddMixtral(this ISiloBuilder silo, MixtralSiloOptions options)
+    {
+        var services = silo.Services;
+        services.AddSingleton<IOptions<MixtralSiloOptions>>(Options.Create(options));
+        services.AddSingleton<EngineHost>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<EngineHost>());
+        services.AddSingleton<EngineDirectory>();
+        services.AddSingleton<EngineMetrics>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MetricsStarter>();
+        silo.AddPlacementDirector<SiloEnginePlacement, SiloEnginePlacementDirector>();
+
+        silo.AddMemoryStreams(TokenStreams.Provider, streams =>
+        {
+            streams.ConfigurePartitioning(Math.Max(1, options.StreamQueues));
+            streams.ConfigurePullingAgent(agent => agent.Configure(o =>
+                o.GetQueueMsgsTimerPeriod = TimeSpan.FromMilliseconds(Math.Max(1, options.StreamPollMilliseconds))));
+        });
+        silo.AddMemoryGrainStorage("PubSubStore");
+
+        switch (options.Storage)
+        {
+            case ConversationStorageKind.Memory:
+                silo.AddMemoryGrainStorage(ConversationGrain.StorageName);
+                break;
+            case ConversationStorageKind.Redis:
+                if (string.IsNullOrWhiteSpace(options.RedisConnectionString))
+                    throw new InvalidOperationException("Storage=redis needs a Redis connection string (RedisConnectionString)");
+                silo.AddRedisGrainStorage(ConversationGrain.StorageName, o =>
+                    o.ConfigurationOptions = ConfigurationOptions.Parse(options.RedisConnectionString));
+                break;
+            case ConversationStorageKind.External:
+                break; // the host registered a grain storage named ConversationGrain.StorageName itself
+        }
+        return silo;
+    }
+
+    /// <summary>Creates the engine's metrics with the silo (the dashboard lists instruments that exist).</summary>
+    sealed class MetricsStarter(IServiceProvider services) : ILifecycleParticipant<ISiloLifecycle>
+    {
+        public void Participate(ISiloLifecycle lifecycle) =>
+            lifecycle.Subscribe(nameof(MetricsStarter), ServiceLifecycleStage.ApplicationServices, _ =>
+            {
+                services.GetRequiredService<EngineMetrics>();
+                return Task.CompletedTask;
+            });
+    }
+}

@@ -1,0 +1,108 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Threading.Channels;
+using Orleans.Concurrency;
+using OrleansMixtral.Engine;
+
+namespace OrleansMixtral.Grains;
+
+/// <summary>
+/// The "GPU grain": fronts this silo's <see cref="EngineHost"/>. One activation per silo (<see cref="SiloEnginePlacementAttribute"/>,
+/// key = the silo address). <see cref="Reentrant"/>: every call interleaves, so the turns of all conversations on the
+/// silo are in the engine at once and its loop batches them; nothing here waits on the engine thread, which hands
+/// tokens over through channels.
+/// </summary>
+[Reentrant, SiloEnginePlacement]
+public sealed class SiloEngineGrain(EngineHost host) : Grain, IEngineGrain
+{
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (this.GetPrimaryKeyString() != host.SiloKey)
+            throw new InvalidOperationException($"engine grain {this.GetPrimaryKeyString()} activated on silo {host.SiloKey}");
+        return Task.CompletedTask;
+    }
+
+    public async IAsyncEnumerable<EngineChunk> Generate(EngineRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        if (request.RefuseIfBusy && host.BusyReason(request) is { } reason)
+            throw new EngineBusyException($"engine on {host.SiloKey} is busy: {reason}");
+        var stream = host.Submit(request);
+        var completed = false;
+        using var registration = cancellationToken.Register(stream.Cancel);
+        try
+        {
+            var reader = stream.Tokens;
+            while (true)
+            {
+                // Wait for the next token without the caller's token: cancelling ends generation through the engine
+                // (stream.Cancel above), and the engine then completes the channel and the result.
+                var more = await WaitToRead(reader);
+                if (!more) break;
+                var chunk = Drain(reader);
+                if (chunk is not null) yield return chunk;
+            }
+            var result = await stream.Completion;
+            completed = true;
+            yield return Final(result);
+        }
+        finally
+        {
+            // The caller went away (disposed the enumeration) before the end: stop generating.
+            if (!completed) stream.Cancel();
+        }
+    }
+
+    /// <summary>False at the end of the stream, also when the engine failed the sequence (its result tells why).</summary>
+    static async ValueTask<bool> WaitToRead(ChannelReader<GeneratedToken> reader)
+    {
+        try { return await reader.WaitToReadAsync(); }
+        catch (Exception) { return false; }
+    }
+
+    /// <summary>Everything the engine has produced so far, as one chunk (several tokens when the caller fell behind).</summary>
+    static EngineChunk? Drain(ChannelReader<GeneratedToken> reader)
+    {
+        if (!reader.TryRead(out var first)) return null;
+        if (!reader.TryRead(out var second))
+            return new EngineChunk { Text = first.Text, TokenIds = first.TokenId >= 0 ? [first.TokenId] : [] };
+        var text = new StringBuilder(first.Text).Append(second.Text);
+        var ids = new List<int>(4);
+        if (first.TokenId >= 0) ids.Add(first.TokenId);
+        if (second.TokenId >= 0) ids.Add(second.TokenId);
+        while (reader.TryRead(out var t))
+        {
+            text.Append(t.Text);
+            if (t.TokenId >= 0) ids.Add(t.TokenId);
+        }
+        return new EngineChunk { Text = text.ToString(), TokenIds = [.. ids] };
+    }
+
+    EngineChunk Final(GenerationResult r)
+    {
+        var finish = r.FinishReason switch
+        {
+            FinishReason.Stop => TurnFinish.Stop,
+            FinishReason.Length => TurnFinish.Length,
+            FinishReason.Cancelled => TurnFinish.Cancelled,
+            _ => TurnFinish.Error,
+        };
+        return new EngineChunk
+        {
+            OutputTokens = [.. r.OutputTokens],
+            End = new TurnEnd
+            {
+                Finish = finish,
+                Usage = new TurnUsage(r.Usage.PromptTokens, r.Usage.CachedPromptTokens, r.Usage.CompletionTokens),
+                Error = r.Error,
+                Silo = host.SiloKey,
+                EngineTtftMs = r.TimeToFirstToken.TotalMilliseconds,
+                EngineElapsedMs = r.Elapsed.TotalMilliseconds,
+                Text = r.Text,
+            },
+        };
+    }
+
+    public Task<bool> Cancel(string conversationId, int turn) => Task.FromResult(host.Cancel(conversationId, turn));
+
+    public Task<EngineLoad> GetLoad() => Task.FromResult(host.GetLoad());
+}

@@ -1,0 +1,203 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using Orleans;
+using Orleans.Runtime;
+using Orleans.Streams;
+using OrleansMixtral.Grains;
+
+namespace OrleansMixtral.Client;
+
+/// <summary>A finished turn as the client saw it.</summary>
+public sealed record TurnResult(string ConversationId, int Turn, string Text, TurnEnd End, int Chunks, TimeSpan TimeToFirstChunk, TimeSpan Elapsed)
+{
+    public bool Succeeded => End.Succeeded;
+}
+
+/// <summary>
+/// Chat with a running cluster over an <see cref="IClusterClient"/>: start conversations, send turns (tokens come back
+/// on the direct path, a streaming grain call), watch a conversation's token stream, cancel, read the history.
+/// </summary>
+public sealed class MixtralClient(IClusterClient client)
+{
+    /// <summary>
+    /// While a turn streams, a silence this long makes the client check that the conversation is still working on the
+    /// turn (a silo that dies without goodbye leaves a grain call waiting until the cluster declares the silo dead).
+    /// </summary>
+    public TimeSpan StallCheck { get; init; } = TimeSpan.FromSeconds(10);
+
+    public IClusterClient Cluster => client;
+
+    public IConversationGrain Conversation(string conversationId) => client.GetGrain<IConversationGrain>(conversationId);
+
+    /// <summary>Starts (or resumes) a conversation; a new id when <paramref name="conversationId"/> is null.</summary>
+    public Task<ConversationSnapshot> StartConversationAsync(string? conversationId = null, string? systemPrompt = null) =>
+        Conversation(conversationId ?? Guid.NewGuid().ToString("N")).Start(systemPrompt);
+
+    /// <summary>The conversation's history and KV handle.</summary>
+    public Task<ConversationSnapshot> GetHistoryAsync(string conversationId) => Conversation(conversationId).GetSnapshot();
+
+    /// <summary>Cancels the conversation's running turn; false when none was running.</summary>
+    public Task<bool> CancelAsync(string conversationId) => Conversation(conversationId).CancelTurn();
+
+    /// <summary>
+    /// Sends a user message and streams the reply's chunks as they are generated. The last chunk has
+    /// <see cref="TokenChunk.End"/> set; when the cluster fails under the turn (its silo dies), the enumeration still
+    /// ends with such a chunk, with <see cref="TurnFinish.Error"/>. Cancelling <paramref name="cancellationToken"/>
+    /// cancels the turn. Throws <see cref="TurnInProgressException"/> and <see cref="InvalidTurnException"/> as the grain does.
+    /// </summary>
+    public async IAsyncEnumerable<TokenChunk> SendAsync(string conversationId, string message, TurnOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var grain = Conversation(conversationId);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var progress = new Progress();
+        var watchdog = WatchAsync(grain, progress, stop);
+        await using var chunks = grain.SendTurn(message, options, CancellationToken.None).GetAsyncEnumerator(stop.Token);
+        var ended = false;
+        var turn = -1;
+        var next = 0;
+        try
+        {
+            while (!ended)
+            {
+                TokenChunk chunk;
+                string? failure = null;
+                try
+                {
+                    if (!await chunks.MoveNextAsync()) failure = "the turn's stream ended without a final chunk";
+                }
+                catch (Exception e) when (e is TurnInProgressException or InvalidTurnException) { throw; }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && progress.LostReason is null)
+                {
+                    _ = CancelQuietlyAsync(grain);
+                    failure = "cancelled";
+                }
+                catch (Exception e) { failure = progress.LostReason ?? e.Message; }
+
+                if (failure is not null)
+                {
+                    ended = true;
+                    chunk = new TokenChunk
+                    {
+                        ConversationId = conversationId,
+                        Turn = turn,
+                        Sequence = next,
+                        End = new TurnEnd
+                        {
+                            Finish = failure == "cancelled" ? TurnFinish.Cancelled : TurnFinish.Error,
+                            Error = failure == "cancelled" ? "cancelled by the client" : "the turn was lost: " + failure,
+                        },
+                    };
+                }
+                else
+                {
+                    chunk = chunks.Current;
+                    turn = chunk.Turn;
+                    next = chunk.Sequence + 1;
+                    ended = chunk.IsFinal;
+                    progress.Touch(turn);
+                }
+                yield return chunk;
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            await watchdog;
+        }
+    }
+
+    /// <summary>Sends a message and collects the whole reply (optionally calling <paramref name="onChunk"/> for each chunk).</summary>
+    public async Task<TurnResult> SendAndCollectAsync(string conversationId, string message, TurnOptions? options = null,
+        Action<TokenChunk>? onChunk = null, CancellationToken cancellationToken = default)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        TimeSpan first = TimeSpan.Zero;
+        var text = new StringBuilder();
+        var count = 0;
+        await foreach (var chunk in SendAsync(conversationId, message, options, cancellationToken))
+        {
+            if (count++ == 0) first = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            onChunk?.Invoke(chunk);
+            text.Append(chunk.Text);
+            if (chunk.End is { } end)
+                return new TurnResult(conversationId, chunk.Turn, text.ToString(), end, count, first, System.Diagnostics.Stopwatch.GetElapsedTime(started));
+        }
+        throw new InvalidOperationException("the turn ended without a final chunk");
+    }
+
+    /// <summary>
+    /// Subscribes to the conversation's token stream: every chunk of every turn from now on, in order, for any number of
+    /// subscribers. Dispose the result to unsubscribe.
+    /// </summary>
+    public async Task<IAsyncDisposable> SubscribeAsync(string conversationId, Func<TokenChunk, Task> onChunk)
+    {
+        var stream = client.GetStreamProvider(TokenStreams.Provider).GetStream<TokenChunk>(TokenStreams.For(conversationId));
+        var handle = await stream.SubscribeAsync((chunk, _) => onChunk(chunk));
+        return new Subscription(handle);
+    }
+
+    /// <summary>The loads of the engines of all active silos.</summary>
+    public async Task<IReadOnlyList<EngineLoad>> GetEngineLoadsAsync()
+    {
+        var hosts = await client.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
+        var loads = await Task.WhenAll(hosts.Keys.Select(async silo =>
+        {
+            try { return await client.GetGrain<IEngineGrain>(silo.ToParsableString()).GetLoad().WaitAsync(TimeSpan.FromSeconds(5)); }
+            catch (Exception) { return null; }
+        }));
+        return [.. loads.Where(l => l is not null).Select(l => l!)];
+    }
+
+    sealed class Subscription(StreamSubscriptionHandle<TokenChunk> handle) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await handle.UnsubscribeAsync();
+    }
+
+    sealed class Progress
+    {
+        long _last = Environment.TickCount64;
+        public int Turn { get; private set; } = -1;
+        public string? LostReason { get; set; }
+        public void Touch(int turn) { Turn = turn; _last = Environment.TickCount64; }
+        public void Touch() => _last = Environment.TickCount64;
+        public TimeSpan Silence => TimeSpan.FromMilliseconds(Environment.TickCount64 - _last);
+    }
+
+    /// <summary>After a silence, asks the conversation (an interleaving call) whether it is still running our turn.</summary>
+    async Task WatchAsync(IConversationGrain grain, Progress progress, CancellationTokenSource stop)
+    {
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(50, StallCheck.TotalMilliseconds / 4)), stop.Token);
+                if (progress.Silence < StallCheck) continue;
+                try
+                {
+                    var snapshot = await grain.GetSnapshot().WaitAsync(StallCheck, stop.Token);
+                    if (snapshot.TurnInProgress is null && progress.Turn >= 0 || snapshot.TurnInProgress is { } t && progress.Turn >= 0 && t != progress.Turn)
+                    {
+                        progress.LostReason = "the conversation is no longer running this turn (its silo went away)";
+                        stop.Cancel();
+                        return;
+                    }
+                    progress.Touch();
+                }
+                catch (Exception e) when (!stop.IsCancellationRequested)
+                {
+                    progress.LostReason = "the conversation does not answer: " + e.Message;
+                    stop.Cancel();
+                    return;
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    static async Task CancelQuietlyAsync(IConversationGrain grain)
+    {
+        try { await grain.CancelTurn().WaitAsync(TimeSpan.FromSeconds(5)); }
+        catch (Exception) { }
+    }
+}

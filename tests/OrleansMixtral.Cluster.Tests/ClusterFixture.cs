@@ -1,0 +1,70 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
+using Orleans.Hosting;
+using Orleans.Runtime;
+using Orleans.TestingHost;
+using OrleansMixtral.Client;
+using OrleansMixtral.Grains;
+using OrleansMixtral.Tests;
+
+namespace OrleansMixtral.Cluster.Tests;
+
+/// <summary>
+/// Three in-process silos, each with its own CPU engine over the tiny model (one worker thread each), a shared
+/// durable grain storage for conversations, memory token streams, and failure detection tuned to seconds.
+/// </summary>
+public class ClusterFixture : IAsyncLifetime
+{
+    public const int Silos = 3;
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+    public MixtralClient Client { get; private set; } = null!;
+
+    public static MixtralSiloOptions SiloOptions() => new()
+    {
+        Model = RepoPaths.TinyModel,
+        Threads = 1,
+        KvCacheMegabytes = 16,
+        MaxBatchTokens = 128,
+        MaxRunningSequences = 16,
+        Storage = ConversationStorageKind.External,
+        StallProbeMilliseconds = 1000,
+        ProbeTimeoutMilliseconds = 1500,
+        LoadCacheMilliseconds = 100,
+    };
+
+    public static void FastFailureDetection(IServiceCollection services) =>
+        services.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = TimeSpan.FromMilliseconds(500);
+            o.NumMissedProbesLimit = 2;
+            o.NumVotesForDeathDeclaration = 1;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
+            o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);
+        });
+
+    public async ValueTask InitializeAsync()
+    {
+        var builder = new InProcessTestClusterBuilder((short)Silos);
+        builder.ConfigureSilo((_, silo) =>
+        {
+            silo.AddMixtral(SiloOptions());
+            SharedGrainStorage.Register(silo.Services, ConversationGrain.StorageName);
+            FastFailureDetection(silo.Services);
+        });
+        builder.ConfigureClient(client => client.AddMemoryStreams(TokenStreams.Provider));
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+        Client = new MixtralClient(Cluster.Client) { StallCheck = TimeSpan.FromSeconds(5) };
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Cluster is not null) await Cluster.DisposeAsync();
+    }
+
+    /// <summary>The engine host of a live silo.</summary>
+    public EngineHost Engine(string siloKey) =>
+        Cluster.GetSiloServiceProvider(SiloAddress.FromParsableString(siloKey)).GetRequiredService<EngineHost>();
+
+    public static TurnOptions Short(int maxTokens = 12) => new() { MaxTokens = maxTokens, Temperature = 0 };
+}
