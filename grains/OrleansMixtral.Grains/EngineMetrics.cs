@@ -7,17 +7,20 @@ namespace OrleansMixtral.Grains;
 /// <see cref="EngineHost.GetLoad"/> when a metrics listener collects them.
 /// </summary>
 /// <remarks>
-/// The meter is named "Orleans" on purpose: the Orleans dashboard's exporter listens to that meter, so these gauges
-/// show on each silo's page of the dashboard next to Orleans' own counters (and any OpenTelemetry listener of the
-/// "Orleans" meter gets them too). All names start with "mixtral-engine-".
+/// The instruments live on Orleans' own meter ("Microsoft.Orleans", from the silo's <see cref="IMeterFactory"/>, which
+/// hands out that same meter): the Orleans dashboard exports that meter, so these gauges show on each silo's counters
+/// page next to Orleans' own, and any OpenTelemetry listener of the Orleans meter gets them too. All names start with
+/// "mixtral-engine-".
 /// </remarks>
 public sealed class EngineMetrics : IDisposable
 {
-    public const string MeterName = "Orleans";
-    readonly Meter _meter = new(MeterName);
+    public const string MeterName = "Microsoft.Orleans";
+    readonly Meter _meter;
 
-    public EngineMetrics(EngineHost host)
+    public EngineMetrics(EngineHost host, IMeterFactory meters)
     {
+        // From the silo's meter factory, like Orleans' own meter: listeners scoped to that factory see these too.
+        _meter = meters.Create(MeterName);
         EngineLoad? Load() => host.IsLoaded ? host.GetLoad() : null;
         _meter.CreateObservableGauge("mixtral-engine-tokens-per-second", () => Load()?.DecodeTokensPerSecond ?? 0, "tokens/s",
             "decode tokens per second of the engine's batch (moving average over steps)");
@@ -36,5 +39,5 @@ public sealed class EngineMetrics : IDisposable
         _meter.CreateObservableCounter("mixtral-engine-prompt-tokens-reused", () => Load()?.PromptTokensReused ?? 0, "tokens");
     }
 
-    public void Dispose() => _meter.Dispose();
+    public void Dispose() { } // the meter belongs to the factory
 }
