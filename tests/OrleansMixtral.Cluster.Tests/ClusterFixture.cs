@@ -67,4 +67,39 @@ public class ClusterFixture : IAsyncLifetime
         Cluster.GetSiloServiceProvider(SiloAddress.FromParsableString(siloKey)).GetRequiredService<EngineHost>();
 
     public static TurnOptions Short(int maxTokens = 12) => new() { MaxTokens = maxTokens, Temperature = 0 };
+
+    /// <summary>A turn that runs long enough to act on mid-generation (the tiny model decodes hundreds of tokens a second).</summary>
+    public static TurnOptions Long(int maxTokens = 900) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
+
+    public static readonly Tokenization.MistralTokenizer Tokenizer =
+        Tokenization.MistralTokenizer.Load(Path.Combine(RepoPaths.TinyModel, "tokenizer.json"));
+
+    /// <summary>Ids of "[INST] message [/INST]" as a follow-up turn (the template of the message alone, less BOS).</summary>
+    public static int[] FollowUpIds(string message) =>
+        Tokenizer.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, message)])[1..];
+
+    public static async Task<List<TokenChunk>> ReadAll(IAsyncEnumerable<TokenChunk> chunks)
+    {
+        var list = new List<TokenChunk>();
+        await foreach (var c in chunks) list.Add(c);
+        return list;
+    }
+
+    /// <summary>Polls until <paramref name="condition"/> holds (or fails after <paramref name="seconds"/>).</summary>
+    public static async Task Eventually(Func<bool> condition, string what, double seconds = 10)
+    {
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > until) Assert.Fail($"timed out waiting for {what}");
+            await Task.Delay(20);
+        }
+    }
+}
+
+/// <summary>The tests that share one 3-silo cluster run one after another (the cluster's engines are shared state).</summary>
+[CollectionDefinition(Name)]
+public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
+{
+    public const string Name = "cluster";
 }
