@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using OrleansMixtral.Cuda;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Engine.Cpu;
 using OrleansMixtral.Model;
@@ -44,6 +45,7 @@ public static class ModelLoader
     /// <exception cref="ModelFormatException">The directory or its config.json is missing or invalid.</exception>
     public static MixtralConfig ReadConfig(string directory)
     {
+        if (IsSynthetic(directory)) return SyntheticConfig(directory);
         string full = RequireDirectory(directory);
         return MixtralConfig.Load(Path.Combine(full, CheckpointDirectory.ConfigFileName));
     }
@@ -53,6 +55,7 @@ public static class ModelLoader
     /// <exception cref="TokenizerFormatException">tokenizer.json is missing or invalid.</exception>
     public static MistralTokenizer LoadTokenizer(string directory)
     {
+        if (IsSynthetic(directory)) return MistralTokenizer.Load(BundledTokenizerPath());
         string full = RequireDirectory(directory);
         string path = Path.Combine(full, "tokenizer.json");
         if (!File.Exists(path)) throw new TokenizerFormatException(path, "file not found");
@@ -69,8 +72,12 @@ public static class ModelLoader
     public static LoadedModel Load(string directory, ModelLoadOptions? options = null, LoadProgress? progress = null)
     {
         options ??= new ModelLoadOptions();
-        if (options.Backend == BackendKind.Cuda)
-            throw new BackendUnavailableException("the cuda backend is not available in this build (use --backend cpu or auto)");
+        var cuda = options.Backend == BackendKind.Cuda || (options.Backend == BackendKind.Auto && CudaDevice.IsAvailable(out _));
+        if (options.Backend == BackendKind.Cuda && !CudaDevice.IsAvailable(out var why))
+            throw new BackendUnavailableException($"the cuda backend cannot start here: {why}");
+        if (IsSynthetic(directory) && !cuda)
+            throw new BackendUnavailableException("synthetic models are generated on the GPU; no CUDA device here");
+        if (cuda) return LoadCuda(directory, options, progress);
         string full = RequireDirectory(directory);
         var started = Stopwatch.GetTimestamp();
 
@@ -110,6 +117,70 @@ public static class ModelLoader
             tokenizerTask.ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // observed either way
             throw;
         }
+    }
+
+    /// <summary><c>synthetic:mixtral-8x7b</c> or <c>synthetic:tiny</c>: random int8 weights made on the GPU, for benchmarks.</summary>
+    public static bool IsSynthetic(string model) => model.StartsWith("synthetic:", StringComparison.Ordinal);
+
+    public static MixtralConfig SyntheticConfig(string model) => model["synthetic:".Length..] switch
+    {
+        "mixtral-8x7b" => MixtralConfig.Mixtral8x7B,
+        "tiny" => MixtralConfig.Mixtral8x7B with
+        {
+            HiddenSize = 128, IntermediateSize = 256, NumLayers = 4, NumHeads = 4, NumKvHeads = 2, HeadDim = 32,
+            MaxPositionEmbeddings = 1024, TieWordEmbeddings = true,
+        },
+        _ => throw new ModelFormatException(model, null, "unknown synthetic model; use synthetic:mixtral-8x7b or synthetic:tiny"),
+    };
+
+    static LoadedModel LoadCuda(string directory, ModelLoadOptions options, LoadProgress? progress)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var synthetic = IsSynthetic(directory);
+        var full = synthetic ? directory : RequireDirectory(directory);
+        Task<MistralTokenizer> tokenizerTask = Task.Run(() => LoadTokenizer(full));
+        var device = CudaDevice.Open();
+        CudaMixtralBackend? backend = null;
+        try
+        {
+            var config = synthetic ? SyntheticConfig(directory) : ReadConfig(full);
+            long bytesPerToken = 2L * config.NumLayers * config.KvDim * 2;
+            var cudaOptions = new CudaBackendOptions
+            {
+                Weights = options.Int8 || synthetic ? CudaWeightFormat.Int8 : CudaWeightFormat.BFloat16,
+                KvCacheBytes = options.KvCacheTokens is { } t ? Math.Max(t, config.MaxPositionEmbeddings + 16L) * bytesPerToken : null,
+                MaxBatchTokens = options.MaxBatchTokens ?? 512,
+            };
+            bool preQuantized = false;
+            if (synthetic) backend = CudaMixtralBackend.Synthetic(device, config, cudaOptions, progress: progress);
+            else
+            {
+                using var checkpoint = CheckpointDirectory.Open(full);
+                preQuantized = checkpoint.Quantization is not null;
+                if (preQuantized) cudaOptions = cudaOptions with { Weights = CudaWeightFormat.Int8 };
+                backend = CudaMixtralBackend.Load(device, checkpoint, cudaOptions, progress);
+            }
+            var tokenizer = tokenizerTask.GetAwaiter().GetResult();
+            return new LoadedModel(full, tokenizer, backend, cudaOptions.Weights == CudaWeightFormat.Int8, preQuantized, Stopwatch.GetElapsedTime(started));
+        }
+        catch
+        {
+            backend?.Dispose();
+            tokenizerTask.ContinueWith(t => _ = t.Exception, TaskScheduler.Default);
+            throw;
+        }
+    }
+
+    /// <summary>models/tiny-mixtral/tokenizer.json (the real Mistral vocabulary), looked up from here and from the program.</summary>
+    static string BundledTokenizerPath()
+    {
+        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                var path = Path.Combine(dir.FullName, "models", "tiny-mixtral", "tokenizer.json");
+                if (File.Exists(path)) return path;
+            }
+        throw new TokenizerFormatException("models/tiny-mixtral/tokenizer.json", "not found (synthetic models use the bundled Mistral tokenizer)");
     }
 
     static string RequireDirectory(string directory)

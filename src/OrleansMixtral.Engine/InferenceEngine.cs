@@ -13,7 +13,7 @@ public sealed record EngineOptions
     /// <summary>Sequences decoded together in one step.</summary>
     public int MaxRunningSequences { get; init; } = 64;
     /// <summary>Prompt tokens of one sequence computed per step (chunked prefill keeps decodes flowing).</summary>
-    public int PrefillChunkTokens { get; init; } = 256;
+    public int PrefillChunkTokens { get; init; } = 512;
 }
 
 /// <summary>

@@ -1,0 +1,121 @@
+// The small per-token ops of the forward pass: embedding gather, RMSNorm, RoPE + KV-cache store, residual
+// add, fp32→fp16, and the gather/scatter around prefill's per-expert GEMMs.
+#include "common.cuh"
+
+// out[t, :] = table[tokens[t], :] (bf16 → fp32). grid T, block 256.
+extern "C" __global__ void embed_bf16(const int* tokens, const bf16_t* table, float* out, int H) {
+    const int t = blockIdx.x;
+    const bf16_t* row = table + (size_t)tokens[t] * H;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)t * H + i] = bf16_to_f32(row[i]);
+}
+
+// out = w · x / sqrt(mean(x²) + eps), fp32 as transformers computes it. grid T, block 256.
+extern "C" __global__ void rmsnorm(const float* x, const float* w, float* out, int H, float eps) {
+    __shared__ float partial[32];
+    const int t = blockIdx.x;
+    const float* xt = x + (size_t)t * H;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += xt[i] * xt[i];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) partial[0] = rsqrtf(v / H + eps);
+    }
+    __syncthreads();
+    const float inv = partial[0];
+    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)t * H + i] = xt[i] * inv * w[i];
+}
+
+// Rotary embedding (half-split layout, as transformers' rotate_half) on q in place and on k, then k and v
+// stored as fp16 into the sequence's KV block at the token's position. qkv: [T, qDim + 2·kvDim] (the fused
+// projection's output). cos/sin: [positions, D/2]. grid T, block 128.
+extern "C" __global__ void rope_store_kv(float* qkv, const int* positions, const int* seq_of_token, const int* block_tables,
+    int max_blocks, f16_t* k_cache, f16_t* v_cache, const float* cos_t, const float* sin_t,
+    int n_heads, int n_kv, int D, int block_size) {
+    const int t = blockIdx.x, half = D / 2, q_dim = n_heads * D, kv_dim = n_kv * D;
+    const int pos = positions[t];
+    float* row = qkv + (size_t)t * (q_dim + 2 * kv_dim);
+    const float* c = cos_t + (size_t)pos * half;
+    const float* s = sin_t + (size_t)pos * half;
+    for (int i = threadIdx.x; i < (n_heads + n_kv) * half; i += blockDim.x) {
+        const int head = i / half, j = i % half;
+        float* v = row + head * D; // q heads, then k heads (contiguous after q)
+        const float a = v[j], b = v[j + half];
+        v[j] = a * c[j] - b * s[j];
+        v[j + half] = b * c[j] + a * s[j];
+    }
+    __syncthreads();
+    const int block = block_tables[(size_t)seq_of_token[t] * max_blocks + pos / block_size];
+    const size_t slot = ((size_t)block * block_size + pos % block_size) * kv_dim;
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        k_cache[slot + i] = f32_to_f16(row[q_dim + i]);
+        v_cache[slot + i] = f32_to_f16(row[q_dim + kv_dim + i]);
+    }
+}
+
+// Gathers rows of x: out[i, :] = x[rows[i], :]. grid n, block 256.
+extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int H) {
+    const float* src = x + (size_t)rows[blockIdx.x] * H;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)blockIdx.x * H + c] = src[c];
+}
+
+extern "C" __global__ void add_inplace(float* x, const float* y, long n) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+extern "C" __global__ void f32_to_f16_rows(const float* x, f16_t* y, long n) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = f32_to_f16(x[i]);
+}
+
+// Prefill MoE: out[i, :] = fp16(x[rows[i], :]). grid n, block 256.
+extern "C" __global__ void gather_rows_f16(const float* x, const int* rows, f16_t* out, int H) {
+    const int i = blockIdx.x;
+    const float* src = x + (size_t)rows[i] * H;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)i * H + c] = f32_to_f16(src[c]);
+}
+
+// Prefill MoE: h[i, :] = fp16(silu(gu[i, :I]) · gu[i, I:]). grid n, block 256.
+extern "C" __global__ void swiglu_rows_f16(const float* gu, f16_t* h, int I) {
+    const int i = blockIdx.x;
+    const float* g = gu + (size_t)i * 2 * I;
+    for (int c = threadIdx.x; c < I; c += blockDim.x) {
+        const float a = g[c];
+        h[(size_t)i * I + c] = f32_to_f16(a / (1.f + expf(-a)) * g[I + c]);
+    }
+}
+
+// Prefill MoE: x[rows[i], :] += w[i] · y[i, :]. Each token appears once per expert, and experts run one
+// after another on one stream, so no two blocks of a launch write the same row. grid n, block 256.
+extern "C" __global__ void scatter_add_rows(const float* y, const int* rows, const float* w, float* x, int H) {
+    const int i = blockIdx.x;
+    float* dst = x + (size_t)rows[i] * H;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) dst[c] += w[i] * y[(size_t)i * H + c];
+}
+
+// For each selected token row, the index of its largest logit (greedy sampling on the device). grid N, block 1024.
+extern "C" __global__ void argmax_rows(const float* logits, int* out, int V) {
+    __shared__ float best_v[32];
+    __shared__ int best_i[32];
+    const float* row = logits + (size_t)blockIdx.x * V;
+    float v = -INFINITY;
+    int idx = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        if (row[i] > v) { v = row[i]; idx = i; }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
+    }
+    if ((threadIdx.x & 31) == 0) { best_v[threadIdx.x >> 5] = v; best_i[threadIdx.x >> 5] = idx; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+            if (best_v[w] > v || (best_v[w] == v && best_i[w] < idx)) { v = best_v[w]; idx = best_i[w]; }
+        out[blockIdx.x] = idx;
+    }
+}

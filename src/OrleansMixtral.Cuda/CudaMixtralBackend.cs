@@ -1,0 +1,405 @@
+using System.Runtime.InteropServices;
+using OrleansMixtral.Cuda.Interop;
+using OrleansMixtral.Engine;
+using OrleansMixtral.Model;
+
+namespace OrleansMixtral.Cuda;
+
+public sealed record CudaBackendOptions
+{
+    public CudaWeightFormat Weights { get; init; } = CudaWeightFormat.Int8;
+    public int KvBlockSize { get; init; } = 16;
+    /// <summary>KV cache bytes; null = most of the memory left after weights and buffers.</summary>
+    public long? KvCacheBytes { get; init; }
+    public int MaxBatchTokens { get; init; } = 512;
+    /// <summary>Most sequences one step carries (rows of the block table).</summary>
+    public int MaxSequences { get; init; } = 64;
+    /// <summary>Replay decode steps (≤ 8 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
+    public bool UseGraphs { get; init; } = true;
+    public int Device { get; init; }
+}
+
+/// <summary>
+/// The Mixtral forward pass on one NVIDIA GPU with int8 (or bf16) weights, fp32 activations, an fp16 paged
+/// KV cache, and the engine's scheduling unchanged. Decode steps (≤ 8 tokens) run matrix-vector kernels that
+/// read each weight once per step, with routing on the device, replayed from CUDA graphs; prompts (more
+/// tokens) run cuBLAS bf16 GEMMs on weights dequantised per expert, with token grouping on the host.
+/// </summary>
+public sealed unsafe class CudaMixtralBackend : IModelBackend
+{
+    const int DecodeMaxTokens = 8;
+    readonly CudaDevice _d;
+    readonly MixtralConfig _c;
+    readonly CudaBackendOptions _o;
+    readonly IntPtr _cublas;
+    readonly DeviceBuffer _embed, _finalNorm;
+    readonly DeviceLayer[] _layers;
+    readonly DeviceLinear _lmHead;
+    readonly DeviceBuffer[] _kCache, _vCache;
+    readonly DeviceBuffer _cos, _sin;
+    readonly List<DeviceBuffer> _buffers = [];
+    // activations
+    readonly DeviceBuffer _x, _xb, _qkv, _att, _y, _act16, _gu, _h16, _h, _ids, _expW, _rows, _rowW, _xl, _xl2, _xl16, _logits, _dequant;
+    // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
+    readonly DeviceBuffer _step;
+    readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _stepBytes;
+    readonly IntPtr _pinned;
+    readonly int _maxBlocks;
+    readonly Dictionary<(int Tokens, int Logits), IntPtr> _graphs = new();
+    readonly int[] _hostIds;
+    readonly float[] _hostW;
+
+    public CudaMixtralBackend(CudaDevice device, MixtralConfig config, CudaBackendOptions? options, Func<CudaWeightLoader, (DeviceBuffer, DeviceLayer[], DeviceBuffer, DeviceLinear)> load)
+    {
+        _d = device;
+        _c = config;
+        _o = options ?? new CudaBackendOptions();
+        if (_c.HiddenSize % 16 != 0 || _c.IntermediateSize % 16 != 0 || _c.HeadDim > 128 || _c.HeadDim % 32 != 0 || _c.NumExperts > 64)
+            throw new NotSupportedException($"the CUDA kernels need hidden/intermediate sizes that are multiples of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
+        Name = $"cuda-{(_o.Weights == CudaWeightFormat.Int8 ? "int8" : "bf16")} ({device.Name})";
+        Cublas.Check(Cublas.cublasCreate(out _cublas));
+        Cublas.Check(Cublas.cublasSetStream(_cublas, device.Stream));
+        try
+        {
+            (_embed, _layers, _finalNorm, _lmHead) = load(new CudaWeightLoader(device, config, _o.Weights));
+            int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, kvDim = _c.KvDim, K = _c.NumExpertsPerToken;
+            var T = MaxBatchTokens = _o.MaxBatchTokens;
+            var qkvRows = qDim + 2 * kvDim;
+            DeviceBuffer F(long elements, int size = 4) { var b = device.Allocate(elements * size); _buffers.Add(b); return b; }
+            _x = F((long)T * h); _xb = F((long)T * h); _y = F((long)T * h);
+            _qkv = F((long)T * qkvRows); _att = F((long)T * qDim);
+            _act16 = F((long)T * Math.Max(Math.Max(h, qDim), inter), 2);
+            _gu = F((long)T * 2 * inter); _h16 = F((long)T * inter, 2);
+            _h = F((long)DecodeMaxTokens * K * inter);
+            _ids = F((long)T * K); _expW = F((long)T * K); _rows = F((long)T * K); _rowW = F((long)T * K);
+            _xl = F((long)T * h); _xl2 = F((long)T * h); _xl16 = F((long)T * h, 2);
+            _logits = F((long)T * _c.VocabSize);
+            _dequant = F(new[] { 2L * inter * h, (long)qkvRows * h, (long)h * qDim, (long)_c.VocabSize * h }.Max(), 2);
+
+            _maxBlocks = (_c.MaxPositionEmbeddings + _o.KvBlockSize - 1) / _o.KvBlockSize;
+            _offTokens = 0;
+            _offPositions = _offTokens + 4L * T;
+            _offSeq = _offPositions + 4L * T;
+            _offLogitRows = _offSeq + 4L * T;
+            _offTables = _offLogitRows + 4L * T;
+            _stepBytes = _offTables + 4L * _o.MaxSequences * _maxBlocks;
+            _step = F(_stepBytes / 4);
+            Cu.Check(Cu.cuMemAllocHost(out _pinned, (nuint)_stepBytes));
+
+            var (cos, sin) = RopeTables();
+            _cos = F(cos.Length); _sin = F(sin.Length);
+            device.Upload(_cos, 0, (ReadOnlySpan<float>)cos);
+            device.Upload(_sin, 0, (ReadOnlySpan<float>)sin);
+
+            KvBlockSize = _o.KvBlockSize;
+            var perBlock = 2L * _c.NumLayers * KvBlockSize * kvDim * 2;
+            var budget = _o.KvCacheBytes ?? (long)((device.MemoryInfo().Free - (768L << 20)) * 0.95);
+            KvBlockCount = (int)Math.Clamp(budget / perBlock, 0, int.MaxValue);
+            if (KvBlockCount < _maxBlocks)
+                throw new CudaOutOfMemoryException($"after the weights, GPU memory holds {KvBlockCount} KV blocks; one full context needs {_maxBlocks}");
+            _kCache = new DeviceBuffer[_c.NumLayers];
+            _vCache = new DeviceBuffer[_c.NumLayers];
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                _kCache[l] = F((long)KvBlockCount * KvBlockSize * kvDim, 2);
+                _vCache[l] = F((long)KvBlockCount * KvBlockSize * kvDim, 2);
+            }
+            _hostIds = new int[T * K];
+            _hostW = new float[T * K];
+            device.Synchronize();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Loads a Hugging Face directory (bf16/f16/f32 → int8 while streaming, or a pre-quantized checkpoint).</summary>
+    public static CudaMixtralBackend Load(CudaDevice device, CheckpointDirectory checkpoint, CudaBackendOptions? options = null, LoadProgress? progress = null)
+    {
+        checkpoint.ValidateMixtral();
+        return new CudaMixtralBackend(device, checkpoint.Config, options, loader => loader.Load(checkpoint, progress));
+    }
+
+    /// <summary>Random weights at <paramref name="config"/>'s shape, generated on the device.</summary>
+    public static CudaMixtralBackend Synthetic(CudaDevice device, MixtralConfig config, CudaBackendOptions? options = null, ulong seed = 1, LoadProgress? progress = null) =>
+        new(device, config, options, loader => loader.Synthetic(seed, progress));
+
+    public string Name { get; }
+    public MixtralConfig Config => _c;
+    public CudaDevice Device => _d;
+    public int KvBlockSize { get; }
+    public int KvBlockCount { get; }
+    public int MaxBatchTokens { get; }
+    public RouterTrace? RouterTrace { get; set; }
+
+    public void Forward(ForwardBatch batch, Span<float> logits)
+    {
+        int T = batch.TokenCount, N = batch.LogitCount;
+        if (T == 0) return;
+        _d.MakeCurrent();
+        if (T > MaxBatchTokens) throw new ArgumentException($"batch of {T} tokens exceeds MaxBatchTokens {MaxBatchTokens}");
+        if (batch.SequenceCount > _o.MaxSequences) throw new ArgumentException($"batch of {batch.SequenceCount} sequences exceeds {_o.MaxSequences}");
+        for (var t = 0; t < T; t++)
+            if ((uint)batch.Positions[t] >= (uint)_c.MaxPositionEmbeddings)
+                throw new ArgumentException($"position {batch.Positions[t]} is outside the context of {_c.MaxPositionEmbeddings}");
+        UploadStep(batch);
+
+        var decode = T <= DecodeMaxTokens && N <= DecodeMaxTokens;
+        if (decode && _o.UseGraphs && RouterTrace is null) ReplayDecode(T, N);
+        else if (decode) DecodeKernels(T, N);
+        else Prefill(T, N);
+
+        if (N > 0)
+        {
+            fixed (float* dst = logits)
+                Cu.Check(Cu.cuMemcpyDtoHAsync(dst, _logits.Ptr, (nuint)((long)N * _c.VocabSize * 4), _d.Stream));
+        }
+        _d.Synchronize();
+    }
+
+    void UploadStep(ForwardBatch b)
+    {
+        var p = (byte*)_pinned;
+        int T = b.TokenCount;
+        b.Tokens.AsSpan(0, T).CopyTo(new Span<int>(p + _offTokens, T));
+        b.Positions.AsSpan(0, T).CopyTo(new Span<int>(p + _offPositions, T));
+        b.SequenceOfToken.AsSpan(0, T).CopyTo(new Span<int>(p + _offSeq, T));
+        b.LogitTokens.AsSpan(0, b.LogitCount).CopyTo(new Span<int>(p + _offLogitRows, b.LogitCount));
+        for (var s = 0; s < b.SequenceCount; s++)
+            b.BlockTables[s].AsSpan(0, _maxBlocks).CopyTo(new Span<int>(p + _offTables + 4L * s * _maxBlocks, _maxBlocks));
+        var bytes = _offTables + 4L * b.SequenceCount * _maxBlocks;
+        Cu.Check(Cu.cuMemcpyHtoDAsync(_step.Ptr, p, (nuint)bytes, _d.Stream));
+    }
+
+    ulong Tokens => _step.At(_offTokens);
+    ulong Positions => _step.At(_offPositions);
+    ulong SeqOf => _step.At(_offSeq);
+    ulong Tables => _step.At(_offTables);
+    ulong LogitRows => _step.At(_offLogitRows);
+
+    void ReplayDecode(int T, int N)
+    {
+        if (!_graphs.TryGetValue((T, N), out var exec))
+        {
+            Cu.Check(Cu.cuStreamBeginCapture(_d.Stream, Cu.CU_STREAM_CAPTURE_MODE_RELAXED));
+            try { DecodeKernels(T, N); }
+            finally
+            {
+                Cu.Check(Cu.cuStreamEndCapture(_d.Stream, out var graph));
+                Cu.Check(Cu.cuGraphInstantiateWithFlags(out exec, graph, 0));
+                Cu.cuGraphDestroy(graph);
+            }
+            _graphs[(T, N)] = exec;
+        }
+        Cu.Check(Cu.cuGraphLaunch(exec, _d.Stream));
+    }
+
+    static uint Blocks(long n, int per) => (uint)((n + per - 1) / per);
+
+    /// <summary>One decode step, ≤ 8 tokens: every weight is read once for all of them.</summary>
+    void DecodeKernels(int T, int N)
+    {
+        int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, E = _c.NumExperts, K = _c.NumExpertsPerToken;
+        var eps = (float)_c.RmsNormEps;
+        _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
+        for (var l = 0; l < _layers.Length; l++)
+        {
+            var L = _layers[l];
+            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.AttnNorm, _xb, h, eps);
+            Gemv(L.Qkv, _xb, _qkv, T, accumulate: false);
+            Attention(l, T);
+            Gemv(L.O, _att, _x, T, accumulate: true); // the residual add is fused
+            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.FfnNorm, _xb, h, eps);
+            _d.Launch("router_topk", (uint)T, 1, (uint)(32 * E), _xb, L.Router, _ids, _expW, h, E, K);
+            TraceRouter(l, T);
+            var i8 = L.W13Scales is not null;
+            _d.Launch(i8 ? "moe_gate_up_i8" : "moe_gate_up_bf16", Blocks(inter, 8 * 2), (uint)(T * K), 256,
+                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _xb, _h, inter, h, K);
+            _d.Launch(i8 ? "moe_down_i8" : "moe_down_bf16", Blocks(h, 8 * 4), (uint)T, 256,
+                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _h, _x, h, inter, K);
+        }
+        Logits(N, gemv: true);
+    }
+
+    void Prefill(int T, int N)
+    {
+        int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, E = _c.NumExperts, K = _c.NumExpertsPerToken;
+        var eps = (float)_c.RmsNormEps;
+        _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
+        Span<int> counts = stackalloc int[E];
+        Span<int> start = stackalloc int[E + 1];
+        Span<int> fill = stackalloc int[E];
+        for (var l = 0; l < _layers.Length; l++)
+        {
+            var L = _layers[l];
+            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.AttnNorm, _xb, h, eps);
+            ToF16(_xb, _act16, (long)T * h);
+            Gemm(L.Qkv, _act16.Ptr, T, _qkv.Ptr);
+            Attention(l, T);
+            ToF16(_att, _act16, (long)T * qDim);
+            Gemm(L.O, _act16.Ptr, T, _y.Ptr);
+            _d.Launch("add_inplace", Blocks((long)T * h, 256), 1, 256, _x, _y, (long)T * h);
+
+            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.FfnNorm, _xb, h, eps);
+            _d.Launch("router_topk", (uint)T, 1, (uint)(32 * E), _xb, L.Router, _ids, _expW, h, E, K);
+            _d.Download(_ids, 0, _hostIds.AsSpan(0, T * K));
+            _d.Download(_expW, 0, _hostW.AsSpan(0, T * K));
+            RecordRouter(l, T);
+
+            // group the (token, weight) pairs by expert, all experts in one upload
+            counts.Clear();
+            for (var i = 0; i < T * K; i++) counts[_hostIds[i]]++;
+            var rows = new int[T * K];
+            var weights = new float[T * K];
+            for (var e = 0; e < E; e++) start[e + 1] = start[e] + counts[e];
+            start[..E].CopyTo(fill);
+            for (var i = 0; i < T * K; i++)
+            {
+                var e = _hostIds[i];
+                rows[fill[e]] = i / K;
+                weights[fill[e]++] = _hostW[i];
+            }
+            _d.Upload(_rows, 0, (ReadOnlySpan<int>)rows);
+            _d.Upload(_rowW, 0, (ReadOnlySpan<float>)weights);
+            for (var e = 0; e < E; e++)
+            {
+                var n = counts[e];
+                if (n == 0) continue;
+                var rowsE = _rows.At(4L * start[e]);
+                var wE = _rowW.At(4L * start[e]);
+                _d.Launch("gather_rows_f16", (uint)n, 1, 256, _xb, rowsE, _act16, h);
+                ExpertGemm(L.W13, L.W13Scales, e, 2 * inter, h, _act16.Ptr, n, _gu.Ptr);
+                _d.Launch("swiglu_rows_f16", (uint)n, 1, 256, _gu, _h16, inter);
+                ExpertGemm(L.W2, L.W2Scales, e, h, inter, _h16.Ptr, n, _y.Ptr);
+                _d.Launch("scatter_add_rows", (uint)n, 1, 256, _y, rowsE, wE, _x, h);
+            }
+        }
+        Logits(N, gemv: N <= DecodeMaxTokens);
+    }
+
+    void Attention(int layer, int T)
+    {
+        int qDim = _c.QueryDim, kvDim = _c.KvDim;
+        _d.Launch("rope_store_kv", (uint)T, 1, 128, _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
+            _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
+        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, 512, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+            _maxBlocks, _att, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
+    }
+
+    void Logits(int N, bool gemv)
+    {
+        if (N == 0) return;
+        int h = _c.HiddenSize, V = _c.VocabSize;
+        _d.Launch("gather_rows", (uint)N, 1, 256, _x, LogitRows, _xl, h);
+        _d.Launch("rmsnorm", (uint)N, 1, 256, _xl, _finalNorm, _xl2, h, (float)_c.RmsNormEps);
+        if (gemv) Gemv(_lmHead, _xl2, _logits, N, accumulate: false);
+        else
+        {
+            ToF16(_xl2, _xl16, (long)N * h);
+            Gemm(_lmHead, _xl16.Ptr, N, _logits.Ptr);
+        }
+    }
+
+    void Gemv(DeviceLinear w, DeviceBuffer x, DeviceBuffer y, int T, bool accumulate) =>
+        _d.Launch((w.IsInt8 ? "gemv_i8_" : "gemv_bf16_") + T, Blocks(w.Rows, 8 * 4), 1, 256,
+            w.Weight, w.Scales?.Ptr ?? 0UL, x, y, w.Rows, w.Cols, accumulate ? 1 : 0);
+
+    void ToF16(DeviceBuffer src, DeviceBuffer dst, long n) =>
+        _d.Launch("f32_to_f16_rows", Blocks(n, 256), 1, 256, src, dst, n);
+
+    /// <summary>
+    /// y[T, w.Rows] = x[T, w.Cols] · Wᵀ through cuBLAS with fp16 operands and fp32 accumulation: int8 weights are
+    /// dequantised (bf16 ones converted) to fp16 into a scratch buffer first. fp16 keeps 11 significant bits
+    /// against bf16's 8, which keeps prompt logits within 2e-2 of the fp32 CPU engine.
+    /// </summary>
+    void Gemm(DeviceLinear w, ulong xF16, int T, ulong y) =>
+        CublasGemm(ToF16Weights(w.Weight.Ptr, w.Scales?.Ptr ?? 0, (long)w.Rows * w.Cols, w.Cols), w.Rows, w.Cols, xF16, T, y);
+
+    void ExpertGemm(DeviceBuffer w, DeviceBuffer? scales, int expert, int rows, int cols, ulong xF16, int n, ulong y)
+    {
+        var count = (long)rows * cols;
+        var weights = scales is not null ? w.At(expert * count) : w.At(expert * count * 2);
+        CublasGemm(ToF16Weights(weights, scales?.At(4L * expert * rows) ?? 0, count, cols), rows, cols, xF16, n, y);
+    }
+
+    ulong ToF16Weights(ulong weights, ulong scales, long count, int cols)
+    {
+        if (scales != 0) _d.Launch("dequant_i8_f16", 4096, 1, 256, weights, scales, _dequant, count, cols);
+        else _d.Launch("bf16_to_f16", 4096, 1, 256, weights, _dequant, count);
+        return _dequant.Ptr;
+    }
+
+    void CublasGemm(ulong w, int rows, int cols, ulong x, int T, ulong y)
+    {
+        // row-major Y[T, rows] = X[T, cols] · W[rows, cols]ᵀ is column-major Yᵀ = Wᵀ(op T) · Xᵀ
+        float alpha = 1f, beta = 0f;
+        Cublas.Check(Cublas.cublasGemmEx(_cublas, Cublas.CUBLAS_OP_T, Cublas.CUBLAS_OP_N, rows, T, cols, &alpha,
+            w, Cublas.CUDA_R_16F, cols, x, Cublas.CUDA_R_16F, cols, &beta, y, Cublas.CUDA_R_32F, rows,
+            Cublas.CUBLAS_COMPUTE_32F, Cublas.CUBLAS_GEMM_DEFAULT));
+    }
+
+    void TraceRouter(int layer, int T)
+    {
+        if (RouterTrace is null) return;
+        _d.Download(_ids, 0, _hostIds.AsSpan(0, T * _c.NumExpertsPerToken));
+        _d.Download(_expW, 0, _hostW.AsSpan(0, T * _c.NumExpertsPerToken));
+        RecordRouter(layer, T);
+    }
+
+    void RecordRouter(int layer, int T)
+    {
+        if (RouterTrace is null) return;
+        var K = _c.NumExpertsPerToken;
+        for (var t = 0; t < T; t++)
+            RouterTrace.Entries.Add((layer, _hostIds.AsSpan(t * K, K).ToArray(), _hostW.AsSpan(t * K, K).ToArray()));
+    }
+
+    public void CopyKvBlock(int sourceBlock, int destinationBlock, int tokens)
+    {
+        _d.MakeCurrent();
+        var blockBytes = (long)KvBlockSize * _c.KvDim * 2;
+        var bytes = (nuint)((long)tokens * _c.KvDim * 2);
+        for (var l = 0; l < _c.NumLayers; l++)
+        {
+            Cu.Check(Cu.cuMemcpyDtoDAsync(_kCache[l].At(destinationBlock * blockBytes), _kCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
+            Cu.Check(Cu.cuMemcpyDtoDAsync(_vCache[l].At(destinationBlock * blockBytes), _vCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
+        }
+    }
+
+    (float[] Cos, float[] Sin) RopeTables()
+    {
+        int half = _c.HeadDim / 2, positions = _c.MaxPositionEmbeddings;
+        var invFreq = new float[half];
+        for (var i = 0; i < half; i++) invFreq[i] = 1f / MathF.Pow((float)_c.RopeTheta, 2 * i / (float)_c.HeadDim);
+        var cos = new float[(long)positions * half];
+        var sin = new float[(long)positions * half];
+        for (var p = 0; p < positions; p++)
+            for (var i = 0; i < half; i++)
+            {
+                var angle = p * invFreq[i];
+                cos[(long)p * half + i] = MathF.Cos(angle);
+                sin[(long)p * half + i] = MathF.Sin(angle);
+            }
+        return (cos, sin);
+    }
+
+    /// <summary>Bytes of weights on the device.</summary>
+    public long WeightBytes => _layers?.Sum(l => l.Qkv.Weight.Bytes + (l.Qkv.Scales?.Bytes ?? 0) + l.O.Weight.Bytes + (l.O.Scales?.Bytes ?? 0)
+        + l.W13.Bytes + (l.W13Scales?.Bytes ?? 0) + l.W2.Bytes + (l.W2Scales?.Bytes ?? 0) + l.Router.Bytes + l.AttnNorm.Bytes + l.FfnNorm.Bytes) ?? 0
+        + (_embed?.Bytes ?? 0) + (ReferenceEquals(_lmHead?.Weight, _embed) ? 0 : _lmHead?.Weight.Bytes ?? 0);
+
+    public void Dispose()
+    {
+        foreach (var g in _graphs.Values) Cu.cuGraphExecDestroy(g);
+        _graphs.Clear();
+        foreach (var b in _buffers) b.Dispose();
+        if (_layers is not null) foreach (var l in _layers) l?.Dispose();
+        if (_lmHead is not null && !ReferenceEquals(_lmHead.Weight, _embed)) _lmHead.Dispose();
+        _embed?.Dispose();
+        _finalNorm?.Dispose();
+        if (_pinned != IntPtr.Zero) Cu.cuMemFreeHost(_pinned);
+        if (_cublas != IntPtr.Zero) Cublas.cublasDestroy(_cublas);
+    }
+}
