@@ -83,13 +83,24 @@ public class ErrorTests
     }
 
     [Fact]
-    public void Cuda_backend_is_not_in_this_build()
+    public void Cuda_backend_without_a_gpu_is_one_clear_line()
     {
+        if (OrleansMixtral.Cuda.CudaDevice.IsAvailable(out _)) Assert.Skip("this machine has a CUDA device");
         var r = Cli.Run("generate", "--model", Cli.Model, "--prompt", "hi", "--backend", "cuda");
 
         Assert.Equal(1, r.ExitCode);
         string line = Assert.Single(r.ErrLines);
-        Assert.Contains("not available in this build", line);
+        Assert.Contains("cuda backend cannot start here", line);
+    }
+
+    [Fact]
+    public void Synthetic_model_without_a_gpu_is_one_clear_line()
+    {
+        if (OrleansMixtral.Cuda.CudaDevice.IsAvailable(out _)) Assert.Skip("this machine has a CUDA device");
+        var r = Cli.Run("bench", "--model", "synthetic:mixtral-8x7b", "--prompt-tokens", "8", "--output-tokens", "2", "--concurrency", "1");
+
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("generated on the GPU", Assert.Single(r.ErrLines));
     }
 
     [Fact]
