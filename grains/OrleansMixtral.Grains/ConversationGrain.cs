@@ -69,6 +69,8 @@ public sealed partial class ConversationGrain(
         public int NextSequence;
         public string? EngineSilo;
         public CancellationTokenSource? EngineCall;
+        /// <summary>Completed when the engine call must be abandoned (its silo is gone, or a cancel found no answer).</summary>
+        public TaskCompletionSource Abandon = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public long LastProgress = Stopwatch.GetTimestamp();
         public string? CancelReason;
         public bool CancelDelivered;
@@ -78,7 +80,20 @@ public sealed partial class ConversationGrain(
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        _run?.EngineCall?.Cancel();
+        if (_run is { } run)
+        {
+            // The silo is going away under a running turn: end it for the caller and the watchers now (the history
+            // does not change), and stop the engine's sequence.
+            _run = null;
+            run.CancelReason ??= "the conversation's silo is shutting down";
+            if (run.EngineSilo is not null) _ = DeliverCancelAsync(run);
+            run.EngineCall?.Cancel();
+            Emit(run, new TokenChunk
+            {
+                ConversationId = Id, Turn = run.Turn, Sequence = run.NextSequence++,
+                End = new TurnEnd { Finish = TurnFinish.Error, Error = $"the conversation's silo is shutting down ({reason.Description})", Silo = run.EngineSilo },
+            });
+        }
         _publish?.Writer.TryComplete();
         return _publisher?.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current) ?? Task.CompletedTask;
     }
@@ -219,7 +234,7 @@ public sealed partial class ConversationGrain(
         {
             end = new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = run.EngineSilo };
         }
-        if (end.Succeeded)
+        if (end.Succeeded && _run == run)
         {
             try { await CommitAsync(run, end, output); }
             catch (Exception e)
@@ -229,6 +244,7 @@ public sealed partial class ConversationGrain(
             }
         }
         LogTurnEnded(log, Id, run.Turn, end.Finish, end.Silo, end.Usage.PromptTokens, end.Usage.CachedPromptTokens, end.Usage.CompletionTokens, end.Error);
+        if (_run != run) return; // already ended (the activation is deactivating)
         _run = null;
         Emit(run, new TokenChunk { ConversationId = Id, Turn = run.Turn, Sequence = run.NextSequence++, End = end });
     }
@@ -296,6 +312,8 @@ public sealed partial class ConversationGrain(
         using var call = new CancellationTokenSource();
         run.EngineSilo = silo;
         run.EngineCall = call;
+        run.Abandon = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        call.Token.Register(() => run.Abandon.TrySetResult());
         run.CancelDelivered = false;
         run.LostReason = null;
         run.LastProgress = Stopwatch.GetTimestamp();
@@ -315,7 +333,7 @@ public sealed partial class ConversationGrain(
             while (true)
             {
                 bool more;
-                try { more = await enumerator.MoveNextAsync(); }
+                try { more = await MoveNextOrAbandon(enumerator, run.Abandon.Task); }
                 catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message); }
                 catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = silo }, [], null); }
                 catch (Exception e) when (!anyToken && !run.IsCancelRequested)
@@ -361,6 +379,20 @@ public sealed partial class ConversationGrain(
             // Disposing tells the engine grain to drop the enumeration; never wait on a silo that may be gone.
             _ = DisposeQuietlyAsync(enumerator);
         }
+    }
+
+    /// <summary>
+    /// The next chunk, or <see cref="OperationCanceledException"/> as soon as <paramref name="abandon"/> completes: a grain
+    /// call in flight to a silo that died is only failed by Orleans when the silo is declared dead or the call times out.
+    /// </summary>
+    static async Task<bool> MoveNextOrAbandon(IAsyncEnumerator<EngineChunk> enumerator, Task abandon)
+    {
+        var next = enumerator.MoveNextAsync();
+        if (next.IsCompleted) return next.Result;
+        var task = next.AsTask();
+        if (await Task.WhenAny(task, abandon) == task) return await task;
+        _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
+        throw new OperationCanceledException("the engine call was abandoned");
     }
 
     /// <summary>

@@ -52,7 +52,9 @@ public sealed class MixtralClient(IClusterClient client)
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var progress = new Progress();
         var watchdog = WatchAsync(grain, progress, stop);
-        await using var chunks = grain.SendTurn(message, options, CancellationToken.None).GetAsyncEnumerator(stop.Token);
+        var chunks = grain.SendTurn(message, options, CancellationToken.None).GetAsyncEnumerator(stop.Token);
+        var abandon = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var onStop = stop.Token.Register(() => abandon.TrySetResult());
         var ended = false;
         var turn = -1;
         var next = 0;
@@ -64,7 +66,7 @@ public sealed class MixtralClient(IClusterClient client)
                 string? failure = null;
                 try
                 {
-                    if (!await chunks.MoveNextAsync()) failure = "the turn's stream ended without a final chunk";
+                    if (!await MoveNextOrAbandon(chunks, abandon.Task)) failure = "the turn's stream ended without a final chunk";
                 }
                 catch (Exception e) when (e is TurnInProgressException or InvalidTurnException) { throw; }
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && progress.LostReason is null)
@@ -104,7 +106,24 @@ public sealed class MixtralClient(IClusterClient client)
         {
             stop.Cancel();
             await watchdog;
+            // Never wait long on a silo that may be gone (disposing sends a call to the grain's silo).
+            try { await chunks.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(2)); }
+            catch (Exception) { }
         }
+    }
+
+    /// <summary>
+    /// The next chunk, or <see cref="OperationCanceledException"/> as soon as <paramref name="abandon"/> completes: a call
+    /// in flight to a silo that died is only failed by Orleans when the silo is declared dead or the call times out.
+    /// </summary>
+    static async Task<bool> MoveNextOrAbandon(IAsyncEnumerator<TokenChunk> enumerator, Task abandon)
+    {
+        var next = enumerator.MoveNextAsync();
+        if (next.IsCompleted) return next.Result;
+        var task = next.AsTask();
+        if (await Task.WhenAny(task, abandon) == task) return await task;
+        _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
+        throw new OperationCanceledException("the turn's call was abandoned");
     }
 
     /// <summary>Sends a message and collects the whole reply (optionally calling <paramref name="onChunk"/> for each chunk).</summary>
@@ -167,6 +186,7 @@ public sealed class MixtralClient(IClusterClient client)
     /// <summary>After a silence, asks the conversation (an interleaving call) whether it is still running our turn.</summary>
     async Task WatchAsync(IConversationGrain grain, Progress progress, CancellationTokenSource stop)
     {
+        var suspect = false;
         try
         {
             while (!stop.IsCancellationRequested)
@@ -176,12 +196,19 @@ public sealed class MixtralClient(IClusterClient client)
                 try
                 {
                     var snapshot = await grain.GetSnapshot().WaitAsync(StallCheck, stop.Token);
-                    if (snapshot.TurnInProgress is null && progress.Turn >= 0 || snapshot.TurnInProgress is { } t && progress.Turn >= 0 && t != progress.Turn)
+                    var gone = progress.Turn >= 0 && snapshot.TurnInProgress != progress.Turn;
+                    if (gone && !suspect)
+                    {
+                        suspect = true; // the final chunk may be on its way: look again after a moment
+                        continue;
+                    }
+                    if (gone)
                     {
                         progress.LostReason = "the conversation is no longer running this turn (its silo went away)";
                         stop.Cancel();
                         return;
                     }
+                    suspect = false;
                     progress.Touch();
                 }
                 catch (Exception e) when (!stop.IsCancellationRequested)
