@@ -284,7 +284,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
         _d.Launch("rope_store_kv", (uint)T, 1, 128, _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
             _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
-        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, 512, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+        // decode: few (token, head) blocks, so many warps each; prompts: many blocks, so fewer warps each
+        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= DecodeMaxTokens ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
             _maxBlocks, _att, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
     }
 
