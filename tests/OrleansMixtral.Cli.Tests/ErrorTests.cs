@@ -17,7 +17,10 @@ public class ErrorTests
         ["bench", "--model", "x", "--concurrency", "0"],
         ["perplexity", "--model", "x", "--file", "f", "--max-windows", "0"],
         ["quantize", "only-one-dir"],
-        ["tokenize", "--model", "x", "--jsonl", "text too"]);
+        ["tokenize", "--model", "x", "--jsonl", "text too"],
+        ["chat"],                                                          // neither --model nor --cluster
+        ["chat", "--model", "x", "--cluster", "127.0.0.1:30000"],          // both
+        ["chat", "--model", "x", "--conversation", "c1"]);                 // --conversation without --cluster
 
     [Theory]
     [MemberData(nameof(BadArguments))]

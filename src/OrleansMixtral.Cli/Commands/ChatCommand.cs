@@ -1,5 +1,7 @@
 using System.CommandLine;
+using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
+using TurnOptions = OrleansMixtral.Grains.TurnOptions;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Cli.Commands;
@@ -14,9 +16,22 @@ static class ChatCommand
     public static Command Create(CliConsole console)
     {
         var command = new Command("chat", "Interactive multi-turn chat over stdin (/reset clears the history, /exit or end of input quits)");
-        var model = new ModelOptions(command);
+        var model = new ModelOptions(command, required: false);
         var system = new Option<string?>("--system") { Description = "System message for the conversation", HelpName = "TEXT" };
-        command.Options.Add(system);
+        var cluster = new Option<string?>("--cluster")
+        {
+            Description = "Chat through a running cluster instead of a local model: HOST:PORT[,HOST:PORT] of silo gateways, or redis://HOST:PORT",
+            HelpName = "ADDRESS",
+        };
+        var conversation = new Option<string?>("--conversation") { Description = "With --cluster: resume this conversation id", HelpName = "ID" };
+        foreach (Option o in new Option[] { system, cluster, conversation }) command.Options.Add(o);
+        command.Validators.Add(r =>
+        {
+            var hasModel = r.GetResult(model.Model) is not null;
+            var hasCluster = r.GetResult(cluster) is not null;
+            if (hasModel == hasCluster) r.AddError("give either --model DIR (a local engine) or --cluster ADDRESS (a running cluster)");
+            if (r.GetResult(conversation) is not null && !hasCluster) r.AddError("--conversation needs --cluster");
+        });
         var sampling = new SamplingOptions(command, defaultMaxTokens: 512, defaultTemperature: 0.7f);
 
         command.SetAction(async (r, ct) =>
@@ -24,6 +39,16 @@ static class ChatCommand
             SamplingParams p = sampling.Get(r);
             p.Validate();
             string? systemText = r.GetValue(system);
+            if (r.GetValue(cluster) is { } address)
+            {
+                var options = new TurnOptions
+                {
+                    MaxTokens = p.MaxTokens, Temperature = p.Temperature, TopP = p.TopP, TopK = p.TopK, Seed = p.Seed,
+                    StopStrings = [.. p.StopStrings], IgnoreEos = p.IgnoreEos,
+                };
+                return await ClusterChat.RunAsync(address, r.GetValue(conversation), systemText, options,
+                    console.In, console.Out, console.Error, console.InputIsTerminal, ct);
+            }
             int context = ModelLoader.ReadConfig(model.Directory(r)).MaxPositionEmbeddings;
             // Room for the conversation so far (cached) and the next turn's new blocks.
             using LoadedModel loaded = model.Load(r, console, kvCacheTokens: 2L * context);

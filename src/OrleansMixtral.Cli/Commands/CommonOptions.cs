@@ -77,8 +77,9 @@ sealed class ModelOptions
         HelpName = "N",
     };
 
-    public ModelOptions(Command command)
+    public ModelOptions(Command command, bool required = true)
     {
+        Model.Required = required;
         Threads.Validators.Add(r =>
         {
             if (Opt.TryGet(r, out int? v) && v is < 1) r.AddError("--threads must be at least 1");
