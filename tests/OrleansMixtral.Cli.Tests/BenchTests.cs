@@ -7,7 +7,23 @@ public sealed class BenchTests : IDisposable
 {
     readonly string _file = Path.Combine(Path.GetTempPath(), "mixtral-bench-" + Guid.NewGuid().ToString("N") + ".json");
 
-    public void Dispose() => File.Delete(_file);
+    readonly string _png = Path.Combine(Path.GetTempPath(), "mixtral-bench-" + Guid.NewGuid().ToString("N") + ".png");
+
+    public void Dispose()
+    {
+        File.Delete(_file);
+        File.Delete(_png);
+    }
+
+    [Fact]
+    public void Plot_writes_a_png_of_the_levels()
+    {
+        var r = Cli.Run("bench", "--model", Cli.Model, "--prompt-tokens", "8", "--output-tokens", "4", "--concurrency", "1,2", "--plot", _png);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        var bytes = File.ReadAllBytes(_png);
+        Assert.True(bytes.Length > 10_000, $"{bytes.Length} bytes");
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, bytes[..4]);
+    }
 
     [Fact]
     public void Two_levels_to_a_table_and_a_json_file()

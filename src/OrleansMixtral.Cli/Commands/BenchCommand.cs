@@ -30,7 +30,8 @@ static class BenchCommand
         };
         var seed = new Option<int>("--seed") { Description = "Seed of the synthetic prompts", DefaultValueFactory = _ => 0 };
         var json = new Option<FileInfo?>("--json") { Description = "Also write every figure and the machine's details to this JSON file", HelpName = "FILE" };
-        foreach (Option o in new Option[] { promptTokens, outputTokens, concurrency, seed, json }) command.Options.Add(o);
+        var plot = new Option<FileInfo?>("--plot") { Description = "Also draw per-request and aggregate tok/s against concurrency to this PNG", HelpName = "FILE.png" };
+        foreach (Option o in new Option[] { promptTokens, outputTokens, concurrency, seed, json, plot }) command.Options.Add(o);
 
         command.SetAction(async (r, ct) =>
         {
@@ -83,6 +84,14 @@ static class BenchCommand
                 }));
             console.Out.WriteLine("perceived = (output − 1) / (end-to-end − TTFT) per request; total = (prompt + output) / end-to-end; aggregate = all output tokens / wall time");
 
+            GpuMemory? gpu = loaded.Backend is OrleansMixtral.Cuda.CudaMixtralBackend cuda ? GpuMemory.Of(cuda) : null;
+            if (gpu is not null)
+                console.Out.WriteLine($"GPU memory: {gpu.WeightBytes / 1e9:F2} GB of weights, {gpu.UsedBytes / 1e9:F2} GB used of {gpu.TotalBytes / 1e9:F2} GB");
+            if (r.GetValue(plot) is { } png)
+            {
+                BenchPlot.Save(png.FullName, title, levels.Select(l => (l.Concurrency, l.MeanPerceivedTokensPerSecond, l.AggregateOutputTokensPerSecond)).ToArray());
+                console.Error.WriteLine($"wrote {png.FullName}");
+            }
             if (r.GetValue(json) is { } file)
             {
                 var report = new BenchReport(
@@ -93,6 +102,7 @@ static class BenchCommand
                     loaded.Backend.Name,
                     loaded.Int8,
                     settings,
+                    gpu,
                     levels);
                 if (file.Directory is { Exists: false } dir) dir.Create();
                 await File.WriteAllTextAsync(file.FullName, JsonSerializer.Serialize(report, CliJson.Indented), ct);
@@ -197,7 +207,17 @@ static class BenchCommand
 
     sealed record ModelInfo(string Name, string Path, int Layers, int Experts, int ExpertsPerToken, int HiddenSize, int Context, int VocabSize, bool PreQuantized);
 
-    sealed record BenchReport(string Date, MachineInfo Machine, ModelInfo Model, string Backend, bool Int8, BenchSettings Settings, List<LevelReport> Levels);
+    sealed record BenchReport(string Date, MachineInfo Machine, ModelInfo Model, string Backend, bool Int8, BenchSettings Settings, GpuMemory? GpuMemory, List<LevelReport> Levels);
+
+    /// <summary>Device memory after the run: weights, everything in use (weights + KV cache + buffers), the card's total.</summary>
+    sealed record GpuMemory(string Device, long WeightBytes, long UsedBytes, long TotalBytes)
+    {
+        public static GpuMemory Of(OrleansMixtral.Cuda.CudaMixtralBackend b)
+        {
+            var (free, total) = b.Device.MemoryInfo();
+            return new GpuMemory(b.Device.Name, b.WeightBytes, total - free, total);
+        }
+    }
 
     sealed record MachineInfo(int Cores, string Os, string Architecture, string Runtime, string? Cpu, long MemoryBytes, string Host)
     {
