@@ -74,9 +74,10 @@ public sealed record TurnEnd
 
 /// <summary>
 /// A piece of a turn's output. Chunks of a turn are numbered from 0 without gaps; the last one has
-/// <see cref="End"/> set (and may carry text too). The same chunks go to the caller of the turn and to every
-/// subscriber of the conversation's token stream; a chunk holds several tokens when the engine produced
-/// them faster than they were picked up.
+/// <see cref="End"/> set (and may carry text too). The caller of the turn and the subscribers of the conversation's
+/// token stream each get the whole output in order, chunked independently: a chunk holds several tokens when the
+/// engine produced them faster than they were picked up, and the stream merges what a conversation produced within
+/// one publishing interval (a few milliseconds) into one event.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TokenChunk")]
 public sealed record TokenChunk

@@ -477,16 +477,44 @@ public sealed partial class ConversationGrain(
         _publish.Writer.TryWrite(chunk);
     }
 
-    /// <summary>Publishes chunks on the conversation's stream in order, off the caller's path (a slow stream never delays the caller).</summary>
+    /// <summary>
+    /// Publishes the turn's chunks on the conversation's stream, off the caller's path (a slow stream never delays the
+    /// caller): at most one event per StreamPublishIntervalMilliseconds, merging what came meanwhile. Every stream event
+    /// costs a call to the stream's queue and a delivery to each subscriber; merging keeps that cost per interval instead
+    /// of per token, and subscribers lose nothing (the pulling agents deliver at their polling period anyway).
+    /// </summary>
     async Task PublishAsync(ChannelReader<TokenChunk> reader)
     {
         var stream = this.GetStreamProvider(TokenStreams.Provider).GetStream<TokenChunk>(TokenStreams.For(Id));
+        var interval = TimeSpan.FromMilliseconds(Math.Max(0, _options.StreamPublishIntervalMilliseconds));
+        var turn = -1;
+        var sequence = 0;
+        var text = new System.Text.StringBuilder();
+        var ids = new List<int>();
         while (await reader.WaitToReadAsync())
         {
-            while (reader.TryRead(out var chunk))
+            while (reader.TryPeek(out var next))
             {
-                try { await stream.OnNextAsync(chunk); }
-                catch (Exception e) { LogPublishFailed(log, Id, chunk.Turn, chunk.Sequence, e.Message); }
+                // One event holds the chunks of one turn, up to and including its final chunk.
+                if (next.Turn != turn)
+                {
+                    turn = next.Turn;
+                    sequence = 0;
+                }
+                text.Clear();
+                ids.Clear();
+                TurnEnd? end = null;
+                while (end is null && reader.TryPeek(out var c) && c.Turn == turn)
+                {
+                    reader.TryRead(out _);
+                    text.Append(c.Text);
+                    ids.AddRange(c.TokenIds);
+                    end = c.End;
+                }
+                var merged = new TokenChunk { ConversationId = Id, Turn = turn, Sequence = sequence++, Text = text.ToString(), TokenIds = [.. ids], End = end };
+                try { await stream.OnNextAsync(merged); }
+                catch (Exception e) { LogPublishFailed(log, Id, merged.Turn, merged.Sequence, e.Message); }
+                if (interval > TimeSpan.Zero && end is null) await Task.Delay(interval);
             }
         }
     }

@@ -45,17 +45,25 @@ public sealed partial class EngineDirectory(
 
     public IEngineGrain Engine(string siloKey) => grains.GetGrain<IEngineGrain>(siloKey);
 
-    /// <summary>The loads of all reachable engines (cached for LoadCacheMilliseconds).</summary>
+    /// <summary>
+    /// The loads of all reachable engines. Cached for LoadCacheMilliseconds; an older answer (up to a few seconds) is
+    /// still returned at once while a refresh runs in the background, so routing a turn never waits on a round of load
+    /// queries unless there is no recent answer at all (or <paramref name="fresh"/> asks for one).
+    /// </summary>
     public Task<IReadOnlyList<EngineLoad>> GetLoadsAsync(bool fresh = false)
     {
         lock (_lock)
         {
             var age = Environment.TickCount64 - _loadsAt;
-            if (!fresh && age < _options.LoadCacheMilliseconds && _loads.Count > 0) return Task.FromResult(_loads);
+            if (!fresh && _loads.Count > 0 && age < _options.LoadCacheMilliseconds) return Task.FromResult(_loads);
             // On the thread pool: shared by grains of every activation, owned by none.
-            return _refreshing ??= Task.Run(RefreshAsync);
+            var refresh = _refreshing ??= Task.Run(RefreshAsync);
+            if (!fresh && _loads.Count > 0 && age < StaleLimitMilliseconds) return Task.FromResult(_loads);
+            return refresh;
         }
     }
+
+    const long StaleLimitMilliseconds = 5000;
 
     async Task<IReadOnlyList<EngineLoad>> RefreshAsync()
     {

@@ -53,38 +53,48 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     LoadedEngine LoadEngine()
     {
         var started = Stopwatch.GetTimestamp();
-        var directory = ModelPaths.Resolve(_options.Model);
-        if (_options.Backend == EngineBackendKind.Cuda)
+        LogLoading(_log, _options.Model, _options.Backend);
+        var (engine, tokenizer, directory) = CreateEngine(_options);
+        var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
+        var loaded = new LoadedEngine(engine, tokenizer, name, directory, Stopwatch.GetElapsedTime(started));
+        LogLoaded(_log, name, engine.Info.Backend, engine.Info.KvBlocks * engine.Info.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
+        return loaded;
+    }
+
+    /// <summary>
+    /// Builds the engine a silo with <paramref name="options"/> runs (model, backend, KV budget, threads, batching), outside
+    /// any silo: the same engine, for in-process baselines.
+    /// </summary>
+    public static (InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory) CreateEngine(MixtralSiloOptions options)
+    {
+        var directory = ModelPaths.Resolve(options.Model);
+        if (options.Backend == EngineBackendKind.Cuda)
             throw new NotSupportedException("Backend=cuda: the CUDA backend is not wired into the silo yet; use Backend=cpu or auto");
-        LogLoading(_log, directory, _options.Backend);
         var tokenizerTask = Task.Run(() => MistralTokenizer.Load(Path.Combine(directory, "tokenizer.json")));
         IModelBackend backend;
         using (var checkpoint = CheckpointDirectory.Open(directory))
         {
             var c = checkpoint.Config;
             var defaults = new CpuBackendOptions();
-            var int8 = _options.Int8 || checkpoint.Quantization is not null;
+            var int8 = options.Int8 || checkpoint.Quantization is not null;
             long bytesPerToken = 2L * c.NumLayers * c.KvDim * sizeof(float);
-            long tokens = Math.Max((long)_options.KvCacheMegabytes * (1L << 20) / bytesPerToken, c.MaxPositionEmbeddings + (long)defaults.KvBlockSize);
+            long tokens = Math.Max((long)options.KvCacheMegabytes * (1L << 20) / bytesPerToken, c.MaxPositionEmbeddings + (long)defaults.KvBlockSize);
             tokens = (tokens + defaults.KvBlockSize - 1) / defaults.KvBlockSize * defaults.KvBlockSize;
             backend = new CpuMixtralBackend(checkpoint, defaults with
             {
                 Weights = int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32,
                 KvCacheBytes = tokens * bytesPerToken,
-                Threads = _options.Threads > 0 ? _options.Threads : Environment.ProcessorCount,
-                MaxBatchTokens = _options.MaxBatchTokens,
+                Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount,
+                MaxBatchTokens = options.MaxBatchTokens,
             });
         }
         var tokenizer = tokenizerTask.GetAwaiter().GetResult();
         var engine = new InferenceEngine(backend, tokenizer, new EngineOptions
         {
-            MaxRunningSequences = _options.MaxRunningSequences,
-            PrefillChunkTokens = _options.PrefillChunkTokens,
+            MaxRunningSequences = options.MaxRunningSequences,
+            PrefillChunkTokens = options.PrefillChunkTokens,
         });
-        var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
-        var loaded = new LoadedEngine(engine, tokenizer, name, directory, Stopwatch.GetElapsedTime(started));
-        LogLoaded(_log, name, backend.Name, backend.KvBlockCount * backend.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
-        return loaded;
+        return (engine, tokenizer, directory);
     }
 
     /// <summary>Why this engine should not take <paramref name="request"/> now (null: it should).</summary>
@@ -189,8 +199,8 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Loading the model {Directory} (backend {Backend})")]
-    static partial void LogLoading(ILogger log, string directory, EngineBackendKind backend);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Loading the model {Model} (backend {Backend})")]
+    static partial void LogLoading(ILogger log, string model, EngineBackendKind backend);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Engine ready: {Model} on {Backend}, KV cache {KvTokens} tokens, loaded in {Milliseconds:F0} ms")]
     static partial void LogLoaded(ILogger log, string model, string backend, int kvTokens, double milliseconds);

@@ -47,6 +47,8 @@ public sealed class MixtralSiloOptions
     public bool PublishTokenStream { get; set; } = true;
     /// <summary>Polling period of the memory stream's pulling agents (Orleans' default is 100 ms).</summary>
     public int StreamPollMilliseconds { get; set; } = 5;
+    /// <summary>A conversation publishes at most one stream event per this interval, merging the chunks produced meanwhile.</summary>
+    public int StreamPublishIntervalMilliseconds { get; set; } = 5;
     /// <summary>Queues of the memory stream provider (each polled by one agent somewhere in the cluster).</summary>
     public int StreamQueues { get; set; } = 2;
 

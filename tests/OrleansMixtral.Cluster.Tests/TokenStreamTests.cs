@@ -41,9 +41,18 @@ public sealed class TokenStreamTests(ClusterFixture fixture)
         foreach (var s in new[] { a, b })
         {
             var got = s.Chunks.ToList();
-            Assert.Equal(direct.Select(ch => (ch.Turn, ch.Sequence, ch.Text, ch.IsFinal)), got.Select(ch => (ch.Turn, ch.Sequence, ch.Text, ch.IsFinal)));
+            Assert.Equal([0, 1], got.Select(ch => ch.Turn).Distinct());
             foreach (var turn in got.GroupBy(ch => ch.Turn))
+            {
+                // Every chunk, in order: sequence numbers without gaps, the final chunk last, the whole output.
+                var mine = direct.Where(ch => ch.Turn == turn.Key).ToList();
                 Assert.Equal(Enumerable.Range(0, turn.Count()), turn.Select(ch => ch.Sequence));
+                Assert.True(turn.Last().IsFinal);
+                Assert.Single(turn, ch => ch.IsFinal);
+                Assert.Equal(string.Concat(mine.Select(ch => ch.Text)), string.Concat(turn.Select(ch => ch.Text)));
+                Assert.Equal(mine.SelectMany(ch => ch.TokenIds), turn.SelectMany(ch => ch.TokenIds));
+                Assert.Equal(mine[^1].End, turn.Last().End);
+            }
         }
         Assert.Equal(60, direct.Where(ch => ch.Turn == 0).Sum(ch => ch.TokenIds.Length));
     }

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OrleansMixtral.Client;
+using OrleansMixtral.Engine;
+using OrleansMixtral.Grains;
+using Tok = OrleansMixtral.Tokenization;
+
+// dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- [--runs 12] [--tokens 128] [--prompt-words 80]
+//     [--threads 0] [--model DIR]
+// The same turns (one at a time, greedy, fixed length) through: the engine in-process; a one-silo cluster (silo in this
+// process, the client over the loopback gateway, as a remote client) on the direct path; and its token stream at two
+// polling periods. Prints medians; per-turn overhead = what the caller saw minus what the engine measured for that turn.
+var runs = Arg("--runs", 12);
+var tokens = Arg("--tokens", 128);
+var promptWords = Arg("--prompt-words", 80);
+var threads = Arg("--threads", 0);
+var model = ArgText("--model", "models/tiny-mixtral");
+const int Warmup = 3;
+
+var baseOptions = new MixtralSiloOptions { Model = model, Threads = threads, KvCacheMegabytes = 64 };
+var turn = new TurnOptions { MaxTokens = tokens, Temperature = 0, IgnoreEos = true };
+string Message(int i) => $"Request {i}: " + string.Join(' ', Enumerable.Range(0, promptWords).Select(w => Words[(w * 7 + i) % Words.Length]));
+
+Console.WriteLine($"cluster overhead benchmark: {model}, {runs} turns per path after {Warmup} warm-up, {tokens} tokens each, " +
+                  $"prompt of {promptWords} words, {Environment.ProcessorCount} cores, engine threads {(threads > 0 ? threads : Environment.ProcessorCount)}");
+// Every path is set up first; then run i goes through each path in turn (rotating the order), so that whatever else the
+// machine does at the time weighs on all paths alike.
+var (engine, tokenizer, _) = EngineHost.CreateEngine(baseOptions);
+var clusters = new List<(string Label, bool Publish, IHost Silo, IHost ClientHost, MixtralClient Client)>();
+foreach (var (label, publish, poll) in new[] { ("stream off", false, 5), ("stream on, 5 ms poll", true, 5), ("stream on, 100 ms poll", true, 100) })
+{
+    var options = new MixtralSiloOptions
+    {
+        Model = model, Threads = threads, KvCacheMegabytes = 64, PublishTokenStream = publish,
+        StreamPollMilliseconds = poll, StreamPublishIntervalMilliseconds = poll,
+    };
+    var (siloPort, gatewayPort) = (FreePort(), FreePort());
+    var siloBuilder = Host.CreateApplicationBuilder();
+    siloBuilder.Logging.SetMinimumLevel(LogLevel.Error);
+    siloBuilder.UseOrleans(silo =>
+    {
+        silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "bench-" + poll + publish, clusterId: "bench-" + poll + publish);
+        silo.AddMixtral(options);
+    });
+    var silo = siloBuilder.Build();
+    await silo.StartAsync();
+    var clientHost = await ClusterConnection.ConnectAsync($"localhost:{gatewayPort}", clusterId: "bench-" + poll + publish,
+        serviceId: "bench-" + poll + publish, logLevel: LogLevel.Error);
+    clusters.Add((label, publish, silo, clientHost, clientHost.Services.GetRequiredService<MixtralClient>()));
+}
+
+var samples = new Dictionary<string, List<Sample>>();
+void Add(string path, Sample sample)
+{
+    if (!samples.TryGetValue(path, out var list)) samples[path] = list = [];
+    list.Add(sample);
+}
+var paths = clusters.Count + 1;
+for (var i = 0; i < Warmup + runs; i++)
+{
+    for (var k = 0; k < paths; k++)
+    {
+        var p = (i + k) % paths;
+        var message = Message(1000 + i * paths + p);
+        if (p == 0)
+        {
+            var ids = tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, message)]);
+            var started = Stopwatch.GetTimestamp();
+            var stream = engine.Submit(new GenerationRequest(ids, new SamplingParams { MaxTokens = tokens, IgnoreEos = true }));
+            long first = 0, last = 0;
+            var n = 0;
+            await foreach (var t in stream.Tokens.ReadAllAsync())
+            {
+                if (t.TokenId < 0) continue;
+                last = Stopwatch.GetTimestamp();
+                if (n++ == 0) first = last;
+            }
+            var r = await stream.Completion;
+            if (i >= Warmup) Add("in-process engine", new Sample(Ms(started, first), Ms(first, last), n, r.TimeToFirstToken.TotalMilliseconds, r.Elapsed.TotalMilliseconds));
+            continue;
+        }
+        var (label, publish, _, _, client) = clusters[p - 1];
+        var id = (await client.StartConversationAsync()).ConversationId;
+        var watcher = new Watcher();
+        IAsyncDisposable? subscription = publish ? await client.SubscribeAsync(id, watcher.On) : null;
+        var begun = Stopwatch.GetTimestamp();
+        long firstChunk = 0, lastChunk = 0;
+        var count = 0;
+        TurnEnd? end = null;
+        await foreach (var chunk in client.SendAsync(id, message, turn))
+        {
+            if (chunk.TokenIds.Length > 0)
+            {
+                lastChunk = Stopwatch.GetTimestamp();
+                if (count == 0) firstChunk = lastChunk;
+                count += chunk.TokenIds.Length;
+            }
+            end = chunk.End ?? end;
+        }
+        if (end is not { Succeeded: true }) throw new InvalidOperationException("turn failed: " + end?.Error);
+        if (subscription is not null)
+        {
+            await watcher.Done.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await subscription.DisposeAsync();
+        }
+        if (i < Warmup) continue;
+        Add($"cluster, direct path ({label})", new Sample(Ms(begun, firstChunk), Ms(firstChunk, lastChunk), count, end.EngineTtftMs, end.EngineElapsedMs));
+        if (publish) Add($"cluster, stream subscriber ({label})", new Sample(Ms(begun, watcher.First), Ms(watcher.First, watcher.Last), watcher.Tokens, end.EngineTtftMs, end.EngineElapsedMs));
+    }
+}
+foreach (var c in clusters)
+{
+    await c.ClientHost.StopAsync();
+    await c.Silo.StopAsync();
+}
+await engine.DisposeAsync();
+var order = new[] { "in-process engine" }.Concat(clusters.SelectMany(c => c.Publish
+    ? new[] { $"cluster, direct path ({c.Label})", $"cluster, stream subscriber ({c.Label})" }
+    : [$"cluster, direct path ({c.Label})"]));
+var results = order.Select(path => (Path: path, Samples: samples[path])).ToList();
+
+var baseline = results[0].Samples;
+double baseTtft = Median(baseline.Select(s => s.Ttft)), baseRate = Median(baseline.Select(s => s.Rate)), baseOverall = Median(baseline.Select(s => s.Overall));
+Console.WriteLine();
+Console.WriteLine("| path | TTFT p50 (ms) | TTFT p90 (ms) | added TTFT p50 (ms) | decode tok/s p50 | vs in-process | whole turn tok/s p50 | vs in-process |");
+Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+foreach (var (path, list) in results)
+{
+    var ttft = Median(list.Select(s => s.Ttft));
+    var p90 = Percentile(list.Select(s => s.Ttft), 0.9);
+    var added = Median(list.Select(s => s.Ttft - s.EngineTtft));
+    var rate = Median(list.Select(s => s.Rate));
+    var overall = Median(list.Select(s => s.Overall));
+    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        $"| {path} | {ttft:F2} | {p90:F2} | {added:F2} | {rate:F0} | {(rate / baseRate - 1) * 100:+0.0;-0.0}% | {overall:F0} | {(overall / baseOverall - 1) * 100:+0.0;-0.0}% |"));
+}
+Console.WriteLine();
+Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+    $"in-process TTFT p50 {baseTtft:F2} ms; 'added TTFT' subtracts, turn by turn, the engine's own submit-to-first-token time, so it is the cost of the path alone."));
+return 0;
+
+int Arg(string name, int fallback) => int.TryParse(ArgText(name, null), out var v) ? v : fallback;
+string ArgText(string name, string? fallback)
+{
+    var i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback!;
+}
+static double Ms(long from, long to) => Stopwatch.GetElapsedTime(from, to).TotalMilliseconds;
+static double Median(IEnumerable<double> values) => Percentile(values, 0.5);
+static double Percentile(IEnumerable<double> values, double q)
+{
+    var sorted = values.Order().ToArray();
+    if (sorted.Length == 0) return double.NaN;
+    var pos = q * (sorted.Length - 1);
+    var lo = (int)Math.Floor(pos);
+    var hi = (int)Math.Ceiling(pos);
+    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+static int FreePort()
+{
+    using var l = new TcpListener(IPAddress.Loopback, 0);
+    l.Start();
+    return ((IPEndPoint)l.LocalEndpoint).Port;
+}
+
+/// <summary>One turn as the caller saw it: time to the first token, first-to-last token time, tokens; and the engine's own TTFT.</summary>
+record Sample(double Ttft, double DecodeMs, int Tokens, double EngineTtft, double EngineElapsed)
+{
+    public double Rate => DecodeMs > 0 ? (Tokens - 1) / (DecodeMs / 1000) : 0;
+    /// <summary>Tokens per second from the start of the turn to the last token (what a reader of the whole reply gets).</summary>
+    public double Overall => (Ttft + DecodeMs) > 0 ? Tokens / ((Ttft + DecodeMs) / 1000) : 0;
+}
+
+sealed class Watcher
+{
+    public long First, Last;
+    public int Tokens;
+    public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public Task On(TokenChunk chunk)
+    {
+        if (chunk.TokenIds.Length > 0)
+        {
+            Last = Stopwatch.GetTimestamp();
+            if (Tokens == 0) First = Last;
+            Tokens += chunk.TokenIds.Length;
+        }
+        if (chunk.IsFinal) Done.TrySetResult();
+        return Task.CompletedTask;
+    }
+}
+
+partial class Program
+{
+    static readonly string[] Words =
+    [
+        "the", "river", "ran", "past", "a", "small", "town", "where", "people", "told", "stories", "about", "old", "ships",
+        "and", "winter", "nights", "when", "lights", "burned", "late", "in", "every", "window", "of", "the", "harbor",
+    ];
+}
