@@ -9,6 +9,13 @@ if command -v npm >/dev/null && [ ! -d tools/tokenizer/node_modules ]; then
   (cd tools/tokenizer && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed; JS parity tests will be skipped" >&2
 fi
 
+# The multi-process cluster test runs Debian's redis-server (it starts its own on a free loopback port): install it.
+if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; } >/dev/null 2>&1 \
+    || echo "warning: could not install redis-server; the multi-process cluster test will be skipped" >&2
+fi
+
 results=artifacts/test-results
 rm -rf "$results"
 dotnet test OrleansMixtral.sln -c Release --logger "trx" --results-directory "$results" "$@"

@@ -28,16 +28,17 @@ public class ClusterFixture : IAsyncLifetime
         MaxBatchTokens = 128,
         MaxRunningSequences = 16,
         Storage = ConversationStorageKind.External,
-        StallProbeMilliseconds = 1000,
-        ProbeTimeoutMilliseconds = 1500,
+        StallProbeMilliseconds = 2000,
+        ProbeTimeoutMilliseconds = 3000,
         LoadCacheMilliseconds = 100,
     };
 
     public static void FastFailureDetection(IServiceCollection services) =>
         services.Configure<ClusterMembershipOptions>(o =>
         {
-            o.ProbeTimeout = TimeSpan.FromMilliseconds(500);
-            o.NumMissedProbesLimit = 2;
+            // Seconds, not the default tens of seconds, yet loose enough for silos starved of CPU by other test runs.
+            o.ProbeTimeout = TimeSpan.FromSeconds(1);
+            o.NumMissedProbesLimit = 3;
             o.NumVotesForDeathDeclaration = 1;
             o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
             o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(2);

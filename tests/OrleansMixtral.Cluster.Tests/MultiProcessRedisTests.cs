@@ -23,8 +23,8 @@ public sealed class MultiProcessRedisTests(ITestOutputHelper output)
             "--Clustering", "redis", "--Redis", redis.ConnectionString, "--Storage", "redis", "--AdvertisedHost", "127.0.0.1",
             "--ClusterId", clusterId, "--Model", "models/tiny-mixtral",
             "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16", "--Mixtral:MaxBatchTokens", "128",
-            "--Mixtral:StallProbeMilliseconds", "1000", "--Mixtral:ProbeTimeoutMilliseconds", "1500",
-            "--Membership:ProbeTimeout", "00:00:01", "--Membership:NumMissedProbesLimit", "2",
+            "--Mixtral:StallProbeMilliseconds", "2000", "--Mixtral:ProbeTimeoutMilliseconds", "3000",
+            "--Membership:ProbeTimeout", "00:00:01", "--Membership:NumMissedProbesLimit", "3",
             "--Membership:NumVotesForDeathDeclaration", "1", "--Membership:TableRefreshTimeout", "00:00:02",
             "--Membership:IAmAliveTablePublishTimeout", "00:00:02",
         ];
