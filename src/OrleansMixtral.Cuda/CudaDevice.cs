@@ -92,12 +92,14 @@ public sealed unsafe class CudaDevice : IDisposable
 
     public (long Free, long Total) MemoryInfo()
     {
+        MakeCurrent();
         Cu.Check(Cu.cuMemGetInfo(out var free, out var total));
         return ((long)free, (long)total);
     }
 
     public DeviceBuffer Allocate(long bytes)
     {
+        MakeCurrent();
         ulong p = 0;
         var (free, total) = MemoryInfo();
         var r = bytes > free ? 2 : Cu.cuMemAlloc(out p, (nuint)Math.Max(bytes, 16));
@@ -112,6 +114,7 @@ public sealed unsafe class CudaDevice : IDisposable
     public void Upload<T>(DeviceBuffer dst, long byteOffset, ReadOnlySpan<T> src) where T : unmanaged
     {
         if (src.Length == 0) return;
+        MakeCurrent();
         fixed (T* p = src)
         {
             Cu.Check(Cu.cuMemcpyHtoDAsync(dst.At(byteOffset), p, (nuint)(src.Length * sizeof(T)), Stream));
@@ -121,6 +124,7 @@ public sealed unsafe class CudaDevice : IDisposable
 
     public void Download<T>(DeviceBuffer src, long byteOffset, Span<T> dst) where T : unmanaged
     {
+        MakeCurrent();
         fixed (T* p = dst)
         {
             Cu.Check(Cu.cuMemcpyDtoHAsync(p, src.At(byteOffset), (nuint)(dst.Length * sizeof(T)), Stream));

@@ -6,6 +6,12 @@ static class BenchPlot
     public static void Save(string path, string title, (int Concurrency, double PerRequest, double Aggregate)[] levels)
     {
         var plot = new ScottPlot.Plot();
+        // A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.
+        if (Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font))
+        {
+            ScottPlot.Fonts.AddFontFile("bench", font);
+            plot.Font.Set("bench");
+        }
         double[] xs = levels.Select(l => Math.Log2(l.Concurrency)).ToArray();
         var perRequest = plot.Add.Scatter(xs, levels.Select(l => l.PerRequest).ToArray());
         perRequest.LegendText = "per request (perceived tok/s)";
