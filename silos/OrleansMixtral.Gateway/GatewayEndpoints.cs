@@ -1,0 +1,468 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using OrleansMixtral.Client.AI;
+using OrleansMixtral.Grains;
+
+namespace OrleansMixtral.Gateway;
+
+/// <summary>The HTTP endpoints. Each request runs inside <see cref="GuardAsync"/>, which turns every failure into OpenAI's error shape.</summary>
+public sealed partial class GatewayEndpoints(
+    GatewayOptions options,
+    MixtralChatService service,
+    GatewayAdmission admission,
+    GatewayMetrics metrics,
+    OpenAiRequests requests,
+    IHostApplicationLifetime lifetime,
+    ILogger<GatewayEndpoints> log)
+{
+    static readonly long StartedAt = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    public const string TenantItem = "mixtral.tenant";
+
+    static Tenant TenantOf(HttpContext ctx) => (Tenant)ctx.Items[TenantItem]!;
+
+    // ---- plumbing ----
+
+    /// <summary>Runs a handler; maps what it throws to OpenAI's error JSON (unless the response has started).</summary>
+    public async Task GuardAsync(HttpContext ctx, string endpoint, Func<Task> handler)
+    {
+        int status;
+        string message, code;
+        string? param = null;
+        int? retry = null;
+        try
+        {
+            await handler();
+            return;
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return; } // the client went away
+        catch (GatewayException e) { (status, message, code, param) = (e.Status, e.Message, e.Code ?? "error", e.Param); }
+        catch (MixtralRequestException e) { (status, message, code, param) = (400, e.Message, e.Code, e.Param); }
+        catch (InvalidTurnException e) { (status, message, code) = (400, e.Message, "invalid_request"); }
+        catch (TurnInProgressException e) { (status, message, code) = (409, e.Message + "; wait for it to end or cancel it", "conversation_busy"); }
+        catch (MixtralOverloadedException e) { (status, message, code, retry) = (429, e.Message, "rate_limit_exceeded", admission.RetryAfterSeconds); }
+        catch (MixtralUnavailableException e) { (status, message, code, retry) = (503, e.Message, "service_unavailable", admission.RetryAfterSeconds); }
+        catch (Exception e)
+        {
+            LogFailed(log, ctx.Request.Method, endpoint, e);
+            (status, message, code) = (500, "the server failed to process the request", "internal_error");
+        }
+        if (status == 429 && retry is null) retry = admission.RetryAfterSeconds;
+        metrics.Refused(status.ToString(System.Globalization.CultureInfo.InvariantCulture), Tags(ctx, endpoint, null));
+        await OpenAiResponses.WriteErrorAsync(ctx, status, message, code, param, retryAfterSeconds: retry);
+    }
+
+    static KeyValuePair<string, object?>[] Tags(HttpContext ctx, string endpoint, string? mode) =>
+    [
+        new("endpoint", endpoint),
+        new("tenant", ctx.Items.TryGetValue(TenantItem, out var t) ? ((Tenant)t!).Name : "none"),
+        new("mode", mode ?? "none"),
+    ];
+
+    /// <summary>The request body, at most <see cref="GatewayOptions.MaxRequestBodyBytes"/> (413 beyond).</summary>
+    async Task<byte[]> ReadBodyAsync(HttpContext ctx)
+    {
+        var limit = options.MaxRequestBodyBytes;
+        if (ctx.Request.ContentLength is { } declared && declared > limit) throw TooLarge(limit);
+        using var body = new MemoryStream();
+        var buffer = ArrayPool<byte>.Shared.Rent(16 << 10);
+        try
+        {
+            while (true)
+            {
+                int n;
+                try { n = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted); }
+                catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge) { throw TooLarge(limit); }
+                catch (BadHttpRequestException e) { throw new GatewayException(400, "the request body could not be read: " + e.Message, "invalid_body"); }
+                if (n == 0) break;
+                if (body.Length + n > limit) throw TooLarge(limit);
+                body.Write(buffer, 0, n);
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
+        return body.ToArray();
+    }
+
+    static GatewayException TooLarge(long limit) =>
+        new(413, $"the request body is larger than this server's limit of {limit} bytes", "request_too_large");
+
+    static GatewayException NotFound(string id) =>
+        new(404, $"conversation '{(id.Length > 64 ? id[..64] + "..." : id)}' not found", "conversation_not_found", "conversation_id");
+
+    // ---- /v1/chat/completions, /v1/completions ----
+
+    public Task ChatCompletionsAsync(HttpContext ctx) => GuardAsync(ctx, "chat", async () =>
+    {
+        var arrived = Stopwatch.GetTimestamp();
+        var tenant = TenantOf(ctx);
+        var body = await ReadBodyAsync(ctx);
+        ChatRequest request;
+        using (var doc = OpenAiRequests.ParseJson(body)) request = requests.ReadChat(doc.RootElement);
+
+        var header = ctx.Request.Headers[GatewayHost.ConversationHeader].ToString();
+        var named = header.Length > 0 ? header : request.ConversationId;
+        if (header.Length > 0 && request.ConversationId is { } fromMetadata && fromMetadata != header)
+            throw new GatewayException(400, $"the {GatewayHost.ConversationHeader} header and metadata.conversation_id name different conversations", "conversation_mismatch", "metadata.conversation_id");
+
+        if (named is null)
+        {
+            var prompt = service.EncodeChat(request.Messages);
+            await RunAsync(ctx, "chat", "stateless", arrived, chat: true, request.Stream, request.IncludeUsage, null,
+                ct => service.GenerateAsync(prompt, request.Options, ct));
+            return;
+        }
+        string publicId, key;
+        if (named == "new")
+        {
+            publicId = ConversationIds.New(tenant);
+            key = ConversationIds.GrainKey(tenant, publicId)!;
+        }
+        else
+        {
+            publicId = named;
+            key = ConversationIds.GrainKey(tenant, named) ?? throw NotFound(named);
+        }
+        var turn = await service.PrepareTurnAsync(key, request.Messages);
+        await RunAsync(ctx, "chat", "conversation", arrived, chat: true, request.Stream, request.IncludeUsage, publicId,
+            ct => service.SendTurnAsync(turn, request.Options, ct));
+    });
+
+    public Task CompletionsAsync(HttpContext ctx) => GuardAsync(ctx, "completions", async () =>
+    {
+        var arrived = Stopwatch.GetTimestamp();
+        var body = await ReadBodyAsync(ctx);
+        CompletionRequest request;
+        using (var doc = OpenAiRequests.ParseJson(body)) request = requests.ReadCompletion(doc.RootElement);
+        var prompt = request.PromptTokens ?? service.EncodeCompletion(request.Prompt ?? "");
+        service.CheckPromptLength(prompt.Length);
+        await RunAsync(ctx, "completions", "stateless", arrived, chat: false, request.Stream, request.IncludeUsage, null,
+            ct => service.GenerateAsync(prompt, request.Options, ct));
+    });
+
+    /// <summary>
+    /// Takes a slot, starts the generation and waits for its first update (so that a refusal is still a plain error
+    /// response), then answers: server-sent events, or one JSON body at the end. The generation is cancelled when the
+    /// client goes away (the enumeration is disposed and its token cancelled).
+    /// </summary>
+    async Task RunAsync(HttpContext ctx, string endpoint, string mode, long arrived, bool chat, bool stream, bool includeUsage,
+        string? conversationId, Func<CancellationToken, IAsyncEnumerable<GenerationUpdate>> start)
+    {
+        var tags = Tags(ctx, endpoint, mode);
+        using var slot = await admission.EnterAsync(ctx.RequestAborted)
+            ?? throw new GatewayException(429, $"this gateway is at its limit of {options.MaxConcurrentRequests} running and {options.MaxQueuedRequests} waiting requests; retry later",
+                "rate_limit_exceeded");
+        var reply = new OpenAiResponses.Reply(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N"),
+            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), service.ModelId, conversationId);
+        await using var updates = start(ctx.RequestAborted).GetAsyncEnumerator(ctx.RequestAborted);
+        if (!await updates.MoveNextAsync()) throw new GatewayException(503, "the generation ended without a result", "generation_failed");
+
+        var sse = stream ? new OpenAiResponses.EventStream(ctx) : null;
+        if (sse is not null)
+        {
+            sse.Start(conversationId);
+            if (chat) await sse.WriteAsync(w => reply.WriteChunk(w, "", first: true, end: null, usageInline: false));
+        }
+        var text = sse is null ? new StringBuilder() : null;
+        long firstTokenAt = 0, lastTokenAt = 0;
+        TurnEnd end;
+        var u = updates.Current;
+        while (true)
+        {
+            if (u.Tokens > 0 || u.Text.Length > 0)
+            {
+                var now = Stopwatch.GetTimestamp();
+                if (firstTokenAt == 0)
+                {
+                    firstTokenAt = now;
+                    metrics.TimeToFirstToken(Stopwatch.GetElapsedTime(arrived, now).TotalSeconds, tags);
+                    if (u.Tokens > 1) metrics.InterToken(0, u.Tokens - 1, tags);
+                }
+                else if (u.Tokens > 0) metrics.InterToken(Stopwatch.GetElapsedTime(lastTokenAt, now).TotalSeconds / u.Tokens, u.Tokens, tags);
+                lastTokenAt = now;
+            }
+            if (u.Text.Length > 0)
+            {
+                if (sse is not null)
+                {
+                    var piece = u.Text;
+                    await sse.WriteAsync(w => reply.WriteChunk(w, piece, first: false, end: null, usageInline: false));
+                }
+                else text!.Append(u.Text);
+            }
+            if (u.End is { } e)
+            {
+                end = e;
+                break;
+            }
+            if (!await updates.MoveNextAsync())
+            {
+                end = new TurnEnd { Finish = TurnFinish.Error, Error = "the generation ended without a result" };
+                break;
+            }
+            u = updates.Current;
+        }
+
+        double? rate = null;
+        if (end.Usage.CompletionTokens > 1 && lastTokenAt > firstTokenAt)
+            rate = (end.Usage.CompletionTokens - 1) / Stopwatch.GetElapsedTime(firstTokenAt, lastTokenAt).TotalSeconds;
+        var outcome = end.Succeeded ? "ok" : end.Finish == TurnFinish.Cancelled ? "cancelled" : "error";
+        metrics.Finished(outcome, end.Usage.PromptTokens, end.Usage.CompletionTokens, rate, tags);
+        if (ctx.RequestAborted.IsCancellationRequested) return;
+
+        if (sse is not null)
+        {
+            if (end.Succeeded)
+            {
+                await sse.WriteAsync(w => reply.WriteChunk(w, chat ? null : "", first: false, end, usageInline: !includeUsage));
+                if (includeUsage) await sse.WriteAsync(w => reply.WriteChunk(w, null, first: false, end, usageInline: false, usageOnly: true));
+                await sse.WriteDoneAsync();
+            }
+            else
+            {
+                // No [DONE]: the reply is incomplete.
+                await sse.WriteErrorAsync(end.Finish == TurnFinish.Cancelled ? "the reply was cancelled" : "the reply failed: " + end.Error,
+                    end.Finish == TurnFinish.Cancelled ? "cancelled" : "generation_failed");
+            }
+            return;
+        }
+        if (!end.Succeeded)
+        {
+            throw end.Finish == TurnFinish.Cancelled
+                ? new GatewayException(409, "the reply was cancelled", "cancelled")
+                : new GatewayException(503, "the reply failed: " + end.Error, "generation_failed");
+        }
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "application/json";
+        if (conversationId is not null) ctx.Response.Headers[GatewayHost.ConversationHeader] = conversationId;
+        var buffer = new ArrayBufferWriter<byte>(text!.Length + 512);
+        using (var w = new Utf8JsonWriter(buffer)) reply.WriteFull(w, text.ToString(), end);
+        await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted);
+    }
+
+    // ---- /v1/models ----
+
+    public Task ModelsAsync(HttpContext ctx) => GuardAsync(ctx, "models", async () =>
+    {
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            WriteModel(w);
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+    });
+
+    public Task ModelAsync(HttpContext ctx, string model) => GuardAsync(ctx, "models", async () =>
+    {
+        if (model != service.ModelId && !options.ModelAliases.Contains(model))
+            throw new GatewayException(404, $"the model '{(model.Length > 64 ? model[..64] : model)}' does not exist", "model_not_found", "model");
+        await WriteJsonAsync(ctx, 200, WriteModel);
+    });
+
+    void WriteModel(Utf8JsonWriter w)
+    {
+        w.WriteStartObject();
+        w.WriteString("id", service.ModelId);
+        w.WriteString("object", "model");
+        w.WriteNumber("created", StartedAt);
+        w.WriteString("owned_by", "orleansmixtral");
+        w.WriteNumber("max_model_len", service.ContextLength);
+        w.WriteEndObject();
+    }
+
+    static async Task WriteJsonAsync(HttpContext ctx, int status, Action<Utf8JsonWriter> write, string? conversationId = null)
+    {
+        var buffer = new ArrayBufferWriter<byte>(512);
+        using (var w = new Utf8JsonWriter(buffer)) write(w);
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        if (conversationId is not null) ctx.Response.Headers[GatewayHost.ConversationHeader] = conversationId;
+        await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted);
+    }
+
+    // ---- /health ----
+
+    public async Task HealthAsync(HttpContext ctx)
+    {
+        IReadOnlyList<EngineLoad> loads;
+        try { loads = await service.GetEngineLoadsAsync(); }
+        catch (Exception) { loads = []; }
+        await WriteJsonAsync(ctx, loads.Count > 0 ? 200 : 503, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("status", loads.Count > 0 ? "ok" : "unavailable");
+            w.WriteString("model", service.ModelId);
+            w.WriteNumber("context_length", service.ContextLength);
+            w.WriteNumber("active_requests", admission.Active);
+            w.WriteNumber("queued_requests", admission.Queued);
+            w.WriteStartArray("engines");
+            foreach (var l in loads)
+            {
+                w.WriteStartObject();
+                w.WriteString("silo", l.Silo);
+                w.WriteString("backend", l.Backend);
+                w.WriteNumber("running", l.Running);
+                w.WriteNumber("waiting", l.Waiting);
+                w.WriteNumber("kv_blocks_used", l.KvBlocksUsed);
+                w.WriteNumber("kv_blocks_total", l.KvBlocksTotal);
+                w.WriteNumber("tokens_per_second", Math.Round(l.DecodeTokensPerSecond, 1));
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        });
+    }
+
+    // ---- /v1/conversations ----
+
+    /// <summary>POST /v1/conversations {"system": "..."}: a new conversation of the caller's tenant.</summary>
+    public Task CreateConversationAsync(HttpContext ctx) => GuardAsync(ctx, "conversations", async () =>
+    {
+        var tenant = TenantOf(ctx);
+        string? system = null;
+        var body = await ReadBodyAsync(ctx);
+        if (body.Length > 0)
+        {
+            using var doc = OpenAiRequests.ParseJson(body);
+            var root = doc.RootElement;
+            foreach (var name in new[] { "system", "instructions" })
+            {
+                if (!root.TryGetProperty(name, out var s) || s.ValueKind == JsonValueKind.Null) continue;
+                if (s.ValueKind != JsonValueKind.String) throw new MixtralRequestException($"{name} must be a string", name, "invalid_type");
+                system = s.GetString();
+            }
+            if (root.TryGetProperty("items", out var items) && items.ValueKind == JsonValueKind.Array && items.GetArrayLength() > 0)
+                throw new MixtralRequestException("items are not supported: send the first messages with /v1/chat/completions", "items", "unsupported_parameter");
+        }
+        var id = ConversationIds.New(tenant);
+        var key = ConversationIds.GrainKey(tenant, id)!;
+        if (!string.IsNullOrEmpty(system))
+        {
+            service.CheckPromptLength(service.Tokenizer.Encode(system).Length);
+            await service.Client.Conversation(key).Start(system);
+        }
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", id);
+            w.WriteString("object", "conversation");
+            w.WriteNumber("created_at", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+            w.WriteStartObject("metadata");
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }, id);
+    });
+
+    /// <summary>GET /v1/conversations/{id}: its messages and counts.</summary>
+    public Task GetConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
+    {
+        var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
+        var s = await service.Client.GetHistoryAsync(key);
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", id);
+            w.WriteString("object", "conversation");
+            w.WriteStartArray("messages");
+            foreach (var m in s.Messages)
+            {
+                w.WriteStartObject();
+                w.WriteString("role", m.Role.ToString().ToLowerInvariant());
+                w.WriteString("content", m.Content);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteNumber("turns", s.Turns);
+            w.WriteNumber("tokens", s.TokenCount);
+            w.WriteNumber("cached_tokens", s.KvTokens);
+            w.WriteBoolean("turn_in_progress", s.TurnInProgress is not null);
+            w.WriteEndObject();
+        }, id);
+    });
+
+    /// <summary>DELETE /v1/conversations/{id}: forgets its history (its system message stays).</summary>
+    public Task DeleteConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
+    {
+        var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
+        await service.Client.Conversation(key).Reset();
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", id);
+            w.WriteString("object", "conversation.deleted");
+            w.WriteBoolean("deleted", true);
+            w.WriteEndObject();
+        }, id);
+    });
+
+    /// <summary>POST /v1/conversations/{id}/cancel: cancels its running turn, if any.</summary>
+    public Task CancelConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
+    {
+        var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
+        var cancelled = await service.Client.CancelAsync(key);
+        await WriteJsonAsync(ctx, 200, w =>
+        {
+            w.WriteStartObject();
+            w.WriteString("id", id);
+            w.WriteBoolean("cancelled", cancelled);
+            w.WriteEndObject();
+        }, id);
+    });
+
+    /// <summary>
+    /// GET /v1/conversations/{id}/stream: server-sent events of every chunk of every turn of the conversation from now on
+    /// (whoever sends the turns), until the client disconnects.
+    /// </summary>
+    public Task SubscribeAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
+    {
+        var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
+        var chunks = Channel.CreateBounded<TokenChunk>(new BoundedChannelOptions(8192) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+        await using var subscription = await service.Client.SubscribeAsync(key, c =>
+        {
+            chunks.Writer.TryWrite(c);
+            return Task.CompletedTask;
+        });
+        var sse = new OpenAiResponses.EventStream(ctx);
+        sse.Start(id);
+        await sse.WriteCommentAsync("subscribed to " + id);
+        // Until the client goes away, or the gateway stops (which would otherwise wait for this request).
+        using var until = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted, lifetime.ApplicationStopping);
+        try
+        {
+            await foreach (var c in chunks.Reader.ReadAllAsync(until.Token))
+            {
+                await sse.WriteAsync(w =>
+                {
+                    w.WriteStartObject();
+                    w.WriteString("object", "conversation.chunk");
+                    w.WriteString("conversation_id", id);
+                    w.WriteNumber("turn", c.Turn);
+                    w.WriteNumber("sequence", c.Sequence);
+                    w.WriteString("text", c.Text);
+                    if (c.End is { } end)
+                    {
+                        w.WriteString("finish_reason", end.Finish switch
+                        {
+                            TurnFinish.Stop => "stop",
+                            TurnFinish.Length => "length",
+                            TurnFinish.Cancelled => "cancelled",
+                            _ => "error",
+                        });
+                        w.WriteNumber("completion_tokens", end.Usage.CompletionTokens);
+                    }
+                    else w.WriteNull("finish_reason");
+                    w.WriteEndObject();
+                });
+            }
+        }
+        catch (OperationCanceledException) when (until.IsCancellationRequested) { }
+    });
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Endpoint} failed")]
+    static partial void LogFailed(ILogger log, string method, string endpoint, Exception error);
+}

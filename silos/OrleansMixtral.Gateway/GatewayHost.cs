@@ -1,0 +1,280 @@
+using System.Net;
+using System.Text.RegularExpressions;
+using Orleans.Configuration;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OrleansMixtral.Client;
+using OrleansMixtral.Client.AI;
+using OrleansMixtral.Grains;
+
+namespace OrleansMixtral.Gateway;
+
+/// <summary>
+/// Wires the gateway into an ASP.NET Core host: settings, API keys, listening addresses, the Orleans client (or an
+/// embedded silo), the chat service, admission, metrics; then maps the endpoints.
+/// </summary>
+/// <remarks>
+/// Why a separate process that is an Orleans client, not endpoints inside the silo host: the HTTP edge (TLS, keys,
+/// per-tenant limits, thousands of slow streaming connections) scales and restarts apart from the GPU silos, whose
+/// restarts cost a model load and their KV caches; the silos stay on a private network with only Orleans' ports
+/// open; and a gateway needs no GPU and no weights (only tokenizer.json and config.json). The price is one network hop
+/// per chunk (gateway → the conversation grain's silo), small next to a token's time. <see cref="ConfigureServices"/>
+/// and <see cref="Map"/> work in any host with an <see cref="IClusterClient"/>, a silo's included, and
+/// <c>Cluster=embedded</c> runs a one-silo cluster inside the gateway for a one-command set-up.
+/// </remarks>
+public static partial class GatewayHost
+{
+    /// <summary>Names the conversation of a chat request, and is set on responses that belong to one.</summary>
+    public const string ConversationHeader = "X-Conversation-Id";
+    public const string DefaultUrl = "http://127.0.0.1:8000";
+
+    /// <summary>
+    /// Configures <paramref name="builder"/>; false with a one-line reason when the settings are unusable.
+    /// <paramref name="cluster"/>: serve from this client (tests) instead of connecting as configured.
+    /// </summary>
+    public static bool TryConfigure(WebApplicationBuilder builder, out string error, IClusterClient? cluster = null)
+    {
+        GatewayOptions options;
+        ApiKeys keys;
+        MixtralSiloOptions? embedded = null;
+        try
+        {
+            options = ReadOptions(builder.Configuration);
+            options.Model = ModelPaths.Resolve(options.Model);
+            keys = ApiKeys.Load(builder.Configuration, options);
+            if (cluster is null && options.Cluster.Equals("embedded", StringComparison.OrdinalIgnoreCase))
+            {
+                embedded = new MixtralSiloOptions();
+                builder.Configuration.GetSection("Mixtral").Bind(embedded);
+                embedded.Model = options.Model;
+            }
+            else if (cluster is null && string.IsNullOrWhiteSpace(options.Cluster))
+            {
+                throw new ArgumentException("--Cluster must name a cluster: localhost, HOST:PORT, redis://HOST:PORT or embedded");
+            }
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or IOException)
+        {
+            error = e.Message;
+            return false;
+        }
+        error = "";
+
+        var urls = ListenUrls(builder.Configuration, keys.IsEmpty);
+        builder.WebHost.UseUrls([.. urls]);
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            // The gateway enforces its own body limit (413 in OpenAI's shape) while reading.
+            k.Limits.MaxRequestBodySize = null;
+        });
+
+        if (cluster is not null) builder.Services.AddSingleton(cluster);
+        else if (embedded is not null)
+        {
+            builder.UseOrleans(silo =>
+            {
+                silo.UseLocalhostClustering(options.EmbeddedSiloPort, options.EmbeddedGatewayPort);
+                silo.AddMixtral(embedded);
+            });
+        }
+        else
+        {
+            var until = DateTime.UtcNow.AddSeconds(options.ConnectTimeoutSeconds);
+            builder.UseOrleansClient(client =>
+            {
+                client.UseMixtralCluster(options.Cluster);
+                client.UseConnectionRetryFilter(async (_, ct) =>
+                {
+                    if (DateTime.UtcNow > until) return false;
+                    await Task.Delay(1000, ct);
+                    return true;
+                });
+            });
+        }
+        ConfigureServices(builder.Services, options, keys);
+        builder.Services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService("orleansmixtral-gateway"))
+            .WithMetrics(m => m
+                .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+                .AddPrometheusExporter());
+        return true;
+    }
+
+    /// <summary>The gateway's services, given an <see cref="IClusterClient"/> in the container.</summary>
+    public static void ConfigureServices(IServiceCollection services, GatewayOptions options, ApiKeys keys)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(keys);
+        services.AddMixtralChatService(o =>
+        {
+            o.Model = options.Model;
+            o.ModelId = options.ModelId;
+        });
+        services.AddSingleton<GatewayAdmission>();
+        services.AddSingleton<GatewayMetrics>();
+        services.AddSingleton(sp =>
+        {
+            var service = sp.GetRequiredService<MixtralChatService>();
+            return new OpenAiRequests(options, service.ContextLength, service.Tokenizer.VocabSize, [service.ModelId, .. options.ModelAliases]);
+        });
+        services.AddSingleton<GatewayEndpoints>();
+        services.AddHostedService<EnginePoller>();
+    }
+
+    static GatewayOptions ReadOptions(IConfiguration config)
+    {
+        var options = new GatewayOptions();
+        config.GetSection("Gateway").Bind(options);
+        options.Cluster = config["Cluster"] ?? options.Cluster;
+        options.Model = config["Model"] ?? options.Model;
+        options.ModelId = config["ModelId"] ?? options.ModelId;
+        options.ApiKeysFile = config["ApiKeysFile"] ?? options.ApiKeysFile;
+        if (options.MaxRequestBodyBytes < 1024) throw new ArgumentException("Gateway:MaxRequestBodyBytes must be at least 1024");
+        if (options.MaxConcurrentRequests < 1) throw new ArgumentException("Gateway:MaxConcurrentRequests must be at least 1");
+        if (options.MaxQueuedRequests < 0) throw new ArgumentException("Gateway:MaxQueuedRequests must be at least 0");
+        if (options.ModelId is { } id && string.IsNullOrWhiteSpace(id)) throw new ArgumentException("ModelId must not be empty");
+        return options;
+    }
+
+    /// <summary>
+    /// The addresses to listen on: <c>--urls</c> (or ASPNETCORE_URLS / HTTP_PORTS), else <see cref="DefaultUrl"/>. With no
+    /// API keys every host is replaced by 127.0.0.1: an open gateway is reachable from this machine only.
+    /// </summary>
+    public static List<string> ListenUrls(IConfiguration config, bool loopbackOnly)
+    {
+        var configured = config["urls"];
+        if (string.IsNullOrWhiteSpace(configured) && config["http_ports"] is { Length: > 0 } ports)
+            configured = string.Join(';', ports.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => $"http://*:{p}"));
+        if (string.IsNullOrWhiteSpace(configured)) configured = DefaultUrl;
+        var urls = new List<string>();
+        foreach (var url in configured.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var m = UrlPattern().Match(url);
+            if (!m.Success) throw new ArgumentException($"'{url}' is not a listening address such as http://127.0.0.1:8000");
+            var host = m.Groups["host"].Value;
+            urls.Add(loopbackOnly && !IsLoopbackHost(host) ? $"{m.Groups["scheme"].Value}://127.0.0.1{m.Groups["rest"].Value}" : url);
+        }
+        return [.. urls.Distinct()];
+    }
+
+    static bool IsLoopbackHost(string host)
+    {
+        if (host.Equals("localhost", StringComparison.OrdinalIgnoreCase)) return true;
+        return IPAddress.TryParse(host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip);
+    }
+
+    [GeneratedRegex(@"^(?<scheme>https?)://(?<host>\[[^\]]*\]|[^:/]+)(?<rest>(:\d+)?(/.*)?)$", RegexOptions.IgnoreCase)]
+    private static partial Regex UrlPattern();
+
+    /// <summary>Authentication, the endpoints, /health and /metrics.</summary>
+    public static void Map(WebApplication app)
+    {
+        var endpoints = app.Services.GetRequiredService<GatewayEndpoints>();
+        var keys = app.Services.GetRequiredService<ApiKeys>();
+        var service = app.Services.GetRequiredService<MixtralChatService>(); // loads the tokenizer now, not on the first request
+        var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("OrleansMixtral.Gateway");
+
+        // Bodiless errors (unknown paths, wrong methods) in OpenAI's shape too.
+        app.UseStatusCodePages(async context =>
+        {
+            var ctx = context.HttpContext;
+            var status = ctx.Response.StatusCode;
+            var (message, code) = status switch
+            {
+                404 => ($"no route {ctx.Request.Method} {ctx.Request.Path}", "not_found"),
+                405 => ($"{ctx.Request.Method} is not allowed on {ctx.Request.Path}", "method_not_allowed"),
+                _ => ("the request failed", "error"),
+            };
+            await OpenAiResponses.WriteErrorAsync(ctx, status, message, code);
+        });
+        app.Use(async (ctx, next) =>
+        {
+            if (!ctx.Request.Path.StartsWithSegments("/v1"))
+            {
+                await next(ctx);
+                return;
+            }
+            Tenant? tenant;
+            if (keys.IsEmpty)
+            {
+                // Open gateway: bound to loopback, and checked here too.
+                if (ctx.Connection.RemoteIpAddress is { } remote && !IPAddress.IsLoopback(remote))
+                {
+                    await OpenAiResponses.WriteErrorAsync(ctx, 401, "this gateway has no API keys configured and serves this machine only", "invalid_api_key");
+                    return;
+                }
+                tenant = ApiKeys.Local;
+            }
+            else
+            {
+                var presented = PresentedKey(ctx.Request);
+                if (presented is null)
+                {
+                    await OpenAiResponses.WriteErrorAsync(ctx, 401,
+                        "you didn't provide an API key: send it in an Authorization header (Authorization: Bearer YOUR_KEY)", "missing_api_key");
+                    return;
+                }
+                tenant = keys.Find(presented);
+                if (tenant is null)
+                {
+                    await OpenAiResponses.WriteErrorAsync(ctx, 401, "incorrect API key provided", "invalid_api_key");
+                    return;
+                }
+            }
+            ctx.Items[GatewayEndpoints.TenantItem] = tenant;
+            await next(ctx);
+        });
+
+        app.MapPost("/v1/chat/completions", endpoints.ChatCompletionsAsync);
+        app.MapPost("/v1/completions", endpoints.CompletionsAsync);
+        app.MapGet("/v1/models", endpoints.ModelsAsync);
+        app.MapGet("/v1/models/{model}", (HttpContext ctx, string model) => endpoints.ModelAsync(ctx, model));
+        app.MapPost("/v1/conversations", endpoints.CreateConversationAsync);
+        app.MapGet("/v1/conversations/{id}", (HttpContext ctx, string id) => endpoints.GetConversationAsync(ctx, id));
+        app.MapDelete("/v1/conversations/{id}", (HttpContext ctx, string id) => endpoints.DeleteConversationAsync(ctx, id));
+        app.MapPost("/v1/conversations/{id}/cancel", (HttpContext ctx, string id) => endpoints.CancelConversationAsync(ctx, id));
+        app.MapGet("/v1/conversations/{id}/stream", (HttpContext ctx, string id) => endpoints.SubscribeAsync(ctx, id));
+        app.MapGet("/health", endpoints.HealthAsync);
+        app.MapPrometheusScrapingEndpoint("/metrics");
+
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var addresses = string.Join(", ", app.Urls);
+            if (keys.IsEmpty) LogOpen(log, service.ModelId, addresses);
+            else LogKeyed(log, service.ModelId, addresses, keys.Count, string.Join(", ", keys.TenantNames));
+        });
+    }
+
+    static string? PresentedKey(HttpRequest request)
+    {
+        var auth = request.Headers.Authorization.ToString();
+        if (auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return auth["Bearer ".Length..].Trim() is { Length: > 0 } k ? k : null;
+        var apiKey = request.Headers["api-key"].ToString();
+        if (apiKey.Length == 0) apiKey = request.Headers["x-api-key"].ToString();
+        return apiKey.Length > 0 ? apiKey.Trim() : null;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "OrleansMixtral gateway serving {Model} on {Urls} with NO API keys: loopback clients only, one tenant")]
+    static partial void LogOpen(ILogger log, string model, string urls);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "OrleansMixtral gateway serving {Model} on {Urls}: {Count} API keys (tenants {Tenants})")]
+    static partial void LogKeyed(ILogger log, string model, string urls, int count, string tenants);
+}
+
+/// <summary>Fetches the engines' loads every EnginePollMilliseconds, for the per-silo gauges and /health.</summary>
+public sealed class EnginePoller(MixtralChatService service, GatewayOptions options) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var period = TimeSpan.FromMilliseconds(Math.Max(100, options.EnginePollMilliseconds));
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try { await service.GetEngineLoadsAsync(fresh: true).WaitAsync(stoppingToken); }
+            catch (OperationCanceledException) { return; }
+            catch (Exception) { }
+            try { await Task.Delay(period, stoppingToken); }
+            catch (OperationCanceledException) { return; }
+        }
+    }
+}

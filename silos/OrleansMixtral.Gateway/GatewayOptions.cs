@@ -1,0 +1,48 @@
+namespace OrleansMixtral.Gateway;
+
+/// <summary>
+/// The gateway's settings: configuration section "Gateway" (appsettings.json, environment <c>Gateway__MaxConcurrentRequests=64</c>,
+/// command line <c>--Gateway:MaxConcurrentRequests=64</c>), with short forms for the common ones (<c>--Cluster</c>,
+/// <c>--Model</c>, <c>--ModelId</c>, <c>--ApiKeysFile</c>). Listening addresses: the standard <c>--urls</c>.
+/// </summary>
+public sealed class GatewayOptions
+{
+    /// <summary>
+    /// The cluster to serve from: <c>localhost</c>, <c>HOST:PORT[,HOST:PORT...]</c> (silo gateways) or <c>redis://HOST:PORT</c>,
+    /// as <see cref="Client.ClusterConnection"/> reads it; or <c>embedded</c>: this process hosts a one-silo cluster with the
+    /// model itself (one command for development; section "Mixtral" configures its engine as in the silo host).
+    /// </summary>
+    public string Cluster { get; set; } = "localhost";
+    /// <summary>The model directory the cluster serves (the gateway reads only its tokenizer.json and config.json).</summary>
+    public string Model { get; set; } = "models/tiny-mixtral";
+    /// <summary>The model's id in the API; null: the directory's name (tiny-mixtral).</summary>
+    public string? ModelId { get; set; }
+    /// <summary>Other names requests may use for the model.</summary>
+    public List<string> ModelAliases { get; set; } = [];
+
+    /// <summary>API keys file: one key per line, or "TENANT KEY"; blank lines and lines starting with # are skipped.</summary>
+    public string? ApiKeysFile { get; set; }
+
+    /// <summary>Request bodies larger than this are refused with 413.</summary>
+    public long MaxRequestBodyBytes { get; set; } = 4 << 20;
+    /// <summary>Generations this gateway runs at once (each holds its HTTP request until its reply ends).</summary>
+    public int MaxConcurrentRequests { get; set; } = 256;
+    /// <summary>Generations that wait for one of those slots; beyond that a request gets 429 with Retry-After.</summary>
+    public int MaxQueuedRequests { get; set; } = 512;
+    /// <summary>The Retry-After of a 429, in seconds.</summary>
+    public int RetryAfterSeconds { get; set; } = 1;
+    /// <summary>Most messages in one request.</summary>
+    public int MaxMessages { get; set; } = 4096;
+    /// <summary>Most stop strings in one request (OpenAI: 4) and the longest one.</summary>
+    public int MaxStopStrings { get; set; } = 4;
+    public int MaxStopLength { get; set; } = 256;
+
+    /// <summary>How often the engines' loads are fetched for the metrics and /health.</summary>
+    public int EnginePollMilliseconds { get; set; } = 1000;
+    /// <summary>How long start-up waits for the cluster (the gateway may start before the silos).</summary>
+    public int ConnectTimeoutSeconds { get; set; } = 120;
+
+    /// <summary>Silo and Orleans gateway ports of the embedded silo (Cluster=embedded).</summary>
+    public int EmbeddedSiloPort { get; set; } = 11111;
+    public int EmbeddedGatewayPort { get; set; } = 30000;
+}

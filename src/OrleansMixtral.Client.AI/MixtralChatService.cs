@@ -1,0 +1,418 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Orleans;
+using Orleans.Runtime;
+using OrleansMixtral.Grains;
+using Tok = OrleansMixtral.Tokenization;
+
+namespace OrleansMixtral.Client.AI;
+
+/// <summary>Settings of <see cref="MixtralChatService"/>.</summary>
+public sealed class MixtralChatServiceOptions
+{
+    /// <summary>
+    /// The model directory the cluster serves; only its tokenizer.json and config.json are read (to render prompts and
+    /// know the context length), so a gateway machine needs those two files, not the weights.
+    /// </summary>
+    public string Model { get; set; } = "models/tiny-mixtral";
+    /// <summary>The model's name in requests and responses; null: the directory's name.</summary>
+    public string? ModelId { get; set; }
+    /// <summary>How long the engines' loads are reused when picking an engine for a stateless request.</summary>
+    public int LoadCacheMilliseconds { get; set; } = 250;
+    /// <summary>A load query or a cancel that takes longer than this counts as failed.</summary>
+    public int EngineTimeoutMilliseconds { get; set; } = 3000;
+}
+
+/// <summary>
+/// Chat and completions over the cluster, shared by the HTTP gateway and <see cref="MixtralChatClient"/>:
+/// <list type="bullet">
+/// <item>stateless requests (a whole conversation in each request, as OpenAI's API has it): the prompt is rendered here
+/// with the model's chat template and sent straight to the least loaded silo's engine grain
+/// (<see cref="IEngineGrain.Generate"/>) — no conversation grain, nothing stored;</item>
+/// <item>conversation turns: through the conversation grain (<see cref="IConversationGrain.SendTurn"/>), which keeps the
+/// history and sends the turn to the engine that holds the conversation's KV prefix.</item>
+/// </list>
+/// Both stream <see cref="GenerationUpdate"/>s; cancelling the enumeration's token (or disposing it early) cancels the
+/// generation on its engine, which frees the sequence's KV blocks.
+/// </summary>
+public sealed class MixtralChatService
+{
+    readonly IClusterClient _cluster;
+    readonly MixtralChatServiceOptions _options;
+    readonly ConcurrentDictionary<string, int> _inFlight = new(); // silo → stateless generations this process runs there
+    readonly Lock _lock = new();
+    IReadOnlyList<EngineLoad> _loads = [];
+    long _loadsAt = long.MinValue / 2;
+    Task<IReadOnlyList<EngineLoad>>? _refreshing;
+    int _roundRobin;
+
+    public MixtralChatService(IClusterClient cluster, MixtralChatServiceOptions options)
+    {
+        _cluster = cluster;
+        _options = options;
+        var directory = Path.GetFullPath(options.Model);
+        var tokenizerFile = Path.Combine(directory, "tokenizer.json");
+        if (!File.Exists(tokenizerFile)) throw new FileNotFoundException($"the model directory {directory} has no tokenizer.json", tokenizerFile);
+        Tokenizer = Tok.MistralTokenizer.Load(tokenizerFile);
+        ContextLength = ReadContextLength(Path.Combine(directory, "config.json"));
+        ModelId = string.IsNullOrWhiteSpace(options.ModelId) ? Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar)) : options.ModelId;
+        Client = new MixtralClient(cluster);
+    }
+
+    public string ModelId { get; }
+    /// <summary>Prompt plus reply tokens the model takes (config.json's max_position_embeddings).</summary>
+    public int ContextLength { get; }
+    public Tok.MistralTokenizer Tokenizer { get; }
+    public MixtralClient Client { get; }
+
+    static int ReadContextLength(string configFile)
+    {
+        if (!File.Exists(configFile)) throw new FileNotFoundException($"{configFile} not found", configFile);
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(configFile));
+        if (doc.RootElement.TryGetProperty("max_position_embeddings", out var n) && n.TryGetInt32(out var length) && length > 1)
+            return length;
+        throw new InvalidDataException($"{configFile} has no usable max_position_embeddings");
+    }
+
+    // ---- prompts ----
+
+    /// <summary>
+    /// Checks the roles: an optional system message first, then user and assistant alternating, ending with a user
+    /// message (the reply is generated for it). Throws <see cref="MixtralRequestException"/>.
+    /// </summary>
+    public static void ValidateMessages(IReadOnlyList<Tok.ChatMessage> messages)
+    {
+        if (messages.Count == 0) throw new MixtralRequestException("messages must hold at least one user message", "messages", "invalid_messages");
+        var first = messages[0].Role == Tok.ChatRole.System ? 1 : 0;
+        if (first == messages.Count) throw new MixtralRequestException("a system message must be followed by a user message", "messages", "invalid_messages");
+        for (var i = first; i < messages.Count; i++)
+        {
+            var expected = (i - first) % 2 == 0 ? Tok.ChatRole.User : Tok.ChatRole.Assistant;
+            var role = messages[i].Role;
+            if (role == Tok.ChatRole.System)
+                throw new MixtralRequestException($"messages[{i}] is a system message; only the first message may be one", $"messages[{i}].role", "invalid_messages");
+            if (role != expected)
+                throw new MixtralRequestException(
+                    $"roles out of order: after an optional system message, user and assistant messages must alternate starting with user; messages[{i}] is {Name(role)}, expected {Name(expected)}",
+                    $"messages[{i}].role", "invalid_messages");
+        }
+        if (messages[^1].Role != Tok.ChatRole.User)
+            throw new MixtralRequestException("the last message must be a user message", $"messages[{messages.Count - 1}].role", "invalid_messages");
+    }
+
+    static string Name(Tok.ChatRole role) => role.ToString().ToLowerInvariant();
+
+    /// <summary>The prompt ids of a whole conversation (Mixtral-Instruct template), checked against the context.</summary>
+    public int[] EncodeChat(IReadOnlyList<Tok.ChatMessage> messages)
+    {
+        ValidateMessages(messages);
+        int[] ids;
+        try { ids = Tokenizer.EncodeChat(messages); }
+        catch (Tok.ChatTemplateException e) { throw new MixtralRequestException(e.Message, "messages", "invalid_messages"); }
+        CheckPromptLength(ids.Length);
+        return ids;
+    }
+
+    /// <summary>The prompt ids of a plain completion (BOS + the text), checked against the context.</summary>
+    public int[] EncodeCompletion(string prompt)
+    {
+        var ids = Tokenizer.Encode(prompt, addBos: true);
+        CheckPromptLength(ids.Length);
+        return ids;
+    }
+
+    /// <summary>Throws <see cref="MixtralRequestException"/> (context_length_exceeded) when a prompt leaves no room for a reply.</summary>
+    public void CheckPromptLength(int promptTokens)
+    {
+        if (promptTokens >= ContextLength)
+            throw new MixtralRequestException(
+                $"this model's maximum context length is {ContextLength} tokens; the prompt has {promptTokens} tokens (and the reply needs at least one)",
+                "messages", "context_length_exceeded");
+    }
+
+    TurnOptions ToTurnOptions(GenerationOptions o, int? promptTokens)
+    {
+        var room = ContextLength - (promptTokens ?? 0);
+        var max = o.MaxTokens is { } m ? Math.Min(m, room) : room;
+        return new TurnOptions
+        {
+            MaxTokens = Math.Max(1, max),
+            Temperature = o.Temperature,
+            TopP = o.TopP,
+            TopK = o.TopK,
+            Seed = o.Seed,
+            StopStrings = [.. o.Stop],
+            IgnoreEos = o.IgnoreEos,
+        };
+    }
+
+    // ---- stateless generation on an engine grain ----
+
+    /// <summary>
+    /// Generates a reply to <paramref name="prompt"/> (token ids from <see cref="EncodeChat"/> or <see cref="EncodeCompletion"/>)
+    /// on the least loaded engine. Errors that come before any text are thrown from the first MoveNextAsync:
+    /// <see cref="MixtralRequestException"/>, <see cref="MixtralOverloadedException"/>, <see cref="MixtralUnavailableException"/>;
+    /// a failure after that ends the enumeration with <see cref="TurnFinish.Error"/>.
+    /// </summary>
+    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        CheckPromptLength(prompt.Length);
+        var request = new EngineRequest
+        {
+            // Engine sequences are named (conversation, turn); a stateless request is a conversation of one turn.
+            ConversationId = "stateless-" + Guid.NewGuid().ToString("N"),
+            Turn = 0,
+            PromptTokens = prompt,
+            Options = ToTurnOptions(options, prompt.Length),
+        };
+        var (silo, chunks, first) = await OpenAsync(request, cancellationToken);
+        var ended = false;
+        try
+        {
+            var chunk = first;
+            while (true)
+            {
+                if (chunk.End is { } end)
+                {
+                    ended = true;
+                    yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, end);
+                    yield break;
+                }
+                yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, null);
+                var (next, error) = await NextAsync(chunks);
+                if (next is null)
+                {
+                    ended = true;
+                    var cancelled = cancellationToken.IsCancellationRequested;
+                    yield return new GenerationUpdate("", 0, new TurnEnd
+                    {
+                        Finish = cancelled ? TurnFinish.Cancelled : TurnFinish.Error,
+                        Error = cancelled ? "cancelled by the caller" : $"the engine on {silo} was lost mid-reply: {error ?? "its stream ended without a result"}",
+                        Silo = silo,
+                    });
+                    yield break;
+                }
+                chunk = next;
+            }
+        }
+        finally
+        {
+            Release(silo);
+            if (!ended) _ = CancelQuietlyAsync(silo, request.ConversationId);
+            // Disposing tells the engine grain to drop the enumeration (it cancels the sequence); never wait long.
+            _ = DisposeQuietlyAsync(chunks);
+        }
+    }
+
+    static async Task<(EngineChunk? Chunk, string? Error)> NextAsync(IAsyncEnumerator<EngineChunk> chunks)
+    {
+        try { return await chunks.MoveNextAsync() ? (chunks.Current, null) : (null, null); }
+        catch (Exception e) { return (null, e.Message); }
+    }
+
+    /// <summary>
+    /// Starts the request on the best engine and waits for its first chunk. Engines are tried least loaded first; all
+    /// but the last are asked to refuse when busy, so that a request goes where it need not queue.
+    /// </summary>
+    async Task<(string Silo, IAsyncEnumerator<EngineChunk> Chunks, EngineChunk First)> OpenAsync(EngineRequest request, CancellationToken cancellationToken)
+    {
+        var candidates = await RankEnginesAsync();
+        if (candidates.Count == 0) candidates = await RankEnginesAsync(fresh: true);
+        if (candidates.Count == 0) throw new MixtralUnavailableException("no engine of the cluster answers");
+        Exception? last = null;
+        var busy = 0;
+        for (var i = 0; i < candidates.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var silo = candidates[i];
+            var refuse = i < candidates.Count - 1;
+            _inFlight.AddOrUpdate(silo, 1, (_, n) => n + 1);
+            var chunks = _cluster.GetGrain<IEngineGrain>(silo)
+                .Generate(request with { RefuseIfBusy = refuse }, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            try
+            {
+                if (await chunks.MoveNextAsync()) return (silo, chunks, chunks.Current);
+                last = new InvalidOperationException($"the engine on {silo} ended the stream without a result");
+            }
+            catch (InvalidTurnException e)
+            {
+                Release(silo);
+                await DisposeQuietlyAsync(chunks);
+                throw new MixtralRequestException(e.Message, null, e.Message.Contains("context", StringComparison.Ordinal) ? "context_length_exceeded" : "invalid_request");
+            }
+            catch (EngineBusyException e) { last = e; busy++; }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                Release(silo);
+                _ = CancelQuietlyAsync(silo, request.ConversationId);
+                _ = DisposeQuietlyAsync(chunks);
+                throw;
+            }
+            catch (Exception e) { last = e; }
+            Release(silo);
+            await DisposeQuietlyAsync(chunks);
+        }
+        if (busy > 0 && last is EngineBusyException)
+            throw new MixtralOverloadedException("every engine's queue is full: " + last.Message);
+        throw new MixtralUnavailableException("no engine could take the request: " + last?.Message, last);
+    }
+
+    void Release(string silo) => _inFlight.AddOrUpdate(silo, 0, (_, n) => Math.Max(0, n - 1));
+
+    async Task CancelQuietlyAsync(string silo, string id)
+    {
+        try { await _cluster.GetGrain<IEngineGrain>(silo).Cancel(id, 0).WaitAsync(TimeSpan.FromMilliseconds(_options.EngineTimeoutMilliseconds)); }
+        catch (Exception) { }
+    }
+
+    static async Task DisposeQuietlyAsync<T>(IAsyncEnumerator<T> enumerator)
+    {
+        try { await enumerator.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(5)); }
+        catch (Exception) { }
+    }
+
+    /// <summary>Engines in the order a new stateless request should try them: least busy first, then the freest KV cache.</summary>
+    async Task<List<string>> RankEnginesAsync(bool fresh = false)
+    {
+        var loads = await GetEngineLoadsAsync(fresh);
+        var start = Interlocked.Increment(ref _roundRobin);
+        return [.. loads
+            .Select((l, i) => (Load: l, Tie: (i + start) % Math.Max(1, loads.Count)))
+            .OrderBy(x => x.Load.Waiting + x.Load.Running + _inFlight.GetValueOrDefault(x.Load.Silo))
+            .ThenBy(x => x.Load.KvBlocksTotal == 0 ? 1.0 : (double)x.Load.KvBlocksUsed / x.Load.KvBlocksTotal)
+            .ThenBy(x => x.Tie)
+            .Select(x => x.Load.Silo)];
+    }
+
+    /// <summary>The loads of the engines of every active silo (cached for LoadCacheMilliseconds; one refresh at a time).</summary>
+    public Task<IReadOnlyList<EngineLoad>> GetEngineLoadsAsync(bool fresh = false)
+    {
+        lock (_lock)
+        {
+            if (!fresh && Environment.TickCount64 - _loadsAt < _options.LoadCacheMilliseconds) return Task.FromResult(_loads);
+            return _refreshing ??= Task.Run(RefreshLoadsAsync);
+        }
+    }
+
+    /// <summary>The loads as last fetched, without asking the cluster (for gauges).</summary>
+    public IReadOnlyList<EngineLoad> LastEngineLoads
+    {
+        get { lock (_lock) return _loads; }
+    }
+
+    async Task<IReadOnlyList<EngineLoad>> RefreshLoadsAsync()
+    {
+        try
+        {
+            var timeout = TimeSpan.FromMilliseconds(_options.EngineTimeoutMilliseconds);
+            IReadOnlyList<EngineLoad> loads;
+            try
+            {
+                var hosts = await _cluster.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(timeout);
+                var answers = await Task.WhenAll(hosts.Keys.Select(async silo =>
+                {
+                    try { return await _cluster.GetGrain<IEngineGrain>(silo.ToParsableString()).GetLoad().WaitAsync(timeout); }
+                    catch (Exception) { return null; }
+                }));
+                loads = [.. answers.Where(l => l is not null && l.Backend != "loading").Select(l => l!).OrderBy(l => l.Silo, StringComparer.Ordinal)];
+            }
+            catch (Exception) { loads = []; }
+            lock (_lock)
+            {
+                _loads = loads;
+                _loadsAt = Environment.TickCount64;
+            }
+            return loads;
+        }
+        finally
+        {
+            lock (_lock) _refreshing = null;
+        }
+    }
+
+    // ---- conversations ----
+
+    /// <summary>
+    /// Works out the next turn of the conversation <paramref name="conversationKey"/> (a conversation grain key) from a
+    /// request's messages, which may be either
+    /// <list type="bullet">
+    /// <item>the conversation's whole history as stored (system message included, if it has one) plus one new user message —
+    /// what an OpenAI client that keeps its own history sends; or</item>
+    /// <item>only the new user message, optionally after a system message (which sets the conversation's system message
+    /// while it has no turns).</item>
+    /// </list>
+    /// Anything else is a <see cref="MixtralRequestException"/> (code conversation_mismatch).
+    /// </summary>
+    public async Task<ConversationTurn> PrepareTurnAsync(string conversationKey, IReadOnlyList<Tok.ChatMessage> messages)
+    {
+        ValidateMessages(messages);
+        var snapshot = await Client.GetHistoryAsync(conversationKey);
+        var stored = snapshot.Messages;
+        var user = messages[^1].Content;
+        var fullHistory = messages.Count - 1 == stored.Length;
+        for (var i = 0; fullHistory && i < stored.Length; i++)
+            fullHistory = ToTokenizer(stored[i].Role) == messages[i].Role && string.Equals(stored[i].Content, messages[i].Content, StringComparison.Ordinal);
+        string? newSystem = null;
+        if (!fullHistory)
+        {
+            var system = messages[0].Role == Tok.ChatRole.System ? messages[0].Content : null;
+            if (messages.Count != (system is null ? 1 : 2))
+                throw new MixtralRequestException(
+                    $"the messages do not continue the conversation: send its whole history ({stored.Length} stored messages) followed by one new user message, or only the new user message",
+                    "messages", "conversation_mismatch");
+            var storedSystem = stored.Length > 0 && stored[0].Role == ChatRole.System ? stored[0].Content : null;
+            if (system is not null && system != storedSystem)
+            {
+                if (snapshot.Turns > 0 || snapshot.TurnInProgress is not null)
+                    throw new MixtralRequestException("the conversation already has turns; its system message cannot change", "messages[0]", "conversation_mismatch");
+                newSystem = system;
+            }
+        }
+        // The grain drops the oldest exchanges when the history outgrows the context, but one message must fit by itself.
+        var turnIds = Tokenizer.EncodeChat(newSystem is null
+            ? [new Tok.ChatMessage(Tok.ChatRole.User, user)]
+            : [new Tok.ChatMessage(Tok.ChatRole.System, newSystem), new Tok.ChatMessage(Tok.ChatRole.User, user)]);
+        CheckPromptLength(turnIds.Length);
+        return new ConversationTurn(conversationKey, user, newSystem, snapshot);
+    }
+
+    static Tok.ChatRole ToTokenizer(ChatRole role) => role switch
+    {
+        ChatRole.System => Tok.ChatRole.System,
+        ChatRole.User => Tok.ChatRole.User,
+        _ => Tok.ChatRole.Assistant,
+    };
+
+    /// <summary>
+    /// Runs <paramref name="turn"/> through its conversation grain. Before any text: <see cref="MixtralRequestException"/>
+    /// for a turn that can never run, <see cref="TurnInProgressException"/> while another turn of the conversation runs.
+    /// Cancelling cancels the turn (the history stays as it was).
+    /// </summary>
+    public async IAsyncEnumerable<GenerationUpdate> SendTurnAsync(ConversationTurn turn, GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var grain = Client.Conversation(turn.ConversationKey);
+        if (turn.NewSystemMessage is not null)
+        {
+            try { await grain.Start(turn.NewSystemMessage); }
+            catch (InvalidTurnException e) { throw new MixtralRequestException(e.Message, "messages[0]", "conversation_mismatch"); }
+        }
+        await using var chunks = Client.SendAsync(turn.ConversationKey, turn.UserMessage, ToTurnOptions(options, null), cancellationToken)
+            .GetAsyncEnumerator(cancellationToken);
+        bool more;
+        try { more = await chunks.MoveNextAsync(); }
+        catch (InvalidTurnException e)
+        {
+            throw new MixtralRequestException(e.Message, "messages", e.Message.Contains("context", StringComparison.Ordinal) ? "context_length_exceeded" : "invalid_request");
+        }
+        while (more)
+        {
+            var c = chunks.Current;
+            yield return new GenerationUpdate(c.Text, c.TokenIds.Length, c.End);
+            if (c.IsFinal) yield break;
+            more = await chunks.MoveNextAsync();
+        }
+    }
+}
