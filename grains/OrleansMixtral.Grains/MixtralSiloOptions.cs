@@ -43,6 +43,11 @@ public sealed class MixtralSiloOptions
     /// <summary>A probe (or a load query) that takes longer than this counts as a failure.</summary>
     public int ProbeTimeoutMilliseconds { get; set; } = 3000;
 
+    /// <summary>
+    /// On the direct path, after the first token, at most one chunk per this interval (tokens produced meanwhile travel
+    /// together). 0 sends every token as soon as it is read.
+    /// </summary>
+    public int DirectChunkIntervalMilliseconds { get; set; } = 4;
     /// <summary>Publish every chunk on the conversation's Orleans stream (turn off to save the per-chunk stream call).</summary>
     public bool PublishTokenStream { get; set; } = true;
     /// <summary>Polling period of the memory stream's pulling agents (Orleans' default is 100 ms).</summary>

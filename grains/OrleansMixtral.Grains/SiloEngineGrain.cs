@@ -13,8 +13,10 @@ namespace OrleansMixtral.Grains;
 /// tokens over through channels.
 /// </summary>
 [Reentrant, SiloEnginePlacement]
-public sealed class SiloEngineGrain(EngineHost host) : Grain, IEngineGrain
+public sealed class SiloEngineGrain(EngineHost host, Microsoft.Extensions.Options.IOptions<MixtralSiloOptions> options) : Grain, IEngineGrain
 {
+    readonly TimeSpan _interval = TimeSpan.FromMilliseconds(Math.Max(0, options.Value.DirectChunkIntervalMilliseconds));
+
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
         if (this.GetPrimaryKeyString() != host.SiloKey)
@@ -32,14 +34,25 @@ public sealed class SiloEngineGrain(EngineHost host) : Grain, IEngineGrain
         try
         {
             var reader = stream.Tokens;
+            long lastYield = 0;
             while (true)
             {
                 // Wait for the next token without the caller's token: cancelling ends generation through the engine
                 // (stream.Cancel above), and the engine then completes the channel and the result.
                 var more = await WaitToRead(reader);
                 if (!more) break;
+                // The first token goes at once (time to first token); later ones at most one chunk per interval, so a
+                // fast engine (hundreds of tokens a second) costs a message per few tokens, not per token. At GPU
+                // decode speeds (a token every 8+ ms) every token still travels alone.
+                if (lastYield != 0 && _interval > TimeSpan.Zero)
+                {
+                    var wait = _interval - System.Diagnostics.Stopwatch.GetElapsedTime(lastYield);
+                    if (wait > TimeSpan.FromMilliseconds(0.5)) await Task.Delay(wait);
+                }
                 var chunk = Drain(reader);
-                if (chunk is not null) yield return chunk;
+                if (chunk is null) continue;
+                lastYield = System.Diagnostics.Stopwatch.GetTimestamp();
+                yield return chunk;
             }
             var result = await stream.Completion;
             completed = true;

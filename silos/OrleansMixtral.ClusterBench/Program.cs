@@ -32,25 +32,34 @@ Console.WriteLine($"cluster overhead benchmark: {model}, {runs} turns per path a
 // machine does at the time weighs on all paths alike.
 var (engine, tokenizer, _) = EngineHost.CreateEngine(baseOptions);
 var clusters = new List<(string Label, bool Publish, IHost Silo, IHost ClientHost, MixtralClient Client)>();
-foreach (var (label, publish, poll) in new[] { ("stream off", false, 5), ("stream on, 5 ms poll", true, 5), ("stream on, 100 ms poll", true, 100) })
+var configurations = new[]
+{
+    ("stream off, every token sent alone", false, 5, 0),
+    ("stream off", false, 5, 4),
+    ("stream on, 5 ms poll", true, 5, 4),
+    ("stream on, 20 ms poll", true, 20, 4),
+    ("stream on, 100 ms poll", true, 100, 4),
+};
+var configuration = 0;
+foreach (var (label, publish, poll, interval) in configurations)
 {
     var options = new MixtralSiloOptions
     {
         Model = model, Threads = threads, KvCacheMegabytes = 64, PublishTokenStream = publish,
-        StreamPollMilliseconds = poll, StreamPublishIntervalMilliseconds = poll,
+        StreamPollMilliseconds = poll, StreamPublishIntervalMilliseconds = poll, DirectChunkIntervalMilliseconds = interval,
     };
+    var name = $"bench-{configuration++}";
     var (siloPort, gatewayPort) = (FreePort(), FreePort());
     var siloBuilder = Host.CreateApplicationBuilder();
     siloBuilder.Logging.SetMinimumLevel(LogLevel.Error);
     siloBuilder.UseOrleans(silo =>
     {
-        silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: "bench-" + poll + publish, clusterId: "bench-" + poll + publish);
+        silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: name, clusterId: name);
         silo.AddMixtral(options);
     });
     var silo = siloBuilder.Build();
     await silo.StartAsync();
-    var clientHost = await ClusterConnection.ConnectAsync($"localhost:{gatewayPort}", clusterId: "bench-" + poll + publish,
-        serviceId: "bench-" + poll + publish, logLevel: LogLevel.Error);
+    var clientHost = await ClusterConnection.ConnectAsync($"localhost:{gatewayPort}", clusterId: name, serviceId: name, logLevel: LogLevel.Error);
     clusters.Add((label, publish, silo, clientHost, clientHost.Services.GetRequiredService<MixtralClient>()));
 }
 
