@@ -1,21 +1,27 @@
 // Decode matrix-vector products: y[t, r] (+)= scale[r] · Σ_c W[r, c] · x[t, c] for NT ≤ 8 tokens.
 // W is int8 (per-row fp32 scale) or bf16 (no scale), row-major [R, C], C a multiple of 16 (int8) / 8 (bf16).
-// One warp computes GEMV_ROWS rows: each 16-byte weight load is used for every token, and each activation
-// load for GEMV_ROWS rows, so the weights stream from memory once per step whatever the batch — what bounds
-// decode is memory bandwidth.
+//
+// A block of GEMV_WARPS warps computes GEMV_ROWS_FOR(NT) rows; the warps split the row length between them (each lane
+// keeps GEMV_ROWS 16-byte weight loads in flight), then add their partial sums in shared memory. Every weight
+// is read once per step whatever the batch — decode is bound by memory bandwidth — and even a 4096-row matrix
+// gives 512 blocks, enough warps in flight to cover memory latency.
 #include "common.cuh"
 
 #define GEMV_WARPS 8
-#define GEMV_ROWS 4
+// rows per block: fewer as the batch grows, so that NT × rows accumulators stay in registers with room to spare
+#define GEMV_ROWS_FOR(NT) ((NT) <= 2 ? 8 : (NT) <= 4 ? 4 : 2)
 
 template <int NT, bool INT8>
 __device__ __forceinline__ void gemv_body(const void* W, const float* scales, const float* x, float* y,
                                           int R, int C, int accumulate) {
+    constexpr int GEMV_ROWS = GEMV_ROWS_FOR(NT);
+    __shared__ float part[GEMV_WARPS][NT][GEMV_ROWS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_ROWS;
-    if (row0 >= R) return;
+    const int row0 = blockIdx.x * GEMV_ROWS;
     const int per16 = INT8 ? 16 : 8;                 // weights per 16-byte load
     const int chunks = C / per16;
+    const int slice = (chunks + GEMV_WARPS - 1) / GEMV_WARPS;
+    const int c0 = warp * slice, c1 = min(chunks, c0 + slice);
     const size_t row_bytes = (size_t)C * (INT8 ? 1 : 2);
     const char* base = reinterpret_cast<const char*>(W);
     const int4* w[GEMV_ROWS];
@@ -27,8 +33,7 @@ __device__ __forceinline__ void gemv_body(const void* W, const float* scales, co
     for (int t = 0; t < NT; t++)
 #pragma unroll
         for (int k = 0; k < GEMV_ROWS; k++) acc[t][k] = 0.f;
-#pragma unroll 2
-    for (int i = lane; i < chunks; i += 32) {
+    for (int i = c0 + lane; i < c1; i += 32) {
         int4 wv[GEMV_ROWS];
 #pragma unroll
         for (int k = 0; k < GEMV_ROWS; k++) wv[k] = __ldg(w[k] + i);
@@ -40,17 +45,22 @@ __device__ __forceinline__ void gemv_body(const void* W, const float* scales, co
         }
     }
 #pragma unroll
-    for (int k = 0; k < GEMV_ROWS; k++) {
-        const int row = row0 + k;
-        const float s = scales && row < R ? scales[row] : 1.f;
+    for (int t = 0; t < NT; t++)
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const float v = warp_sum(acc[t][k]) * s;
-            if (lane == 0 && row < R) {
-                float* dst = y + (size_t)t * R + row;
-                *dst = accumulate ? *dst + v : v;
-            }
+        for (int k = 0; k < GEMV_ROWS; k++) {
+            const float v = warp_sum(acc[t][k]);
+            if (lane == 0) part[warp][t][k] = v;
         }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < NT * GEMV_ROWS; idx += blockDim.x) {
+        const int t = idx / GEMV_ROWS, k = idx % GEMV_ROWS, row = row0 + k;
+        if (row >= R) continue;
+        float v = 0.f;
+#pragma unroll
+        for (int q = 0; q < GEMV_WARPS; q++) v += part[q][t][k];
+        if (scales) v *= scales[row];
+        float* dst = y + (size_t)t * R + row;
+        *dst = accumulate ? *dst + v : v;
     }
 }
 

@@ -215,9 +215,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             _d.Launch("router_topk", (uint)T, 1, (uint)(32 * E), _xb, L.Router, _ids, _expW, h, E, K);
             TraceRouter(l, T);
             var i8 = L.W13Scales is not null;
-            _d.Launch(i8 ? "moe_gate_up_i8" : "moe_gate_up_bf16", Blocks(inter, 8 * 2), (uint)(T * K), 256,
+            _d.Launch(i8 ? "moe_gate_up_i8" : "moe_gate_up_bf16", Blocks(inter, 4), (uint)(T * K), 256,
                 L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _xb, _h, inter, h, K);
-            _d.Launch(i8 ? "moe_down_i8" : "moe_down_bf16", Blocks(h, 8 * 4), (uint)T, 256,
+            _d.Launch(i8 ? "moe_down_i8" : "moe_down_bf16", Blocks(h, 8), (uint)T, 256,
                 L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _h, _x, h, inter, K);
         }
         Logits(N, gemv: true);
@@ -304,7 +304,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     }
 
     void Gemv(DeviceLinear w, DeviceBuffer x, DeviceBuffer y, int T, bool accumulate) =>
-        _d.Launch((w.IsInt8 ? "gemv_i8_" : "gemv_bf16_") + T, Blocks(w.Rows, 8 * 4), 1, 256,
+        _d.Launch((w.IsInt8 ? "gemv_i8_" : "gemv_bf16_") + T, Blocks(w.Rows, T <= 2 ? 8 : T <= 4 ? 4 : 2), 1, 256, // rows per block: GEMV_ROWS_FOR in gemv.cu
             w.Weight, w.Scales?.Ptr ?? 0UL, x, y, w.Rows, w.Cols, accumulate ? 1 : 0);
 
     void ToF16(DeviceBuffer src, DeviceBuffer dst, long n) =>
