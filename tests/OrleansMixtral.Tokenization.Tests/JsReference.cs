@@ -54,6 +54,9 @@ public static class JsReference
 
     static readonly JsonSerializerOptions JsonOptions = new() { PropertyNameCaseInsensitive = true };
 
+    /// <summary>Runs one of tools/tokenizer's scripts with node (the package installed first).</summary>
+    public static string RunTool(string script, params string[] args) => RunNode([script, .. args], null);
+
     static string RunNode(string[] args, string? stdin)
     {
         SkipWithoutNode();
