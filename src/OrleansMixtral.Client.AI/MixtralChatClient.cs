@@ -32,7 +32,8 @@ public sealed class MixtralGenerationException(string message) : Exception(messa
 /// The response's <see cref="ChatResponse.ConversationId"/> is the same id.</item>
 /// </list>
 /// <see cref="ChatOptions"/>: Temperature, TopP, TopK, MaxOutputTokens, StopSequences, Seed, Instructions (a system
-/// message); tools and response formats other than text are refused with <see cref="NotSupportedException"/>.
+/// message), and AdditionalProperties["ignore_eos"] (bool: generate MaxOutputTokens tokens whatever the model says); tools
+/// and response formats other than text are refused with <see cref="NotSupportedException"/>.
 /// Cancelling the token cancels the generation on its engine.
 /// </summary>
 public sealed class MixtralChatClient(MixtralChatService service, MixtralChatClientOptions? options = null) : IChatClient
@@ -123,6 +124,7 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
             TopK = options?.TopK ?? 0,
             Seed = options?.Seed is { } seed ? unchecked((ulong)seed) : null,
             Stop = options?.StopSequences is { } stop ? [.. stop] : [],
+            IgnoreEos = options?.AdditionalProperties?.TryGetValue("ignore_eos", out bool ignoreEos) == true && ignoreEos,
         };
         if (options?.ConversationId is { } id)
         {

@@ -181,9 +181,10 @@ public sealed class GatewayFixture : IAsyncLifetime
     /// <summary>A streamed reply read as OpenAI sends it: its data events up to [DONE].</summary>
     public sealed record SseReply(List<JsonElement> Events, bool Done, string Text, string? FinishReason, JsonElement? Usage, double FirstTokenMs);
 
-    public static async Task<SseReply> ReadSse(HttpResponseMessage response, CancellationToken ct = default)
+    /// <param name="sentAt">When the request was sent (Stopwatch ticks), for the time to the first token; default: now.</param>
+    public static async Task<SseReply> ReadSse(HttpResponseMessage response, long sentAt = 0, CancellationToken ct = default)
     {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var started = sentAt != 0 ? sentAt : System.Diagnostics.Stopwatch.GetTimestamp();
         double first = 0;
         using var stream = await response.Content.ReadAsStreamAsync(ct);
         using var reader = new StreamReader(stream);
