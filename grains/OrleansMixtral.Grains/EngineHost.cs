@@ -1,3 +1,4 @@
+using OrleansMixtral.Backends;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
@@ -67,34 +68,25 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// </summary>
     public static (InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory) CreateEngine(MixtralSiloOptions options)
     {
-        var directory = ModelPaths.Resolve(options.Model);
-        if (options.Backend == EngineBackendKind.Cuda)
-            throw new NotSupportedException("Backend=cuda: the CUDA backend is not wired into the silo yet; use Backend=cpu or auto");
-        var tokenizerTask = Task.Run(() => MistralTokenizer.Load(Path.Combine(directory, "tokenizer.json")));
-        IModelBackend backend;
-        using (var checkpoint = CheckpointDirectory.Open(directory))
+        // the CLI's loader: the right backend for this machine (CUDA when asked or, with auto, when there is a
+        // GPU), a model directory or a synthetic:… model, streamed tensor by tensor
+        var directory = ModelLoader.IsSynthetic(options.Model) ? options.Model : ModelPaths.Resolve(options.Model);
+        var backend = options.Backend switch { EngineBackendKind.Cpu => BackendKind.Cpu, EngineBackendKind.Cuda => BackendKind.Cuda, _ => BackendKind.Auto };
+        var loaded = ModelLoader.Load(directory, new ModelLoadOptions
         {
-            var c = checkpoint.Config;
-            var defaults = new CpuBackendOptions();
-            var int8 = options.Int8 || checkpoint.Quantization is not null;
-            long bytesPerToken = 2L * c.NumLayers * c.KvDim * sizeof(float);
-            long tokens = Math.Max((long)options.KvCacheMegabytes * (1L << 20) / bytesPerToken, c.MaxPositionEmbeddings + (long)defaults.KvBlockSize);
-            tokens = (tokens + defaults.KvBlockSize - 1) / defaults.KvBlockSize * defaults.KvBlockSize;
-            backend = new CpuMixtralBackend(checkpoint, defaults with
-            {
-                Weights = int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32,
-                KvCacheBytes = tokens * bytesPerToken,
-                Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount,
-                MaxBatchTokens = options.MaxBatchTokens,
-            });
-        }
-        var tokenizer = tokenizerTask.GetAwaiter().GetResult();
-        var engine = new InferenceEngine(backend, tokenizer, new EngineOptions
+            Backend = backend,
+            Int8 = options.Int8,
+            // a CPU silo's KV budget is configured in megabytes; a GPU silo takes most of the free GPU memory
+            CpuKvCacheBytes = (long)options.KvCacheMegabytes << 20,
+            Threads = options.Threads > 0 ? options.Threads : null,
+            MaxBatchTokens = options.MaxBatchTokens,
+        });
+        var engine = loaded.CreateEngine(new EngineOptions
         {
             MaxRunningSequences = options.MaxRunningSequences,
             PrefillChunkTokens = options.PrefillChunkTokens,
         });
-        return (engine, tokenizer, directory);
+        return (engine, loaded.Tokenizer, directory);
     }
 
     /// <summary>Why this engine should not take <paramref name="request"/> now (null: it should).</summary>

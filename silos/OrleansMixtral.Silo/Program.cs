@@ -13,5 +13,16 @@ if (!SiloSetup.TryConfigure(builder, out var error))
 }
 var app = builder.Build();
 SiloSetup.MapEndpoints(app);
-await app.RunAsync();
+try
+{
+    await app.RunAsync();
+}
+catch (Exception e) when (e is not OperationCanceledException)
+{
+    // a model that cannot load (missing directory, no GPU for --Backend cuda, …): one line, not a stack trace
+    var cause = e;
+    while (cause.InnerException is not null) cause = cause.InnerException;
+    Console.Error.WriteLine("error: the silo could not start: " + cause.Message);
+    return 1;
+}
 return 0;

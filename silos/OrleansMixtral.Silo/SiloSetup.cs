@@ -61,7 +61,7 @@ public static class SiloSetup
         {
             "auto" => EngineBackendKind.Auto,
             "cpu" => EngineBackendKind.Cpu,
-            "cuda" => throw new ArgumentException("--Backend cuda: the CUDA backend is not wired into the silo yet; use --Backend cpu or auto"),
+            "cuda" => EngineBackendKind.Cuda,
             var other => throw new ArgumentException($"--Backend must be auto, cpu or cuda, not '{other}'"),
         };
         if (config["Int8"] is { } int8) mixtral.Int8 = bool.Parse(int8);

@@ -5,7 +5,7 @@ using OrleansMixtral.Engine.Cpu;
 using OrleansMixtral.Model;
 using OrleansMixtral.Tokenization;
 
-namespace OrleansMixtral.Cli;
+namespace OrleansMixtral.Backends;
 
 /// <summary>Which compute backend runs the model. <see cref="Auto"/> picks the best one this build has.</summary>
 public enum BackendKind { Auto, Cpu, Cuda }
@@ -29,6 +29,9 @@ public sealed record ModelLoadOptions
 
     /// <summary>Most tokens in one forward call; null = the backend's default.</summary>
     public int? MaxBatchTokens { get; init; }
+
+    /// <summary>KV cache budget in bytes for the CPU backend (overrides <see cref="KvCacheTokens"/> there); the CUDA backend takes most of the free GPU memory unless <see cref="KvCacheTokens"/> is set.</summary>
+    public long? CpuKvCacheBytes { get; init; }
 }
 
 /// <summary>The requested backend does not exist in this build.</summary>
@@ -72,7 +75,7 @@ public static class ModelLoader
     public static LoadedModel Load(string directory, ModelLoadOptions? options = null, LoadProgress? progress = null)
     {
         options ??= new ModelLoadOptions();
-        var cuda = options.Backend == BackendKind.Cuda || (options.Backend == BackendKind.Auto && CudaDevice.IsAvailable(out _));
+        var cuda = UsesCuda(options.Backend);
         if (options.Backend == BackendKind.Cuda && !CudaDevice.IsAvailable(out var why))
             throw new BackendUnavailableException($"the cuda backend cannot start here: {why}");
         if (IsSynthetic(directory) && !cuda)
@@ -95,7 +98,8 @@ public static class ModelLoader
                 var defaults = new CpuBackendOptions();
                 int blockSize = defaults.KvBlockSize;
                 long bytesPerToken = 2L * c.NumLayers * c.KvDim * sizeof(float);
-                long tokens = Math.Max(options.KvCacheTokens ?? 0, c.MaxPositionEmbeddings + (long)blockSize);
+                long tokens = Math.Max(options.CpuKvCacheBytes is { } bytes ? bytes / bytesPerToken : options.KvCacheTokens ?? 0,
+                    c.MaxPositionEmbeddings + (long)blockSize);
                 tokens = (tokens + blockSize - 1) / blockSize * blockSize;
                 backend = new CpuMixtralBackend(checkpoint, defaults with
                 {
@@ -118,6 +122,10 @@ public static class ModelLoader
             throw;
         }
     }
+
+    /// <summary>Whether <paramref name="backend"/> resolves to the CUDA backend on this machine.</summary>
+    public static bool UsesCuda(BackendKind backend) =>
+        backend == BackendKind.Cuda || (backend == BackendKind.Auto && CudaDevice.IsAvailable(out _));
 
     /// <summary><c>synthetic:mixtral-8x7b</c>, <c>…-bf16</c> or <c>synthetic:tiny</c>: random weights made on the GPU, for benchmarks.</summary>
     public static bool IsSynthetic(string model) => model.StartsWith("synthetic:", StringComparison.Ordinal);
