@@ -86,7 +86,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             _step = F(_stepBytes / 4);
             Cu.Check(Cu.cuMemAllocHost(out _pinned, (nuint)_stepBytes));
 
-            var (cos, sin) = RopeTables();
+            var (cos, sin) = RopeTables.Compute(_c.MaxPositionEmbeddings, _c.HeadDim, (float)_c.RopeTheta);
             _cos = F(cos.Length); _sin = F(sin.Length);
             device.Upload(_cos, 0, (ReadOnlySpan<float>)cos);
             device.Upload(_sin, 0, (ReadOnlySpan<float>)sin);
@@ -367,23 +367,6 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             Cu.Check(Cu.cuMemcpyDtoDAsync(_kCache[l].At(destinationBlock * blockBytes), _kCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
             Cu.Check(Cu.cuMemcpyDtoDAsync(_vCache[l].At(destinationBlock * blockBytes), _vCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
         }
-    }
-
-    (float[] Cos, float[] Sin) RopeTables()
-    {
-        int half = _c.HeadDim / 2, positions = _c.MaxPositionEmbeddings;
-        var invFreq = new float[half];
-        for (var i = 0; i < half; i++) invFreq[i] = 1f / MathF.Pow((float)_c.RopeTheta, 2 * i / (float)_c.HeadDim);
-        var cos = new float[(long)positions * half];
-        var sin = new float[(long)positions * half];
-        for (var p = 0; p < positions; p++)
-            for (var i = 0; i < half; i++)
-            {
-                var angle = p * invFreq[i];
-                cos[(long)p * half + i] = MathF.Cos(angle);
-                sin[(long)p * half + i] = MathF.Sin(angle);
-            }
-        return (cos, sin);
     }
 
     /// <summary>Bytes of weights on the device.</summary>

@@ -132,7 +132,7 @@ public sealed class CpuMixtralBackend : IModelBackend
             _vCache[l] = new float[(long)KvBlockCount * KvBlockSize * kvDim];
         }
 
-        (_cos, _sin) = RopeTables(_c.MaxPositionEmbeddings, _c.HeadDim, (float)_c.RopeTheta);
+        (_cos, _sin) = RopeTables.Compute(_c.MaxPositionEmbeddings, _c.HeadDim, (float)_c.RopeTheta);
 
         var T = MaxBatchTokens = o.MaxBatchTokens;
         _x = new float[T * h];
@@ -307,26 +307,6 @@ public sealed class CpuMixtralBackend : IModelBackend
             Array.Copy(_kCache[l], src, _kCache[l], dst, n);
             Array.Copy(_vCache[l], src, _vCache[l], dst, n);
         }
-    }
-
-    /// <summary>cos/sin of position·θ^(−2i/d), computed in fp32 the way transformers does.</summary>
-    static (float[] Cos, float[] Sin) RopeTables(int positions, int headDim, float theta)
-    {
-        var half = headDim / 2;
-        var invFreq = new float[half];
-        for (var i = 0; i < half; i++) invFreq[i] = 1f / MathF.Pow(theta, 2 * i / (float)headDim);
-        var cos = new float[positions * half];
-        var sin = new float[positions * half];
-        for (var p = 0; p < positions; p++)
-        {
-            for (var i = 0; i < half; i++)
-            {
-                var angle = p * invFreq[i];
-                cos[p * half + i] = MathF.Cos(angle);
-                sin[p * half + i] = MathF.Sin(angle);
-            }
-        }
-        return (cos, sin);
     }
 
     /// <summary>Causal attention of each (token, head) over its sequence's cached positions 0..pos.</summary>
