@@ -8,6 +8,12 @@ public sealed class DisconnectTests(GatewayFixture fixture)
 {
     const string Long = ""","ignore_eos":true""";
 
+    /// <summary>
+    /// A client whose dispose drops the connection: by default HttpClient drains an unread response (up to 1 MB, 2 s)
+    /// to reuse the connection, so the server would see no disconnect at all.
+    /// </summary>
+    HttpClient DroppingClient() => new(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = fixture.BaseUrl };
+
     /// <summary>Reads SSE lines until <paramref name="contentChunks"/> content deltas have come.</summary>
     static async Task ReadChunks(HttpResponseMessage response, int contentChunks)
     {
@@ -23,7 +29,7 @@ public sealed class DisconnectTests(GatewayFixture fixture)
     {
         await fixture.EngineIdle();
         var before = fixture.Engine.Engine.GetStats().TokensGenerated;
-        using var http = new HttpClient { BaseAddress = fixture.BaseUrl };
+        using var http = DroppingClient();
         var response = await http.SendAsync(fixture.Post("/v1/chat/completions", GatewayFixture.ChatBody("Go on", 1000, stream: true, extra: Long)),
             HttpCompletionOption.ResponseHeadersRead);
         await ReadChunks(response, 3);
@@ -38,7 +44,7 @@ public sealed class DisconnectTests(GatewayFixture fixture)
     public async Task Dropping_a_conversation_stream_cancels_the_turn_and_keeps_the_history()
     {
         await fixture.EngineIdle();
-        using var http = new HttpClient { BaseAddress = fixture.BaseUrl };
+        using var http = DroppingClient();
         var response = await http.SendAsync(fixture.Post("/v1/chat/completions",
             GatewayFixture.ChatBody("Go on", 1000, stream: true, extra: Long + ""","metadata":{"conversation_id":"new"}""")), HttpCompletionOption.ResponseHeadersRead);
         var id = response.Headers.GetValues("X-Conversation-Id").Single();
@@ -62,7 +68,7 @@ public sealed class DisconnectTests(GatewayFixture fixture)
     {
         await fixture.EngineIdle();
         var before = fixture.Engine.Engine.GetStats().TokensGenerated;
-        using var http = new HttpClient { BaseAddress = fixture.BaseUrl };
+        using var http = DroppingClient();
         using var cts = new CancellationTokenSource();
         var call = http.SendAsync(fixture.Post("/v1/completions",
             """{"model":"tiny-mixtral","prompt":"Once upon a time","max_tokens":1000,"temperature":0,"ignore_eos":true}"""), cts.Token);

@@ -33,6 +33,8 @@ public sealed class ErrorTests(GatewayFixture fixture)
         await PostError("", 400, "invalid_json");
         await PostError("[1,2,3]", 400, "invalid_json");
         await PostError("not json at all", 400, "invalid_json");
+        // The SDK's protocol method sends any bytes.
+        await SdkFails(() => fixture.Chat().CompleteChatAsync(BinaryContent.Create(BinaryData.FromString("""{"model":"tiny-mixtral","messages":[{"role":"user","content":"hi"}"""))), 400);
     }
 
     [Fact(Timeout = 30_000)]
@@ -140,6 +142,7 @@ public sealed class ErrorTests(GatewayFixture fixture)
     {
         var big = GatewayFixture.ChatBody(new string('a', GatewayFixture.BodyLimit + 1000));
         await PostError(big, 413, "request_too_large");
+        await SdkFails(() => fixture.Chat().CompleteChatAsync([new UserChatMessage(new string('a', GatewayFixture.BodyLimit + 1000))]), 413);
         // Without Content-Length (chunked), the limit holds while reading.
         var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
         {
@@ -166,15 +169,15 @@ public sealed class ErrorTests(GatewayFixture fixture)
     [Fact(Timeout = 90_000)]
     public async Task A_full_gateway_answers_429_with_Retry_After()
     {
-        var (app, url) = await GatewayFixture.StartGatewayAsync(fixture.Cluster.Client, new()
+        var (_, url) = await fixture.StartExtraGatewayAsync(new()
         {
             ["Gateway:ApiKeys:0"] = GatewayFixture.KeyA,
             ["Gateway:MaxConcurrentRequests"] = "1",
             ["Gateway:MaxQueuedRequests"] = "0",
             ["Gateway:RetryAfterSeconds"] = "2",
         });
-        await using var _ = app;
-        using var http = new HttpClient { BaseAddress = url };
+        // Disposing a response drops its connection (no draining), as a client that goes away does.
+        using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = url };
         using var cts = new CancellationTokenSource();
         // One long stream holds the only slot.
         using var holder = await http.SendAsync(fixture.Post("/v1/chat/completions",
@@ -191,9 +194,13 @@ public sealed class ErrorTests(GatewayFixture fixture)
         cts.Cancel();
         holder.Dispose();
         await fixture.EngineIdle();
+        await GatewayFixture.Eventually(() =>
+        {
+            using var health = http.Send(new HttpRequestMessage(HttpMethod.Get, "/health"));
+            return JsonDocument.Parse(health.Content.ReadAsStream()).RootElement.GetProperty("active_requests").GetInt32() == 0;
+        }, "the gateway to give the slot back");
         using var after = await http.SendAsync(fixture.Post("/v1/chat/completions", GatewayFixture.ChatBody("now", 2)));
         Assert.Equal(200, (int)after.StatusCode);
-        await app.StopAsync();
     }
 
     [Fact(Timeout = 30_000)]

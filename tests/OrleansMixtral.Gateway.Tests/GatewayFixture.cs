@@ -37,7 +37,8 @@ public sealed class GatewayFixture : IAsyncLifetime
     public InProcessTestCluster Cluster { get; private set; } = null!;
     public WebApplication Gateway { get; private set; } = null!;
     public Uri BaseUrl { get; private set; } = null!;
-    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(120) };
+    /// <summary>A client of the main gateway; disposing an unread response drops its connection (no draining).</summary>
+    public HttpClient Http { get; } = new(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { Timeout = TimeSpan.FromSeconds(120) };
     public LogCapture Logs { get; } = new();
 
     public static MixtralSiloOptions SiloOptions() => new()
@@ -89,9 +90,27 @@ public sealed class GatewayFixture : IAsyncLifetime
         return (app, new Uri(address));
     }
 
+    readonly List<WebApplication> _extra = [];
+
+    /// <summary>
+    /// Another gateway over the same cluster, stopped with the fixture. Not earlier: the gateways of one process share
+    /// the OpenTelemetry meter names, and a stopped gateway's instruments would end the same-named metrics of the others.
+    /// </summary>
+    public async Task<(WebApplication App, Uri Url)> StartExtraGatewayAsync(Dictionary<string, string?> settings)
+    {
+        var (app, url) = await StartGatewayAsync(Cluster.Client, settings);
+        lock (_extra) _extra.Add(app);
+        return (app, url);
+    }
+
     public async ValueTask DisposeAsync()
     {
         Http.Dispose();
+        foreach (var app in _extra)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
         if (Gateway is not null)
         {
             await Gateway.StopAsync();

@@ -109,8 +109,7 @@ public sealed class TenantTests(GatewayFixture fixture)
     public async Task Without_keys_the_gateway_listens_on_loopback_only_as_one_tenant()
     {
         // Asked to listen everywhere, with no keys configured.
-        var (app, url) = await GatewayFixture.StartGatewayAsync(fixture.Cluster.Client, new() { ["urls"] = "http://0.0.0.0:0" });
-        await using var _ = app;
+        var (app, url) = await fixture.StartExtraGatewayAsync(new() { ["urls"] = "http://0.0.0.0:0" });
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
         Assert.All(addresses, a => Assert.StartsWith("http://127.0.0.1:", a));
         using var http = new HttpClient { BaseAddress = url };
@@ -119,7 +118,6 @@ public sealed class TenantTests(GatewayFixture fixture)
         Assert.Equal(["http://127.0.0.1:8000", "https://127.0.0.1:9000/x", "http://localhost:1"],
             GatewayHost.ListenUrls(new Microsoft.Extensions.Configuration.ConfigurationBuilder().AddInMemoryCollection(
                 new Dictionary<string, string?> { ["urls"] = "http://*:8000;https://[::]:9000/x;http://localhost:1" }).Build(), loopbackOnly: true));
-        await app.StopAsync();
     }
 
     [Fact(Timeout = 30_000)]
