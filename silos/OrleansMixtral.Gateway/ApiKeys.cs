@@ -47,13 +47,11 @@ public sealed partial class ApiKeys
     public static ApiKeys Load(IConfiguration config, GatewayOptions options)
     {
         var entries = new List<(string? Tenant, string Key, string Where)>();
-        var i = 0;
         foreach (var child in config.GetSection("Gateway:ApiKeys").GetChildren())
         {
             var where = $"Gateway:ApiKeys:{child.Key}";
             if (child.Value is { } plain) entries.Add((null, plain, where));
             else entries.Add((child["Tenant"], child["Key"] ?? throw new ArgumentException($"{where} has no Key"), where));
-            i++;
         }
         if (!string.IsNullOrWhiteSpace(options.ApiKeysFile))
         {

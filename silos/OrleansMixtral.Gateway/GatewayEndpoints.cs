@@ -158,6 +158,13 @@ public sealed partial class GatewayEndpoints(
             DateTimeOffset.UtcNow.ToUnixTimeSeconds(), service.ModelId, conversationId);
         await using var updates = start(ctx.RequestAborted).GetAsyncEnumerator(ctx.RequestAborted);
         if (!await updates.MoveNextAsync()) throw new GatewayException(503, "the generation ended without a result", "generation_failed");
+        if (updates.Current is { End: { Succeeded: false } early, Text.Length: 0 })
+        {
+            // Failed before any text (a conversation whose turn found no engine able to take it, a silo lost at once):
+            // still a plain error response, with Retry-After.
+            if (early.Finish == TurnFinish.Cancelled) throw new GatewayException(409, "the reply was cancelled before it began", "cancelled");
+            throw new MixtralUnavailableException("the reply could not start: " + early.Error);
+        }
 
         var sse = stream ? new OpenAiResponses.EventStream(ctx) : null;
         if (sse is not null)

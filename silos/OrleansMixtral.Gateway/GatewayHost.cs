@@ -65,7 +65,9 @@ public static partial class GatewayHost
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            // The gateway enforces its own body limit (413 in OpenAI's shape) while reading.
+            // The gateway enforces its own body limit (413 in OpenAI's shape) while reading. Kestrel's own limit stays off so
+            // that it drains (within its drain timeout) the rest of a refused body: the client then reads the 413 instead of
+            // a connection reset in the middle of its upload.
             k.Limits.MaxRequestBodySize = null;
         });
 
