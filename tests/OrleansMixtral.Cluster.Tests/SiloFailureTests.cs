@@ -30,21 +30,7 @@ public sealed class SiloFailureTests(SiloFailureFixture fixture, ITestOutputHelp
         Assert.Equal(1, before.Turns);
         output.WriteLine($"conversation {id}: grain on {before.GrainSilo}, KV on {victim}");
 
-        var handle = cluster.Silos.Single(s => s.SiloAddress.ToParsableString() == victim);
-        var chunks = new List<TokenChunk>();
-        var sinceKill = new Stopwatch();
-        Task? kill = null;
-        await foreach (var chunk in client.SendAsync(id, "Now tell me a very long story", ClusterFixture.Long(1000)))
-        {
-            chunks.Add(chunk);
-            if (chunks.Count == 5)
-            {
-                sinceKill.Start();
-                kill = cluster.KillSiloAsync(handle);
-            }
-        }
-        sinceKill.Stop();
-        await kill!;
+        var (chunks, sinceKill) = await SendAndKillMidTurn(client, id, "Now tell me a very long story", victim);
         var end = chunks[^1].End!;
         output.WriteLine($"turn ended {sinceKill.Elapsed.TotalSeconds:F1} s after the kill: {end.Finish}: {end.Error}");
         Assert.Equal(TurnFinish.Error, end.Finish);
@@ -92,21 +78,7 @@ public sealed class SiloFailureTests(SiloFailureFixture fixture, ITestOutputHelp
         Assert.NotEqual(primary, victim);
         output.WriteLine($"conversation {id}: grain on {victim}, KV on {before.KvSilo}");
 
-        var handle = cluster.Silos.Single(s => s.SiloAddress.ToParsableString() == victim);
-        var chunks = new List<TokenChunk>();
-        var sinceKill = new Stopwatch();
-        Task? kill = null;
-        await foreach (var chunk in client.SendAsync(id, "Now a very long story", ClusterFixture.Long(1000)))
-        {
-            chunks.Add(chunk);
-            if (chunks.Count == 5)
-            {
-                sinceKill.Start();
-                kill = cluster.KillSiloAsync(handle);
-            }
-        }
-        sinceKill.Stop();
-        await kill!;
+        var (chunks, sinceKill) = await SendAndKillMidTurn(client, id, "Now a very long story", victim);
         var end = chunks[^1].End!;
         output.WriteLine($"turn ended {sinceKill.Elapsed.TotalSeconds:F1} s after the kill: {end.Finish}: {end.Error}");
         Assert.NotEqual(TurnFinish.Stop, end.Finish);
@@ -141,5 +113,27 @@ public sealed class SiloFailureTests(SiloFailureFixture fixture, ITestOutputHelp
                 await Task.Delay(500);
             }
         }
+    }
+
+    /// <summary>Sends a long turn and kills silo <paramref name="victim"/> once five chunks have arrived; returns every chunk and the time from the kill to the turn's end.</summary>
+    async Task<(List<TokenChunk> Chunks, Stopwatch SinceKill)> SendAndKillMidTurn(MixtralClient client, string id, string text, string victim)
+    {
+        var cluster = fixture.Cluster;
+        var handle = cluster.Silos.Single(s => s.SiloAddress.ToParsableString() == victim);
+        var chunks = new List<TokenChunk>();
+        var sinceKill = new Stopwatch();
+        Task? kill = null;
+        await foreach (var chunk in client.SendAsync(id, text, ClusterFixture.Long(1000)))
+        {
+            chunks.Add(chunk);
+            if (chunks.Count == 5)
+            {
+                sinceKill.Start();
+                kill = cluster.KillSiloAsync(handle);
+            }
+        }
+        sinceKill.Stop();
+        await kill!;
+        return (chunks, sinceKill);
     }
 }
