@@ -13,7 +13,7 @@
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
     const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
-    const int* block_tables, int max_blocks, float* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride) {
+    const int* block_tables, int max_blocks, f16_t* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_D];
     const int head = blockIdx.x, t = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -36,11 +36,14 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
     for (int base = warp * 8; base <= pos; base += warps * 8) {
         const int j = base + group;
         const bool valid = j <= pos;
-        size_t slot = 0;
         float s = 0.f;
+        int4 vv[4];
         if (valid) {
-            slot = ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kv_head * D + sub * per;
+            const size_t slot = ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kv_head * D + sub * per;
             const int4* kp = reinterpret_cast<const int4*>(k_cache + slot);
+            const int4* vp = reinterpret_cast<const int4*>(v_cache + slot);
+#pragma unroll
+            for (int c = 0; c < 4; c++) if (c < loads) vv[c] = vp[c]; // V's loads go out with K's, not after the softmax
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 if (c < loads) {
@@ -56,12 +59,10 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
         if (valid) {
             const float m_new = fmaxf(m, s), correction = expf(m - m_new), p = expf(s - m_new);
             l = l * correction + p;
-            const int4* vp = reinterpret_cast<const int4*>(v_cache + slot);
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 if (c < loads) {
-                    const int4 vv = vp[c];
-                    const f16_t* vh = reinterpret_cast<const f16_t*>(&vv);
+                    const f16_t* vh = reinterpret_cast<const f16_t*>(&vv[c]);
 #pragma unroll
                     for (int e = 0; e < 8; e++) acc[c * 8 + e] = acc[c * 8 + e] * correction + p * f16_to_f32(vh[e]);
                 }
@@ -100,6 +101,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
             L = L * c1 + s_l[w] * c2;
             M = mm;
         }
-        out[(size_t)t * n_heads * D + head * D + d] = o / L;
+        out[(size_t)t * n_heads * D + head * D + d] = f32_to_f16(o / L); // the o projection's fp16 input
     }
 }

@@ -1,5 +1,5 @@
-// The small per-token ops of the forward pass: embedding gather, RMSNorm, RoPE + KV-cache store, residual
-// add, fp32→fp16, and the gather/scatter around prefill's per-expert GEMMs.
+// The small per-token ops of the forward pass: embedding gather, residual + RMSNorm, RoPE + KV-cache store,
+// residual add, and the gather/scatter around prefill's per-expert GEMMs.
 #include "common.cuh"
 
 // out[t, :] = table[tokens[t], :] (bf16 → fp32). grid T, block 256.
@@ -9,24 +9,55 @@ extern "C" __global__ void embed_bf16(const int* tokens, const bf16_t* table, fl
     for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)t * H + i] = bf16_to_f32(row[i]);
 }
 
-// out = w · x / sqrt(mean(x²) + eps), fp32 as transformers computes it. grid T, block 256.
-extern "C" __global__ void rmsnorm(const float* x, const float* w, float* out, int H, float eps) {
+// The residual stream into the next product: row i of out comes from token t = rows ? rows[i] : i,
+// v = x[t] (+ Σ_k pairs[t·K + k], the previous layer's expert outputs, when pairs; stored back into x when
+// write_back), out[i] = fp16(v · w / sqrt(mean(v²) + eps)), fp32 math as transformers. grid n, block 256
+// (H a multiple of 4, ≤ 8192 at 256 threads: one pass, 16-byte loads, the row held in registers).
+extern "C" __global__ void residual_rmsnorm_f16(float* x, const int* rows, const float* pairs, int K, int write_back,
+                                                const float* w, f16_t* out, int H, float eps) {
     __shared__ float partial[32];
-    const int t = blockIdx.x;
-    const float* xt = x + (size_t)t * H;
+    const int i = blockIdx.x, t = rows ? rows[i] : i, H4 = H / 4;
+    float4* xt = reinterpret_cast<float4*>(x + (size_t)t * H);
+    const float4* pt = pairs ? reinterpret_cast<const float4*>(pairs + (size_t)t * K * H) : nullptr;
+    // one pass: each thread keeps its (≤ RN_HOLD) float4 of the row in registers (H ≤ 4 · RN_HOLD · blockDim)
+    constexpr int RN_HOLD = 8;
+    float4 v[RN_HOLD];
     float ss = 0.f;
-    for (int i = threadIdx.x; i < H; i += blockDim.x) ss += xt[i] * xt[i];
+#pragma unroll
+    for (int r = 0; r < RN_HOLD; r++) {
+        const int c = threadIdx.x + r * blockDim.x;
+        if (c < H4) {
+            v[r] = xt[c];
+            if (pt)
+                for (int k = 0; k < K; k++) {
+                    const float4 p = pt[(size_t)k * H4 + c];
+                    v[r].x += p.x; v[r].y += p.y; v[r].z += p.z; v[r].w += p.w;
+                }
+            if (pt && write_back) xt[c] = v[r];
+            ss += v[r].x * v[r].x + v[r].y * v[r].y + v[r].z * v[r].z + v[r].w * v[r].w;
+        }
+    }
     ss = warp_sum(ss);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
     __syncthreads();
     if (threadIdx.x < 32) {
-        float v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
-        v = warp_sum(v);
-        if (threadIdx.x == 0) partial[0] = rsqrtf(v / H + eps);
+        float u = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+        u = warp_sum(u);
+        if (threadIdx.x == 0) partial[0] = rsqrtf(u / H + eps);
     }
     __syncthreads();
     const float inv = partial[0];
-    for (int i = threadIdx.x; i < H; i += blockDim.x) out[(size_t)t * H + i] = xt[i] * inv * w[i];
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    uint2* o = reinterpret_cast<uint2*>(out + (size_t)i * H);
+#pragma unroll
+    for (int r = 0; r < RN_HOLD; r++) {
+        const int c = threadIdx.x + r * blockDim.x;
+        if (c < H4) {
+            const float4 g = w4[c];
+            o[c] = make_uint2((unsigned)f32_to_f16(v[r].x * inv * g.x) | ((unsigned)f32_to_f16(v[r].y * inv * g.y) << 16),
+                              (unsigned)f32_to_f16(v[r].z * inv * g.z) | ((unsigned)f32_to_f16(v[r].w * inv * g.w) << 16));
+        }
+    }
 }
 
 // Rotary embedding (half-split layout, as transformers' rotate_half) on q in place and on k, then k and v
@@ -56,27 +87,15 @@ extern "C" __global__ void rope_store_kv(float* qkv, const int* positions, const
     }
 }
 
-// Gathers rows of x: out[i, :] = x[rows[i], :]. grid n, block 256.
-extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int H) {
-    const float* src = x + (size_t)rows[blockIdx.x] * H;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)blockIdx.x * H + c] = src[c];
-}
-
 extern "C" __global__ void add_inplace(float* x, const float* y, long n) {
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
 
-extern "C" __global__ void f32_to_f16_rows(const float* x, f16_t* y, long n) {
-    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = f32_to_f16(x[i]);
-}
-
-// Prefill MoE: out[i, :] = fp16(x[rows[i], :]). grid n, block 256.
-extern "C" __global__ void gather_rows_f16(const float* x, const int* rows, f16_t* out, int H) {
-    const int i = blockIdx.x;
-    const float* src = x + (size_t)rows[i] * H;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)i * H + c] = f32_to_f16(src[c]);
+// Prefill MoE: out[i, :] = x[rows[i], :] (fp16 rows). grid n, block 256.
+extern "C" __global__ void gather_rows_f16(const f16_t* x, const int* rows, f16_t* out, int H) {
+    const f16_t* src = x + (size_t)rows[blockIdx.x] * H;
+    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)blockIdx.x * H + c] = src[c];
 }
 
 // Prefill MoE: h[i, :] = fp16(silu(gu[i, :I]) · gu[i, I:]). grid n, block 256.

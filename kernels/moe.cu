@@ -1,26 +1,79 @@
-// Mixture of experts on the device: routing and the experts of decode steps. Expert ids stay in device
+// Mixture of experts on the device: routing, and the experts of decode steps. Expert ids stay in device
 // memory (no host round trip per layer), so a decode step is CUDA-graph safe.
 //
 // Expert weights are stored per layer as [E, 2I, H] (w1 rows then w3 rows: gate and up fused) and
-// [E, H, I] (w2), int8 with per-row scales [E, 2I] / [E, H], or bf16 with null scales.
-#include "common.cuh"
+// [E, H, I] (w2), int8 with per-row scales [E, 2I] / [E, H], or bf16 with null scales; each in the tiled layout of
+// mma.cuh (16-row tiles never straddle experts: 2I and H are multiples of 16).
+//
+// Decode experts are grouped: a block works for one expert the step uses and carries every token routed to it,
+// so each chosen expert's weights are read once per step however many tokens share it. Products run on the
+// tensor cores through mma.cuh (fp16 activations, fp32 accumulation).
+// Expert weights are 94 % of what a decode step reads; asking L2 for whole 256-byte blocks took the experts of a
+// step from 2.1 to 2.45 TB/s on an H100 (kernels/harness/decode_kernels.py --sweep). The dense products lost 4 %.
+#ifndef WEIGHT_PREFETCH
+#define WEIGHT_PREFETCH 1
+#endif
+#include "mma.cuh"
 
-#define MOE_WARPS 8
+#ifndef MOE_SPLIT
+#define MOE_SPLIT 8      // warps per block, splitting the row length
+#endif
+#ifndef MOE_UNROLL
+#define MOE_UNROLL 2     // units in flight per lane at NT = 1 (gate_up: 4 rows per unit; down: twice this)
+#endif
 #define MAX_EXPERTS 64
+#define MAX_PAIRS 512
 
-// Router: logits = gate · x, softmax over all experts, keep the top k, renormalise (Hugging Face Mixtral).
-// grid T, block 32 × E (one warp per expert).
-extern "C" __global__ void router_topk(const float* xb, const float* gate, int* expert_ids, float* expert_w,
-                                       int H, int E, int K) {
+// out[t] = fp16(x[t] · w / sqrt(mean(x[t]²) + eps)), and the router on the fp32 normalised row (kept in shared
+// memory): softmax over all experts, keep the top k, renormalise (Hugging Face Mixtral). One warp per expert,
+// 16-byte loads. grid T, block 256; H a multiple of 4, ≤ ROUTER_MAX_H.
+#define ROUTER_MAX_H 8192
+extern "C" __global__ void rmsnorm_router(const float* x, const float* w, f16_t* out, const float* gate, int* expert_ids,
+                                          float* expert_w, int H, float eps, int E, int K) {
+    __shared__ float partial[32];
     __shared__ float logits[MAX_EXPERTS];
-    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (warp < E) {
-        const float* g = gate + (size_t)warp * H;
-        const float* x = xb + (size_t)t * H;
+    __shared__ float4 xn[ROUTER_MAX_H / 4];
+    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5, H4 = H / 4;
+    const float4* xt = reinterpret_cast<const float4*>(x + (size_t)t * H);
+    float ss = 0.f;
+#pragma unroll 4
+    for (int c = threadIdx.x; c < H4; c += blockDim.x) {
+        const float4 v = xt[c];
+        xn[c] = v;
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        float v = lane < warps ? partial[lane] : 0.f;
+        v = warp_sum(v);
+        if (lane == 0) partial[0] = rsqrtf(v / H + eps);
+    }
+    __syncthreads();
+    const float inv = partial[0];
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+    uint2* o = reinterpret_cast<uint2*>(out + (size_t)t * H);
+#pragma unroll 4
+    for (int c = threadIdx.x; c < H4; c += blockDim.x) {
+        const float4 g = w4[c];
+        float4 v = xn[c];
+        v.x *= inv * g.x; v.y *= inv * g.y; v.z *= inv * g.z; v.w *= inv * g.w;
+        xn[c] = v;
+        o[c] = make_uint2((unsigned)f32_to_f16(v.x) | ((unsigned)f32_to_f16(v.y) << 16),
+                          (unsigned)f32_to_f16(v.z) | ((unsigned)f32_to_f16(v.w) << 16));
+    }
+    __syncthreads();
+    for (int e = warp; e < E; e += warps) {
+        const float4* g = reinterpret_cast<const float4*>(gate + (size_t)e * H);
         float acc = 0.f;
-        for (int i = lane; i < H; i += 32) acc += g[i] * x[i];
+#pragma unroll 8
+        for (int c = lane; c < H4; c += 32) {
+            const float4 a = g[c], b = xn[c];
+            acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        }
         acc = warp_sum(acc);
-        if (lane == 0) logits[warp] = acc;
+        if (lane == 0) logits[e] = acc;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -43,119 +96,137 @@ extern "C" __global__ void router_topk(const float* xb, const float* gate, int* 
     }
 }
 
-// h[p, r] = silu(W1_e[r]·x_t) · (W3_e[r]·x_t) for each (token t, choice k) pair p = t·K + k, e = expert_ids[p].
-// A block computes MOE_ROWS outputs (2·MOE_ROWS weight rows); its warps split the row length and add their
-// partial sums in shared memory. grid (ceil(I / MOE_ROWS), T·K).
-#define MOE_ROWS 4
-template <bool INT8>
-__device__ __forceinline__ void gate_up_body(const void* W, const float* scales, const int* expert_ids, const float* x,
-                                             float* h, int I, int H, int K) {
-    __shared__ float part[MOE_WARPS][2 * MOE_ROWS];
+// This block's expert (the blockIdx.y-th of the experts the step's P = T·K choices use, ascending) and the
+// choices routed to it, in order (shared list). Returns the number of choices; 0 = no such expert, exit.
+__device__ __forceinline__ int block_expert(const int* expert_ids, int P, int* expert_out, int* list) {
+    __shared__ int s_count, s_expert;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int r0 = blockIdx.x * MOE_ROWS;
-    const int p = blockIdx.y, t = p / K;
-    const int e = expert_ids[p];
-    const int per16 = INT8 ? 16 : 8, esize = INT8 ? 1 : 2;
-    const int chunks = H / per16, slice = (chunks + MOE_WARPS - 1) / MOE_WARPS;
-    const int c0 = warp * slice, c1 = min(chunks, c0 + slice);
-    const char* base = reinterpret_cast<const char*>(W) + (size_t)e * 2 * I * H * esize;
-    const int4* w[2 * MOE_ROWS];
+    if (warp == 0) {
+        unsigned long long used = 0;
+        for (int p = lane; p < P; p += 32) used |= 1ull << expert_ids[p];
 #pragma unroll
-    for (int k = 0; k < MOE_ROWS; k++) {
-        const int r = min(r0 + k, I - 1);
-        w[k] = reinterpret_cast<const int4*>(base + (size_t)r * H * esize);                 // w1 (gate)
-        w[MOE_ROWS + k] = reinterpret_cast<const int4*>(base + (size_t)(I + r) * H * esize); // w3 (up)
-    }
-    const float* xt = x + (size_t)t * H;
-    float acc[2 * MOE_ROWS];
-#pragma unroll
-    for (int k = 0; k < 2 * MOE_ROWS; k++) acc[k] = 0.f;
-    for (int i = c0 + lane; i < c1; i += 32) {
-        const float4* xv = reinterpret_cast<const float4*>(xt + (size_t)i * per16);
-        int4 u[2 * MOE_ROWS];
-#pragma unroll
-        for (int k = 0; k < 2 * MOE_ROWS; k++) u[k] = __ldg(w[k] + i);
-#pragma unroll
-        for (int k = 0; k < 2 * MOE_ROWS; k++) acc[k] += INT8 ? dot16_i8(u[k], xv) : dot8_bf16(u[k], xv);
-    }
-#pragma unroll
-    for (int k = 0; k < 2 * MOE_ROWS; k++) {
-        const float v = warp_sum(acc[k]);
-        if (lane == 0) part[warp][k] = v;
+        for (int o = 16; o > 0; o >>= 1) used |= __shfl_xor_sync(0xffffffffu, used, o);
+        int e = -1;
+        if (blockIdx.y < (unsigned)__popcll(used)) {
+            unsigned long long rest = used;
+            for (unsigned i = 0; i < blockIdx.y; i++) rest &= rest - 1; // drop the lowest set bits
+            e = __ffsll(rest) - 1;
+        }
+        int count = 0;
+        if (e >= 0)
+            for (int base = 0; base < P; base += 32) {
+                const bool mine = base + lane < P && expert_ids[base + lane] == e;
+                const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+                if (mine) list[count + __popc(ballot & ((1u << lane) - 1))] = base + lane;
+                count += __popc(ballot);
+            }
+        if (lane == 0) { s_count = count; s_expert = e; }
     }
     __syncthreads();
-    if (threadIdx.x < MOE_ROWS) {
-        const int k = threadIdx.x, r = r0 + k;
-        if (r < I) {
-            float a = 0.f, b = 0.f;
+    *expert_out = s_expert;
+    return s_count;
+}
+
+// h[p, r] = fp16(silu(W1_e[r]·x_t) · (W3_e[r]·x_t)) for every choice p = t·K + k routed to expert e.
+// x: fp16 [T, H] (the normalised rows). grid (I / 16, min(E, T·K)), block MOE_SPLIT warps splitting H.
+template <int NT, bool INT8>
+__device__ __forceinline__ void gate_up_body(const char* W, const float* scales, const int* expert_ids, const f16_t* x,
+                                             f16_t* h, int T, int I, int H, int K) {
+    __shared__ int list[MAX_PAIRS];
+    __shared__ float red[MOE_SPLIT / 2 * 2 * NT * 128];
+    int e;
+    const int n = block_expert(expert_ids, T * K, &e, list);
+    if (n == 0) return;
+    const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    const int r0 = blockIdx.x * 16;
+    const int esize = INT8 ? 1 : 2;
+    const char* base = W + (size_t)e * 2 * I * H * esize;
+    const char* wg[2];
+    const char* wg8[2];
+    tile_pointers(base, r0, H, esize, wg[0], wg8[0]);     // gate rows
+    tile_pointers(base, I + r0, H, esize, wg[1], wg8[1]); // the matching up rows
+    const int units = H / UNIT_COLS(INT8), per = (units + MOE_SPLIT - 1) / MOE_SPLIT;
+    const int u0 = min(units, warp * per), u1 = min(units, u0 + per);
+    for (int n0 = 0; n0 < n; n0 += 8 * NT) {
+        const f16_t* xr[NT];
 #pragma unroll
-            for (int q = 0; q < MOE_WARPS; q++) { a += part[q][k]; b += part[q][MOE_ROWS + k]; }
-            if (INT8) { a *= scales[(size_t)e * 2 * I + r]; b *= scales[(size_t)e * 2 * I + I + r]; }
-            h[(size_t)p * I + r] = a / (1.f + expf(-a)) * b;
+        for (int j = 0; j < NT; j++) xr[j] = x + (size_t)(list[min(n0 + 8 * j + g, n - 1)] / K) * H;
+        float acc[2][NT][4] = {};
+        skinny_warp<2, NT, INT8, NT == 1 ? MOE_UNROLL : 1>(wg, wg8, xr, u0, u1, acc);
+        reduce_split<2, NT, MOE_SPLIT>(acc, red);
+        if (warp == 0) {
+            // m-tile 0 holds the gate rows, m-tile 1 the matching up rows: the same (row, token) in the same place
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int r = r0 + frag_row(i), slot = n0 + 8 * j + frag_token(i);
+                    if (slot >= n) continue;
+                    float a = acc[0][j][i], b = acc[1][j][i];
+                    if (INT8) { a *= scales[(size_t)e * 2 * I + r]; b *= scales[(size_t)e * 2 * I + I + r]; }
+                    h[(size_t)list[slot] * I + r] = f32_to_f16(a / (1.f + expf(-a)) * b);
+                }
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_WARPS * 32) moe_gate_up_i8(const signed char* W, const float* scales,
-    const int* expert_ids, const float* x, float* h, int I, int H, int K) { gate_up_body<true>(W, scales, expert_ids, x, h, I, H, K); }
-extern "C" __global__ void __launch_bounds__(MOE_WARPS * 32) moe_gate_up_bf16(const bf16_t* W, const float* scales,
-    const int* expert_ids, const float* x, float* h, int I, int H, int K) { gate_up_body<false>(W, scales, expert_ids, x, h, I, H, K); }
-
-// x[t, r] += Σ_k w[t,k] · (W2_{e(t,k)}[r] · h[t·K + k]): both experts of a token and the residual add in one
-// pass. A block computes DOWN_ROWS rows; its warps split the 14336-long rows and add partial sums in shared
-// memory, so a 4096-row output still gives 512 blocks per token. grid (ceil(H / DOWN_ROWS), T).
-#define DOWN_ROWS 8
-template <bool INT8>
-__device__ __forceinline__ void down_body(const void* W, const float* scales, const int* expert_ids, const float* expert_w,
-                                          const float* h, float* x, int H, int I, int K) {
-    __shared__ float part[MOE_WARPS][DOWN_ROWS];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int r0 = blockIdx.x * DOWN_ROWS;
-    const int t = blockIdx.y;
-    const int per16 = INT8 ? 16 : 8, esize = INT8 ? 1 : 2;
-    const int chunks = I / per16, slice = (chunks + MOE_WARPS - 1) / MOE_WARPS;
-    const int c0 = warp * slice, c1 = min(chunks, c0 + slice);
-    float total[DOWN_ROWS];
+// out[p, r] = w[p] · (W2_e[r] · h[p]) for every choice p routed to expert e; the next layer's norm (or the final
+// one) adds a token's K rows to its residual. grid (H / 16, min(E, T·K)), block MOE_SPLIT warps splitting I.
+template <int NT, bool INT8>
+__device__ __forceinline__ void down_body(const char* W, const float* scales, const int* expert_ids, const float* expert_w,
+                                          const f16_t* h, float* out, int T, int H, int I, int K) {
+    __shared__ int list[MAX_PAIRS];
+    __shared__ float red[MOE_SPLIT / 2 * NT * 128];
+    int e;
+    const int n = block_expert(expert_ids, T * K, &e, list);
+    if (n == 0) return;
+    const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2;
+    const int r0 = blockIdx.x * 16;
+    const int esize = INT8 ? 1 : 2;
+    const char* base = W + (size_t)e * H * I * esize;
+    const char* wg[1];
+    const char* wg8[1];
+    tile_pointers(base, r0, I, esize, wg[0], wg8[0]);
+    const int units = I / UNIT_COLS(INT8), per = (units + MOE_SPLIT - 1) / MOE_SPLIT;
+    const int u0 = min(units, warp * per), u1 = min(units, u0 + per);
+    for (int n0 = 0; n0 < n; n0 += 8 * NT) {
+        const f16_t* xr[NT];
 #pragma unroll
-    for (int k = 0; k < DOWN_ROWS; k++) total[k] = 0.f;
-    for (int j = 0; j < K; j++) {
-        const int p = t * K + j, e = expert_ids[p];
-        const int4* w[DOWN_ROWS];
+        for (int j = 0; j < NT; j++) xr[j] = h + (size_t)list[min(n0 + 8 * j + g, n - 1)] * I;
+        float acc[1][NT][4] = {};
+        skinny_warp<1, NT, INT8, NT == 1 ? 2 * MOE_UNROLL : NT == 2 ? MOE_UNROLL : 1>(wg, wg8, xr, u0, u1, acc);
+        reduce_split<1, NT, MOE_SPLIT>(acc, red);
+        if (warp == 0) {
 #pragma unroll
-        for (int k = 0; k < DOWN_ROWS; k++)
-            w[k] = reinterpret_cast<const int4*>(reinterpret_cast<const char*>(W) + ((size_t)e * H + min(r0 + k, H - 1)) * I * esize);
-        const float* hp = h + (size_t)p * I;
-        float acc[DOWN_ROWS];
+            for (int j = 0; j < NT; j++)
 #pragma unroll
-        for (int k = 0; k < DOWN_ROWS; k++) acc[k] = 0.f;
-        for (int i = c0 + lane; i < c1; i += 32) {
-            const float4* hv = reinterpret_cast<const float4*>(hp + (size_t)i * per16);
-            int4 u[DOWN_ROWS];
-#pragma unroll
-            for (int k = 0; k < DOWN_ROWS; k++) u[k] = __ldg(w[k] + i);
-#pragma unroll
-            for (int k = 0; k < DOWN_ROWS; k++) acc[k] += INT8 ? dot16_i8(u[k], hv) : dot8_bf16(u[k], hv);
+                for (int i = 0; i < 4; i++) {
+                    const int r = r0 + frag_row(i), slot = n0 + 8 * j + frag_token(i);
+                    if (slot >= n) continue;
+                    const int p = list[slot];
+                    float v = acc[0][j][i] * expert_w[p];
+                    if (INT8) v *= scales[(size_t)e * H + r];
+                    out[(size_t)p * H + r] = v;
+                }
         }
-        const float we = expert_w[p];
-#pragma unroll
-        for (int k = 0; k < DOWN_ROWS; k++)
-            total[k] += we * (INT8 ? scales[(size_t)e * H + min(r0 + k, H - 1)] : 1.f) * acc[k];
-    }
-#pragma unroll
-    for (int k = 0; k < DOWN_ROWS; k++) {
-        const float v = warp_sum(total[k]);
-        if (lane == 0) part[warp][k] = v;
-    }
-    __syncthreads();
-    if (threadIdx.x < DOWN_ROWS && r0 + threadIdx.x < H) {
-        float v = 0.f;
-#pragma unroll
-        for (int q = 0; q < MOE_WARPS; q++) v += part[q][threadIdx.x];
-        x[(size_t)t * H + r0 + threadIdx.x] += v;
     }
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_WARPS * 32) moe_down_i8(const signed char* W, const float* scales,
-    const int* expert_ids, const float* expert_w, const float* h, float* x, int H, int I, int K) { down_body<true>(W, scales, expert_ids, expert_w, h, x, H, I, K); }
-extern "C" __global__ void __launch_bounds__(MOE_WARPS * 32) moe_down_bf16(const bf16_t* W, const float* scales,
-    const int* expert_ids, const float* expert_w, const float* h, float* x, int H, int I, int K) { down_body<false>(W, scales, expert_ids, expert_w, h, x, H, I, K); }
+#define MOE_KERNELS(NT) \
+extern "C" __global__ void __launch_bounds__(MOE_SPLIT * 32) moe_gate_up_i8_nt##NT(const signed char* W, const float* scales, \
+    const int* expert_ids, const f16_t* x, f16_t* h, int T, int I, int H, int K) \
+{ gate_up_body<NT, true>(reinterpret_cast<const char*>(W), scales, expert_ids, x, h, T, I, H, K); } \
+extern "C" __global__ void __launch_bounds__(MOE_SPLIT * 32) moe_gate_up_bf16_nt##NT(const bf16_t* W, const float* scales, \
+    const int* expert_ids, const f16_t* x, f16_t* h, int T, int I, int H, int K) \
+{ gate_up_body<NT, false>(reinterpret_cast<const char*>(W), scales, expert_ids, x, h, T, I, H, K); } \
+extern "C" __global__ void __launch_bounds__(MOE_SPLIT * 32) moe_down_i8_nt##NT(const signed char* W, const float* scales, \
+    const int* expert_ids, const float* expert_w, const f16_t* h, float* out, int T, int H, int I, int K) \
+{ down_body<NT, true>(reinterpret_cast<const char*>(W), scales, expert_ids, expert_w, h, out, T, H, I, K); } \
+extern "C" __global__ void __launch_bounds__(MOE_SPLIT * 32) moe_down_bf16_nt##NT(const bf16_t* W, const float* scales, \
+    const int* expert_ids, const float* expert_w, const f16_t* h, float* out, int T, int H, int I, int K) \
+{ down_body<NT, false>(reinterpret_cast<const char*>(W), scales, expert_ids, expert_w, h, out, T, H, I, K); }
+
+MOE_KERNELS(1)
+MOE_KERNELS(2)
+MOE_KERNELS(4)
+MOE_KERNELS(8)

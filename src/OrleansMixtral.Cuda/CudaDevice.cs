@@ -189,19 +189,22 @@ public sealed unsafe class CudaDevice : IDisposable
         }
     }
 
-    static IEnumerable<string> KernelNames(string source)
+    /// <summary>The kernels a source file defines: extern "C" __global__ functions, also those a macro stamps out per size.</summary>
+    public static IEnumerable<string> KernelNames(string source)
     {
-        // extern "C" __global__ void NAME(  — also inside the GEMV_KERNELS macro, expanded for each NT
+        const System.Text.RegularExpressions.RegexOptions Lines = System.Text.RegularExpressions.RegexOptions.Multiline;
+        // extern "C" __global__ void NAME(
         foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(source,
                      @"extern ""C"" __global__ void (?:__launch_bounds__\([^)]*\) )?(?!__launch_bounds__)(\w+)\("))
+            yield return m.Groups[1].Value;
+        // kernels stamped out by a macro, e.g. #define GEMV_KERNELS(NT) … void gemv_i8_nt##NT( …, used as GEMV_KERNELS(4)
+        foreach (System.Text.RegularExpressions.Match d in System.Text.RegularExpressions.Regex.Matches(source,
+                     @"^#define (\w+)\((\w+)\)((?:[^\n]*\\\n)*[^\n]*)", Lines))
         {
-            var name = m.Groups[1].Value;
-            if (!name.Contains("##")) yield return name;
-        }
-        foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(source, @"^GEMV_KERNELS\((\d+)\)", System.Text.RegularExpressions.RegexOptions.Multiline))
-        {
-            yield return "gemv_i8_" + m.Groups[1].Value;
-            yield return "gemv_bf16_" + m.Groups[1].Value;
+            var (macro, arg, body) = (d.Groups[1].Value, d.Groups[2].Value, d.Groups[3].Value);
+            var stems = System.Text.RegularExpressions.Regex.Matches(body, $@"void (?:__launch_bounds__\([^)]*\) )?(\w+)##{arg}\(").Select(m => m.Groups[1].Value).ToArray();
+            foreach (System.Text.RegularExpressions.Match use in System.Text.RegularExpressions.Regex.Matches(source, $@"^{macro}\((\w+)\)\s*$", Lines))
+                foreach (var stem in stems) yield return stem + use.Groups[1].Value;
         }
     }
 

@@ -14,20 +14,21 @@ public sealed record CudaBackendOptions
     public int MaxBatchTokens { get; init; } = 512;
     /// <summary>Most sequences one step carries (rows of the block table).</summary>
     public int MaxSequences { get; init; } = 64;
-    /// <summary>Replay decode steps (≤ 8 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
+    /// <summary>Replay decode steps (≤ 64 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
     public bool UseGraphs { get; init; } = true;
     public int Device { get; init; }
 }
 
 /// <summary>
-/// The Mixtral forward pass on one NVIDIA GPU with int8 (or bf16) weights, fp32 activations, an fp16 paged
-/// KV cache, and the engine's scheduling unchanged. Decode steps (≤ 8 tokens) run matrix-vector kernels that
-/// read each weight once per step, with routing on the device, replayed from CUDA graphs; prompts (more
-/// tokens) run cuBLAS bf16 GEMMs on weights dequantised per expert, with token grouping on the host.
+/// The Mixtral forward pass on one NVIDIA GPU with int8 (or bf16) weights, an fp32 residual stream, fp16
+/// activations into every product, an fp16 paged KV cache, and the engine's scheduling unchanged. Decode steps
+/// (≤ 64 tokens) run tensor-core "skinny" products that read each weight once per step — each chosen expert
+/// once for all the tokens routed to it — with routing on the device, replayed from CUDA graphs; prompts (more
+/// tokens) run cuBLAS fp16 GEMMs on weights dequantised per expert, with token grouping on the host.
 /// </summary>
 public sealed unsafe class CudaMixtralBackend : IModelBackend
 {
-    const int DecodeMaxTokens = 8;
+    const int DecodeMaxTokens = 64;
     readonly CudaDevice _d;
     readonly MixtralConfig _c;
     readonly CudaBackendOptions _o;
@@ -39,7 +40,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     readonly DeviceBuffer _cos, _sin;
     readonly List<DeviceBuffer> _buffers = [];
     // activations
-    readonly DeviceBuffer _x, _xb, _qkv, _att, _y, _act16, _gu, _h16, _h, _ids, _expW, _rows, _rowW, _xl, _xl2, _xl16, _logits, _dequant;
+    readonly DeviceBuffer _x, _qkv, _y, _act16, _gather16, _gu, _h16, _pairH16, _pairs, _ids, _expW, _rows, _rowW, _xl16, _logits, _dequant;
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
     readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _stepBytes;
@@ -54,8 +55,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         _d = device;
         _c = config;
         _o = options ?? new CudaBackendOptions();
-        if (_c.HiddenSize % 16 != 0 || _c.IntermediateSize % 16 != 0 || _c.HeadDim > 128 || _c.HeadDim % 32 != 0 || _c.NumExperts > 64)
-            throw new NotSupportedException($"the CUDA kernels need hidden/intermediate sizes that are multiples of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
+        if (_c.HiddenSize % 64 != 0 || _c.IntermediateSize % 64 != 0 || _c.QueryDim % 64 != 0 || _c.HiddenSize > 8192 || _c.VocabSize % 16 != 0
+            || _c.HeadDim > 128 || _c.HeadDim % 32 != 0 || _c.NumExperts > 64)
+            throw new NotSupportedException("the CUDA kernels need hidden (≤ 8192), intermediate and query sizes that are multiples of 64, a vocabulary that is a multiple of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
         Name = $"cuda-{(_o.Weights == CudaWeightFormat.Int8 ? "int8" : "bf16")} ({device.Name})";
         Cublas.Check(Cublas.cublasCreate(out _cublas));
         Cublas.Check(Cublas.cublasSetStream(_cublas, device.Stream));
@@ -66,13 +68,16 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             var T = MaxBatchTokens = _o.MaxBatchTokens;
             var qkvRows = qDim + 2 * kvDim;
             DeviceBuffer F(long elements, int size = 4) { var b = device.Allocate(elements * size); _buffers.Add(b); return b; }
-            _x = F((long)T * h); _xb = F((long)T * h); _y = F((long)T * h);
-            _qkv = F((long)T * qkvRows); _att = F((long)T * qDim);
-            _act16 = F((long)T * Math.Max(Math.Max(h, qDim), inter), 2);
+            _x = F((long)T * h); _y = F((long)T * h);
+            _qkv = F((long)T * qkvRows);
+            _act16 = F((long)T * Math.Max(h, qDim), 2);     // normed rows / attention output: the next product's input
+            _gather16 = F((long)T * h, 2);                     // prefill: one expert's rows
             _gu = F((long)T * 2 * inter); _h16 = F((long)T * inter, 2);
-            _h = F((long)DecodeMaxTokens * K * inter);
+            var decodeT = Math.Min(T, DecodeMaxTokens);
+            _pairH16 = F((long)decodeT * K * inter, 2);        // decode: silu(gate)·up per (token, choice)
+            _pairs = F((long)decodeT * K * h);                 // decode: weighted expert output per (token, choice)
             _ids = F((long)T * K); _expW = F((long)T * K); _rows = F((long)T * K); _rowW = F((long)T * K);
-            _xl = F((long)T * h); _xl2 = F((long)T * h); _xl16 = F((long)T * h, 2);
+            _xl16 = F((long)T * h, 2);
             _logits = F((long)T * _c.VocabSize);
             _dequant = F(new[] { 2L * inter * h, (long)qkvRows * h, (long)h * qDim, (long)_c.VocabSize * h }.Max(), 2);
 
@@ -185,12 +190,15 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         {
             Cu.Check(Cu.cuStreamBeginCapture(_d.Stream, Cu.CU_STREAM_CAPTURE_MODE_RELAXED));
             try { DecodeKernels(T, N); }
-            finally
+            catch
             {
-                Cu.Check(Cu.cuStreamEndCapture(_d.Stream, out var graph));
-                Cu.Check(Cu.cuGraphInstantiateWithFlags(out exec, graph, 0));
-                Cu.cuGraphDestroy(graph);
+                // end the capture so the stream is usable again, and report the launch that failed, not the capture
+                if (Cu.cuStreamEndCapture(_d.Stream, out var broken) == 0 && broken != IntPtr.Zero) Cu.cuGraphDestroy(broken);
+                throw;
             }
+            Cu.Check(Cu.cuStreamEndCapture(_d.Stream, out var graph));
+            try { Cu.Check(Cu.cuGraphInstantiateWithFlags(out exec, graph, 0)); }
+            finally { Cu.cuGraphDestroy(graph); }
             _graphs[(T, N)] = exec;
         }
         Cu.Check(Cu.cuGraphLaunch(exec, _d.Stream));
@@ -198,29 +206,33 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
 
     static uint Blocks(long n, int per) => (uint)((n + per - 1) / per);
 
-    /// <summary>One decode step, ≤ 8 tokens: every weight is read once for all of them.</summary>
+    /// <summary>
+    /// One decode step, ≤ 64 tokens: every weight is read once for all of them. A layer ends with its experts'
+    /// outputs per (token, choice) in _pairs; the next layer's norm (or the final one) adds them to the residual.
+    /// </summary>
     void DecodeKernels(int T, int N)
     {
-        int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, E = _c.NumExperts, K = _c.NumExpertsPerToken;
+        int h = _c.HiddenSize, inter = _c.IntermediateSize, K = _c.NumExpertsPerToken;
         var eps = (float)_c.RmsNormEps;
+        var nt = T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8; // 8-token tiles per pass: NT in gemv.cu / moe.cu
+        var expertBlocks = (uint)Math.Min(_c.NumExperts, T * K);
         _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
         for (var l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
-            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.AttnNorm, _xb, h, eps);
-            Gemv(L.Qkv, _xb, _qkv, T, accumulate: false);
+            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, l > 0 ? _pairs.Ptr : 0UL, K, 1, L.AttnNorm, _act16, h, eps);
+            Gemv(L.Qkv, _act16, _qkv, T, nt, accumulate: false);
             Attention(l, T);
-            Gemv(L.O, _att, _x, T, accumulate: true); // the residual add is fused
-            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.FfnNorm, _xb, h, eps);
-            _d.Launch("router_topk", (uint)T, 1, (uint)(32 * E), _xb, L.Router, _ids, _expW, h, E, K);
+            Gemv(L.O, _act16, _x, T, nt, accumulate: true); // the residual add is fused
+            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
             TraceRouter(l, T);
-            var i8 = L.W13Scales is not null;
-            _d.Launch(i8 ? "moe_gate_up_i8" : "moe_gate_up_bf16", Blocks(inter, 4), (uint)(T * K), 256,
-                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _xb, _h, inter, h, K);
-            _d.Launch(i8 ? "moe_down_i8" : "moe_down_bf16", Blocks(h, 8), (uint)T, 256,
-                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _h, _x, h, inter, K);
+            var kind = L.W13Scales is not null ? "i8" : "bf16";
+            _d.Launch($"moe_gate_up_{kind}_nt{nt}", (uint)(inter / 16), expertBlocks, 256,
+                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _act16, _pairH16, T, inter, h, K);
+            _d.Launch($"moe_down_{kind}_nt{nt}", (uint)(h / 16), expertBlocks, 256,
+                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
         }
-        Logits(N, gemv: true);
+        Logits(N, pendingExperts: true);
     }
 
     void Prefill(int T, int N)
@@ -234,16 +246,13 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         for (var l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
-            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.AttnNorm, _xb, h, eps);
-            ToF16(_xb, _act16, (long)T * h);
+            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, 0UL, K, 0, L.AttnNorm, _act16, h, eps);
             Gemm(L.Qkv, _act16.Ptr, T, _qkv.Ptr);
             Attention(l, T);
-            ToF16(_att, _act16, (long)T * qDim);
             Gemm(L.O, _act16.Ptr, T, _y.Ptr);
             _d.Launch("add_inplace", Blocks((long)T * h, 256), 1, 256, _x, _y, (long)T * h);
 
-            _d.Launch("rmsnorm", (uint)T, 1, 256, _x, L.FfnNorm, _xb, h, eps);
-            _d.Launch("router_topk", (uint)T, 1, (uint)(32 * E), _xb, L.Router, _ids, _expW, h, E, K);
+            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, E, K);
             _d.Download(_ids, 0, _hostIds.AsSpan(0, T * K));
             _d.Download(_expW, 0, _hostW.AsSpan(0, T * K));
             RecordRouter(l, T);
@@ -269,14 +278,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
                 if (n == 0) continue;
                 var rowsE = _rows.At(4L * start[e]);
                 var wE = _rowW.At(4L * start[e]);
-                _d.Launch("gather_rows_f16", (uint)n, 1, 256, _xb, rowsE, _act16, h);
-                ExpertGemm(L.W13, L.W13Scales, e, 2 * inter, h, _act16.Ptr, n, _gu.Ptr);
+                _d.Launch("gather_rows_f16", (uint)n, 1, 256, _act16, rowsE, _gather16, h);
+                ExpertGemm(L.W13, L.W13Scales, e, 2 * inter, h, _gather16.Ptr, n, _gu.Ptr);
                 _d.Launch("swiglu_rows_f16", (uint)n, 1, 256, _gu, _h16, inter);
                 ExpertGemm(L.W2, L.W2Scales, e, h, inter, _h16.Ptr, n, _y.Ptr);
                 _d.Launch("scatter_add_rows", (uint)n, 1, 256, _y, rowsE, wE, _x, h);
             }
         }
-        Logits(N, gemv: N <= DecodeMaxTokens);
+        Logits(N, pendingExperts: false);
     }
 
     void Attention(int layer, int T)
@@ -284,31 +293,26 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
         _d.Launch("rope_store_kv", (uint)T, 1, 128, _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
             _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
-        // decode: few (token, head) blocks, so many warps each; prompts: many blocks, so fewer warps each
-        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= DecodeMaxTokens ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
-            _maxBlocks, _att, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
+        // decode: few (token, head) blocks, so many warps each; prompts: many blocks, so fewer warps each.
+        // The output (fp16) goes to _act16, the o projection's input.
+        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+            _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
     }
 
-    void Logits(int N, bool gemv)
+    /// <summary>The final norm of the rows that want logits (adding the last layer's experts when a decode step left them pending), then lm_head.</summary>
+    void Logits(int N, bool pendingExperts)
     {
         if (N == 0) return;
-        int h = _c.HiddenSize, V = _c.VocabSize;
-        _d.Launch("gather_rows", (uint)N, 1, 256, _x, LogitRows, _xl, h);
-        _d.Launch("rmsnorm", (uint)N, 1, 256, _xl, _finalNorm, _xl2, h, (float)_c.RmsNormEps);
-        if (gemv) Gemv(_lmHead, _xl2, _logits, N, accumulate: false);
-        else
-        {
-            ToF16(_xl2, _xl16, (long)N * h);
-            Gemm(_lmHead, _xl16.Ptr, N, _logits.Ptr);
-        }
+        int h = _c.HiddenSize;
+        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, pendingExperts ? _pairs.Ptr : 0UL, _c.NumExpertsPerToken, 0,
+            _finalNorm, _xl16, h, (float)_c.RmsNormEps);
+        if (N <= DecodeMaxTokens) Gemv(_lmHead, _xl16, _logits, N, N <= 8 ? 1 : N <= 16 ? 2 : N <= 32 ? 4 : 8, accumulate: false);
+        else Gemm(_lmHead, _xl16.Ptr, N, _logits.Ptr);
     }
 
-    void Gemv(DeviceLinear w, DeviceBuffer x, DeviceBuffer y, int T, bool accumulate) =>
-        _d.Launch((w.IsInt8 ? "gemv_i8_" : "gemv_bf16_") + T, Blocks(w.Rows, T <= 2 ? 8 : T <= 4 ? 4 : 2), 1, 256, // rows per block: GEMV_ROWS_FOR in gemv.cu
-            w.Weight, w.Scales?.Ptr ?? 0UL, x, y, w.Rows, w.Cols, accumulate ? 1 : 0);
-
-    void ToF16(DeviceBuffer src, DeviceBuffer dst, long n) =>
-        _d.Launch("f32_to_f16_rows", Blocks(n, 256), 1, 256, src, dst, n);
+    void Gemv(DeviceLinear w, DeviceBuffer x16, DeviceBuffer y, int T, int nt, bool accumulate) =>
+        _d.Launch($"{(w.IsInt8 ? "gemv_i8_nt" : "gemv_bf16_nt")}{nt}", (uint)(w.Rows / 16), 1, 256, // 16-row tiles: gemv.cu
+            w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
 
     /// <summary>
     /// y[T, w.Rows] = x[T, w.Cols] · Wᵀ through cuBLAS with fp16 operands and fp32 accumulation: int8 weights are
@@ -328,7 +332,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     ulong ToF16Weights(ulong weights, ulong scales, long count, int cols)
     {
         if (scales != 0) _d.Launch("dequant_i8_f16", 4096, 1, 256, weights, scales, _dequant, count, cols);
-        else _d.Launch("bf16_to_f16", 4096, 1, 256, weights, _dequant, count);
+        else _d.Launch("bf16_to_f16", 4096, 1, 256, weights, _dequant, count, cols);
         return _dequant.Ptr;
     }
 

@@ -1,3 +1,4 @@
+using OrleansMixtral.Cuda.Interop;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Cuda;
@@ -62,8 +63,10 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
             PutRows(checkpoint, MixtralWeightNames.QProj(l), qkv.Weight, qkv.Scales, 0, qDim, h);
             PutRows(checkpoint, MixtralWeightNames.KProj(l), qkv.Weight, qkv.Scales, qDim, kvDim, h);
             PutRows(checkpoint, MixtralWeightNames.VProj(l), qkv.Weight, qkv.Scales, qDim + kvDim, kvDim, h);
+            Tile(qkv.Weight, 0, qDim + 2 * kvDim, h);
             var o = AllocLinear(h, qDim);
             PutRows(checkpoint, MixtralWeightNames.OProj(l), o.Weight, o.Scales, 0, h, qDim);
+            Tile(o.Weight, 0, h, qDim);
             var w13 = device.Allocate((long)E * 2 * inter * h * ElementSize);
             var w13s = _int8 ? device.Allocate((long)E * 2 * inter * 4) : null;
             var w2 = device.Allocate((long)E * h * inter * ElementSize);
@@ -73,6 +76,8 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
                 PutRows(checkpoint, MixtralWeightNames.ExpertW1(l, e), w13, w13s, e * 2 * inter, inter, h);
                 PutRows(checkpoint, MixtralWeightNames.ExpertW3(l, e), w13, w13s, e * 2 * inter + inter, inter, h);
                 PutRows(checkpoint, MixtralWeightNames.ExpertW2(l, e), w2, w2s, e * h, h, inter);
+                Tile(w13, (long)e * 2 * inter * h * ElementSize, 2 * inter, h);
+                Tile(w2, (long)e * h * inter * ElementSize, h, inter);
                 Report(MixtralWeightNames.ExpertW1(l, e)); Report(MixtralWeightNames.ExpertW3(l, e)); Report(MixtralWeightNames.ExpertW2(l, e));
             }
             layers[l] = new DeviceLayer
@@ -88,17 +93,48 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
         }
         var norm = F32Tensor(checkpoint, MixtralWeightNames.Norm); Report(MixtralWeightNames.Norm);
         DeviceLinear lmHead;
+        DeviceBuffer lm;
         if (c.TieWordEmbeddings || !checkpoint.Contains(MixtralWeightNames.LmHead))
-            lmHead = new DeviceLinear(embed, null, c.VocabSize, h); // shares the embedding table (disposed once)
+        {
+            // tied: lm_head reads a tiled copy; the embedding lookup keeps the row-major table
+            lm = device.Allocate(embed.Bytes);
+            Cu.Check(Cu.cuMemcpyDtoDAsync(lm.Ptr, embed.Ptr, (nuint)embed.Bytes, device.Stream));
+        }
         else
         {
-            lmHead = new DeviceLinear(Bf16Tensor(checkpoint, MixtralWeightNames.LmHead), null, c.VocabSize, h);
+            lm = Bf16Tensor(checkpoint, MixtralWeightNames.LmHead);
             Report(MixtralWeightNames.LmHead);
         }
+        Tile(lm, 0, c.VocabSize, h, elementSize: 2);
+        lmHead = new DeviceLinear(lm, null, c.VocabSize, h);
+        device.Synchronize();
+        _scratch?.Dispose();
+        _scratch = null;
         return (embed, layers, norm, lmHead);
     }
 
-    /// <summary>Random weights at the config's shape, made on the device. Scales keep activations O(1).</summary>
+    DeviceBuffer? _scratch;
+
+    /// <summary>
+    /// Rewrites rows [.., +rows) × cols of a row-major device weight (starting at byteOffset, on a 16-row tile
+    /// boundary) into the tiled layout the decode kernels read (kernels/mma.cuh), through a scratch copy.
+    /// </summary>
+    void Tile(DeviceBuffer weight, long byteOffset, int rows, int cols, int? elementSize = null)
+    {
+        var bytes = (long)rows * cols * (elementSize ?? ElementSize);
+        if (_scratch is null || _scratch.Bytes < bytes)
+        {
+            _scratch?.Dispose();
+            _scratch = device.Allocate(bytes);
+        }
+        Cu.Check(Cu.cuMemcpyDtoDAsync(_scratch.Ptr, weight.At(byteOffset), (nuint)bytes, device.Stream));
+        device.Launch("tile_rows_16", 4096, 1, 256, _scratch, weight.At(byteOffset), (long)rows, bytes / rows);
+    }
+
+    /// <summary>
+    /// Random weights at the config's shape, made on the device. Scales keep activations O(1). Random bytes are as
+    /// random in the tiled layout as in row-major order, so nothing is rearranged.
+    /// </summary>
     public (DeviceBuffer Embed, DeviceLayer[] Layers, DeviceBuffer FinalNorm, DeviceLinear LmHead) Synthetic(ulong seed, LoadProgress? progress)
     {
         int h = c.HiddenSize, inter = c.IntermediateSize, qDim = c.QueryDim, kvDim = c.KvDim, E = c.NumExperts;

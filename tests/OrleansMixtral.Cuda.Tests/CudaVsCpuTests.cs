@@ -11,6 +11,7 @@ namespace OrleansMixtral.Cuda.Tests;
 /// The CUDA backend against the CPU backend (itself checked against transformers) on the tiny model.
 /// Reported as skipped, not passed, where there is no GPU.
 /// </summary>
+[Collection("gpu")] // one GPU test class at a time: they share the device, and timings stay clean
 public sealed class CudaVsCpuTests
 {
     static readonly Lazy<CudaDevice?> Gpu = new(() => CudaDevice.IsAvailable(out _) ? CudaDevice.Open() : null);
@@ -192,6 +193,7 @@ public sealed class CudaVsCpuTests
 }
 
 /// <summary>Where the GPU's routing differs from the CPU's, and how close the CPU's top-2 weights were there.</summary>
+[Collection("gpu")] // one GPU test class at a time: they share the device, and timings stay clean
 public sealed class CudaRouterDiagnosticsTests
 {
     [Fact]

@@ -1,0 +1,455 @@
+"""Dev harness for the decode kernels (gemv.cu, moe.cu, elementwise.cu norms) on the GPU machine, through CuPy:
+a float64 reference check on fresh random inputs, then a timing sweep at the exact Mixtral 8x7B shapes.
+
+    python3 kernels/harness/decode_kernels.py [--baseline DIR] [--quick]
+
+--baseline DIR: an older kernels/ folder (fp32-activation kernels of commit 65555ba) timed beside the current
+ones in the same run. Prints a table; with $OUT set, writes $OUT/decode-kernels.json.
+"""
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+import cupy as cp
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent.parent
+H, I, E, K, QKV, V = 4096, 14336, 8, 2, 6144, 32000
+
+
+def module(folder, defines=(), only=None):
+    """The kernels of folder/*.cu by name (each file its own NVRTC module, as the C# backend builds them)."""
+    import re
+    folder = pathlib.Path(folder)
+    where = {}
+    for cu in sorted(folder.glob("*.cu")):
+        if only and cu.name != only:
+            continue
+        src = cu.read_text()
+        m = cp.RawModule(code=src, options=("--std=c++17", f"-I{folder}", "-default-device") + tuple(f"-D{d}" for d in defines))
+        names = set(re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(', src))
+        # kernels stamped out by macros: NAME##NT for each MACRO(NT) use
+        for name_tmpl in re.findall(r'void (?:__launch_bounds__\([^)]*\) )?(\w+)##(\w+)\(', src):
+            for use in re.findall(r'^[A-Z_]+\((\w+)\)\s*$', src, re.M):
+                names.add(name_tmpl[0] + use)
+        for n in names:
+            where[n] = m
+
+    class Kernels:
+        def __getattr__(self, name):
+            if name.startswith("__") or name not in where:
+                raise AttributeError(name)
+            return where[name].get_function(name)
+    return Kernels()
+
+
+def rel(a, b):
+    a = cp.asarray(a, dtype=cp.float64); b = cp.asarray(b, dtype=cp.float64)
+    return float(cp.linalg.norm(a - b) / cp.linalg.norm(b))
+
+
+def f16(a):
+    return cp.asarray(a, dtype=cp.float16)
+
+
+def time_ms(fn, iters=20, reps=5):
+    """Median over reps of one CUDA-graph replay of `iters` calls of fn, per call: the GPU's time, without
+    Python's launch overhead between kernels (fn must not allocate)."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        fn(); stream.synchronize()
+        stream.begin_capture()
+        for _ in range(iters):
+            fn()
+        graph = stream.end_capture()
+    graph.upload(stream)
+    s, e = cp.cuda.Event(), cp.cuda.Event()
+    graph.launch(stream)
+    ts = []
+    for _ in range(reps):
+        s.record(stream); graph.launch(stream); e.record(stream); e.synchronize()
+        ts.append(cp.cuda.get_elapsed_time(s, e) / iters)
+    return float(np.median(ts))
+
+
+def tile(W):
+    """Row-major weights → the tiled layout of mma.cuh (16-row tiles stored unit by unit, lane-ordered 16-byte pieces)."""
+    shape = W.shape
+    b = cp.ascontiguousarray(W).reshape(-1, shape[-1]).view(cp.uint8)
+    R, RB = b.shape
+    t = b.reshape(R // 16, 2, 8, RB // 64, 4, 16).transpose(0, 3, 1, 2, 4, 5)
+    return cp.ascontiguousarray(t).reshape(R, RB).view(W.dtype).reshape(shape)
+
+
+def nt_for(T):
+    return 1 if T <= 8 else 2 if T <= 16 else 4 if T <= 32 else 8
+
+
+def null():
+    return np.uint64(0)
+
+
+def gemv(k, W, scales, x16, y, T, acc=0):
+    R, C = W.shape
+    name = ("gemv_i8_nt" if W.dtype == cp.int8 else "gemv_bf16_nt") + str(nt_for(T))
+    getattr(k, name)(((R + 15) // 16,), (256,), (W, scales if scales is not None else null(), x16, y,
+                                                    np.int32(T), np.int32(R), np.int32(C), np.int32(acc)))
+
+
+def moe(k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_):
+    nt = str(nt_for(T))
+    i8 = W13.dtype == cp.int8
+    ny = min(W13.shape[0], T * K)
+    getattr(k, ("moe_gate_up_i8_nt" if i8 else "moe_gate_up_bf16_nt") + nt)(
+        (I_ // 16, ny), (256,), (W13, s13 if i8 else null(), ids, x16, h16, np.int32(T), np.int32(I_), np.int32(H_), np.int32(K)))
+    getattr(k, ("moe_down_i8_nt" if i8 else "moe_down_bf16_nt") + nt)(
+        (H_ // 16, ny), (256,), (W2, s2 if i8 else null(), ids, w, h16, out, np.int32(T), np.int32(H_), np.int32(I_), np.int32(K)))
+
+
+def ref_moe(W13, s13, W2, s2, ids, w, x, T, I_, H_):
+    x = cp.asarray(x, cp.float64)
+    out = cp.zeros((T * K, H_), cp.float64)
+    ids_h, w_h = cp.asnumpy(ids), cp.asnumpy(w)
+    for p in range(T * K):
+        e, t = int(ids_h[p]), p // K
+        w13 = W13[e].astype(cp.float64) * (s13[e][:, None] if s13 is not None else 1)
+        gu = w13 @ x[t]
+        a, b = gu[:I_], gu[I_:]
+        hh = (a / (1 + cp.exp(-a)) * b).astype(cp.float16).astype(cp.float64)  # the kernel stores h as fp16
+        w2 = W2[e].astype(cp.float64) * (s2[e][:, None] if s2 is not None else 1)
+        out[p] = w_h[p] * (w2 @ hh)
+    return out
+
+
+def f32_to_bf16(a):
+    f = cp.ascontiguousarray(a, dtype=cp.float32).view(cp.uint32)
+    return ((f + 0x7FFF + ((f >> 16) & 1)) >> 16).astype(cp.uint16)
+
+
+def bf16_random(shape, std):
+    return f32_to_bf16(cp.random.standard_normal(shape, dtype=cp.float32) * std)
+
+
+def bf16_to_f64(b):
+    return (b.astype(cp.uint32) << 16).view(cp.float32).astype(cp.float64)
+
+
+def checks(k):
+    rs = cp.random.RandomState(int.from_bytes(os.urandom(4), "little"))
+    cp.random.seed(int.from_bytes(os.urandom(4), "little"))
+    res = []
+    # dense products, int8 and bf16, odd row counts, every token bucket
+    for (R, C) in [(208, 4096), (6144, 4096), (4096, 14336), (128, 128)]:
+        for T in [1, 3, 8, 13, 33, 64]:
+            x = cp.random.standard_normal((T, C), dtype=cp.float32)
+            x16 = f16(x)
+            Wq = cp.random.randint(-127, 128, (R, C), dtype=cp.int8)
+            sc = (cp.random.random_sample(R, dtype=cp.float32) * 0.01 + 0.001).astype(cp.float32)
+            y = cp.full((T, R), cp.nan, cp.float32)
+            gemv(k, tile(Wq), sc, x16, y, T)
+            ref = x16.astype(cp.float64) @ (Wq.astype(cp.float64) * sc[:, None]).T
+            r8 = rel(y, ref)
+            Wb = bf16_random((R, C), 0.02)
+            y2 = cp.full((T, R), cp.nan, cp.float32)
+            gemv(k, tile(Wb), None, x16, y2, T)
+            refb = x16.astype(cp.float64) @ bf16_to_f64(Wb).T
+            rb = rel(y2, refb)
+            # accumulate into existing values (the o projection adds to the residual)
+            y3 = cp.random.standard_normal((T, R), dtype=cp.float32)
+            base = y3.astype(cp.float64).copy()
+            gemv(k, tile(Wq), sc, x16, y3, T, acc=1)
+            ra = rel(y3, base + ref)
+            ok = r8 < 1e-5 and rb < 1e-5 and ra < 1e-5 and not bool(cp.isnan(y).any() or cp.isnan(y2).any())
+            res.append(("gemv", f"{R}x{C} T={T}", r8, rb, ra, ok))
+    # grouped experts at small sizes (every bucket) and the full shape (T = 1, 8)
+    for (I_, H_, Ts) in [(256, 128, [1, 2, 5, 8, 11, 20, 40, 64]), (I, H, [1, 8])]:
+        for T in Ts:
+            for i8 in [True, False]:
+                if i8:
+                    W13 = cp.random.randint(-127, 128, (E, 2 * I_, H_), dtype=cp.int8)
+                    W2 = cp.random.randint(-127, 128, (E, H_, I_), dtype=cp.int8)
+                    s13 = (cp.random.random_sample((E, 2 * I_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
+                    s2 = (cp.random.random_sample((E, H_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
+                else:
+                    W13, W2 = bf16_random((E, 2 * I_, H_), 0.05), bf16_random((E, H_, I_), 0.05)
+                    s13 = s2 = None
+                x16 = f16(cp.random.standard_normal((T, H_), dtype=cp.float32))
+                ids = cp.asarray(np.stack([np.random.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
+                w = cp.random.random_sample(T * K, dtype=cp.float32)
+                h16 = cp.zeros((T * K, I_), cp.float16)
+                out = cp.full((T * K, H_), cp.nan, cp.float32)
+                moe(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h16, out, T, I_, H_)
+                W13r = W13 if i8 else bf16_to_f64(W13)
+                W2r = W2 if i8 else bf16_to_f64(W2)
+                ref = ref_moe(W13r, s13, W2r, s2, ids, w, x16, T, I_, H_)
+                r = rel(out, ref)
+                ok = r < 2e-3 and not bool(cp.isnan(out).any())
+                res.append(("moe", f"I={I_} H={H_} T={T} {'int8' if i8 else 'bf16'}", r, 0.0, 0.0, ok))
+    # the layout and its inverse: tile_rows_16 against tile(), dequantisation of tiled weights to row-major fp16
+    for (R, C) in [(64, 128), (6144, 4096)]:
+        Wq = cp.random.randint(-127, 128, (R, C), dtype=cp.int8)
+        sc = (cp.random.random_sample(R, dtype=cp.float32) * 0.01 + 0.001).astype(cp.float32)
+        tiled = cp.zeros_like(Wq)
+        k.tile_rows_16((1024,), (256,), (Wq, tiled, np.int64(R), np.int64(C)))
+        same = bool((tiled == tile(Wq)).all())
+        deq = cp.full((R, C), cp.nan, cp.float16)
+        k.dequant_i8_f16((1024,), (256,), (tiled, sc, deq, np.int64(R * C), np.int32(C)))
+        rd = rel(deq, Wq.astype(cp.float64) * sc[:, None])
+        Wb = bf16_random((R, C), 0.05)
+        deqb = cp.full((R, C), cp.nan, cp.float16)
+        k.bf16_to_f16((1024,), (256,), (tile(Wb), deqb, np.int64(R * C), np.int32(C)))
+        rb = rel(deqb, bf16_to_f64(Wb))
+        res.append(("tile", f"{R}x{C}", 0.0 if same else 1.0, rd, rb, same and rd < 1e-3 and rb < 1e-3))
+    # residual + rmsnorm (with the previous layer's expert rows), and rmsnorm + router
+    for T in [1, 7, 64]:
+        x = cp.random.standard_normal((T, H), dtype=cp.float32)
+        pairs = cp.random.standard_normal((T * K, H), dtype=cp.float32)
+        wn = cp.random.random_sample(H, dtype=cp.float32) + 0.5
+        out = cp.zeros((T, H), cp.float16)
+        x2 = x.copy()
+        k.residual_rmsnorm_f16((T,), (256,), (x2, null(), pairs, np.int32(K), np.int32(1), wn, out, np.int32(H), np.float32(1e-5)))
+        v = x.astype(cp.float64) + pairs.astype(cp.float64).reshape(T, K, H).sum(1)
+        ref = v / cp.sqrt((v * v).mean(1, keepdims=True) + 1e-5) * wn
+        r1, r2 = rel(out, ref), rel(x2, v)
+        gate = cp.random.standard_normal((E, H), dtype=cp.float32) * 0.05
+        ids = cp.zeros(T * K, cp.int32); ew = cp.zeros(T * K, cp.float32)
+        k.rmsnorm_router((T,), (256,), (x2, wn, out, gate, ids, ew, np.int32(H), np.float32(1e-5), np.int32(E), np.int32(K)))
+        logits = ref @ gate.astype(cp.float64).T
+        top = cp.argsort(-logits, axis=1)[:, :K].astype(cp.int32)
+        pr = cp.exp(logits - logits.max(1, keepdims=True)); pr /= pr.sum(1, keepdims=True)
+        tw = cp.take_along_axis(pr, top.astype(cp.int64), 1); tw /= tw.sum(1, keepdims=True)
+        ok = r1 < 1e-3 and r2 < 1e-6 and bool((ids.reshape(T, K) == top).all()) and rel(ew, tw.reshape(-1)) < 1e-5
+        res.append(("norm", f"T={T}", r1, r2, rel(ew, tw.reshape(-1)), ok))
+    return res
+
+
+def timings(k, base, quick):
+    rows = []
+    cp.random.seed(7)
+    copies = 8  # rotate dense weights so each replay reads DRAM, not L2
+    dense = {name: [(cp.random.randint(-127, 128, (R, C), dtype=cp.int8),
+                     (cp.random.random_sample(R, dtype=cp.float32) * 0.01).astype(cp.float32)) for _ in range(copies)]
+             for name, (R, C) in {"qkv 6144x4096": (QKV, H), "o 4096x4096": (H, H), "lm_head 32000x4096": (V, H)}.items()}
+    layers = 2 if quick else 4
+    W13 = [cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8) for _ in range(layers)]
+    W2 = [cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8) for _ in range(layers)]
+    s13 = (cp.random.random_sample((E, 2 * I), dtype=cp.float32) * 1e-3).astype(cp.float32)
+    s2 = (cp.random.random_sample((E, H), dtype=cp.float32) * 1e-3).astype(cp.float32)
+    for T in [1, 2, 4, 8, 16, 32, 64]:
+        x32 = cp.random.standard_normal((T, max(H, I)), dtype=cp.float32)
+        x16 = f16(x32)
+        for name, ws in dense.items():
+            R, C = ws[0][0].shape
+            y = cp.zeros((T, R), cp.float32)
+            it = iter(range(10 ** 9))
+            def run(k=k):
+                W, s = ws[next(it) % copies]; gemv(k, W, s, x16, y, T)
+            ms = time_ms(run)
+            row = {"kernel": name, "T": T, "ms": ms, "GB/s": R * C / ms / 1e6}
+            if base is not None and T <= 8:
+                def runb():
+                    W, s = ws[next(it) % copies]
+                    rpb = 8 if T <= 2 else 4 if T <= 4 else 2
+                    getattr(base, f"gemv_i8_{T}")(((R + rpb - 1) // rpb,), (256,), (W, s, x32, y, np.int32(R), np.int32(C), np.int32(0)))
+                row["baseline_ms"] = time_ms(runb)
+            rows.append(row)
+        # experts: T tokens routed at random (T = 1: 2 experts; T = 8: most of the 8)
+        rng = np.random.default_rng(T)
+        ids = cp.asarray(np.stack([rng.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
+        used = len(set(cp.asnumpy(ids).tolist()))
+        w = cp.random.random_sample(T * K, dtype=cp.float32)
+        h16 = cp.zeros((T * K, I), cp.float16); out = cp.zeros((T * K, H), cp.float32)
+        it = iter(range(10 ** 9))
+        def runm():
+            l = next(it) % layers
+            moe(k, W13[l], s13, W2[l], s2, ids, w, x16, h16, out, T, I, H)
+        ms = time_ms(runm, iters=20)
+        row = {"kernel": f"moe gate_up+down ({used} experts)", "T": T, "ms": ms, "GB/s": used * 3 * I * H / ms / 1e6}
+        if base is not None and T <= 8:
+            h32 = cp.zeros((T * K, I), cp.float32); xr = cp.zeros((T, H), cp.float32)
+            def runmb():
+                l = next(it) % layers
+                base.moe_gate_up_i8(((I + 3) // 4, T * K), (256,), (W13[l], s13, ids, x32, h32, np.int32(I), np.int32(H), np.int32(K)))
+                base.moe_down_i8(((H + 7) // 8, T), (256,), (W2[l], s2, ids, w, h32, xr, np.int32(H), np.int32(I), np.int32(K)))
+            row["baseline_ms"] = time_ms(runmb, iters=20)
+        rows.append(row)
+    # the small per-layer kernels at T = 1
+    x = cp.random.standard_normal((8, H), dtype=cp.float32); out = cp.zeros((8, H), cp.float16)
+    pairs = cp.random.standard_normal((8 * K, H), dtype=cp.float32); wn = cp.ones(H, cp.float32)
+    gate = cp.random.standard_normal((E, H), dtype=cp.float32); ids = cp.zeros(16, cp.int32); ew = cp.zeros(16, cp.float32)
+    # rope + KV store and attention at ~600 positions of context, T = 1 and 8
+    D, NH, NKV, BS, ctx = 128, 32, 8, 16, 600
+    maxb = (ctx + 64) // BS + 1
+    for T in [1, 8]:
+        kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
+        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        cos = cp.ones((4096, D // 2), cp.float32); sin = cp.zeros((4096, D // 2), cp.float32)
+        pos = cp.full(T, ctx, cp.int32); seq = cp.arange(T, dtype=cp.int32); tables = cp.arange(T * maxb, dtype=cp.int32)
+        att16 = cp.zeros((T, H), cp.float16)
+        rows.append({"kernel": "rope_store_kv", "T": T, "ms": time_ms(lambda: k.rope_store_kv((T,), (128,), (qkv, pos, seq, tables, np.int32(maxb), kc, vc, cos, sin, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS))))})
+        rows.append({"kernel": f"attention_paged ctx {ctx}", "T": T, "ms": time_ms(lambda: k.attention_paged((NH, T), (512,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), att16, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(QKV))))})
+    rows.append({"kernel": "residual_rmsnorm_f16", "T": 1, "ms": time_ms(lambda: k.residual_rmsnorm_f16((1,), (256,), (x, null(), pairs, np.int32(K), np.int32(1), wn, out, np.int32(H), np.float32(1e-5))))})
+    rows.append({"kernel": "rmsnorm_router", "T": 1, "ms": time_ms(lambda: k.rmsnorm_router((1,), (256,), (x, wn, out, gate, ids, ew, np.int32(H), np.float32(1e-5), np.int32(E), np.int32(K))))})
+    return rows
+
+
+def decode_step(k, old, T, layers=32):
+    """A whole decode step of T tokens (one per sequence, ~600 positions of context each) at the 8x7B shape,
+    32 layers with their own weights, captured as one graph: the GPU's time per step. old = the baseline
+    kernels (fp32 activations, one expert read per (token, choice))."""
+    cp.random.seed(11)
+    D, NH, NKV, BS, ctx = 128, 32, 8, 16, 600
+    maxb = (ctx + 64) // BS + 1
+    L = []
+    for _ in range(layers):
+        L.append(dict(
+            qkv=cp.random.randint(-127, 128, (QKV, H), dtype=cp.int8), sqkv=cp.full(QKV, 1e-3, cp.float32),
+            o=cp.random.randint(-127, 128, (H, H), dtype=cp.int8), so=cp.full(H, 1e-3, cp.float32),
+            w13=cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8), s13=cp.full((E, 2 * I), 1e-3, cp.float32),
+            w2=cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8), s2=cp.full((E, H), 1e-3, cp.float32),
+            gate=cp.random.standard_normal((E, H), dtype=cp.float32), n1=cp.ones(H, cp.float32), n2=cp.ones(H, cp.float32),
+            kc=(cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16),
+            vc=(cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32)).astype(cp.float16)))
+    lm = cp.random.randint(-127, 128, (V, H), dtype=cp.int8); slm = cp.full(V, 1e-3, cp.float32)
+    emb = f32_to_bf16(cp.random.standard_normal((V, H), dtype=cp.float32))
+    cos = cp.ones((4096, D // 2), cp.float32); sin = cp.zeros((4096, D // 2), cp.float32)
+    tokens = cp.arange(T, dtype=cp.int32); pos = cp.full(T, ctx, cp.int32); seq = cp.arange(T, dtype=cp.int32)
+    tables = cp.arange(T * maxb, dtype=cp.int32).reshape(T, maxb); rows = cp.arange(T, dtype=cp.int32)
+    x = cp.zeros((T, H), cp.float32); xb = cp.zeros((T, H), cp.float32); qkv = cp.zeros((T, QKV), cp.float32)
+    x16 = cp.zeros((T, max(H, I)), cp.float16); att16 = cp.zeros((T, H), cp.float16); att = cp.zeros((T, H), cp.float32)
+    ids = cp.zeros(T * K, cp.int32); ew = cp.zeros(T * K, cp.float32)
+    h16 = cp.zeros((T * K, I), cp.float16); h32 = cp.zeros((T * K, I), cp.float32); pairs = cp.zeros((T * K, H), cp.float32)
+    logits = cp.zeros((T, V), cp.float32); eps = np.float32(1e-5); i32 = np.int32
+    nt = str(nt_for(T)); rpb = 8 if T <= 2 else 4 if T <= 4 else 2
+
+    def step():
+        k.embed_bf16((T,), (256,), (tokens, emb, x, i32(H)))
+        for l, w in enumerate(L):
+            if old:
+                k.rmsnorm((T,), (256,), (x, w["n1"], xb, i32(H), eps))
+                k.__getattr__(f"gemv_i8_{T}")(((QKV + rpb - 1) // rpb,), (256,), (w["qkv"], w["sqkv"], xb, qkv, i32(QKV), i32(H), i32(0)))
+            else:
+                k.residual_rmsnorm_f16((T,), (256,), (x, null(), pairs if l else null(), i32(K), i32(1), w["n1"], x16, i32(H), eps))
+                k.__getattr__("gemv_i8_nt" + nt)(((QKV + 15) // 16,), (256,), (w["qkv"], w["sqkv"], x16, qkv, i32(T), i32(QKV), i32(H), i32(0)))
+            k.rope_store_kv((T,), (128,), (qkv, pos, seq, tables, i32(maxb), w["kc"], w["vc"], cos, sin, i32(NH), i32(NKV), i32(D), i32(BS)))
+            k.attention_paged((NH, T), (512,), (qkv, w["kc"], w["vc"], pos, seq, tables, i32(maxb), att if old else att16,
+                                                i32(NH), i32(NKV), i32(D), i32(BS), np.float32(D ** -0.5), i32(QKV)))
+            if old:
+                k.__getattr__(f"gemv_i8_{T}")(((H + rpb - 1) // rpb,), (256,), (w["o"], w["so"], att, x, i32(H), i32(H), i32(1)))
+                k.rmsnorm((T,), (256,), (x, w["n2"], xb, i32(H), eps))
+                k.router_topk((T,), (32 * E,), (xb, w["gate"], ids, ew, i32(H), i32(E), i32(K)))
+                k.moe_gate_up_i8(((I + 3) // 4, T * K), (256,), (w["w13"], w["s13"], ids, xb, h32, i32(I), i32(H), i32(K)))
+                k.moe_down_i8(((H + 7) // 8, T), (256,), (w["w2"], w["s2"], ids, ew, h32, x, i32(H), i32(I), i32(K)))
+            else:
+                k.__getattr__("gemv_i8_nt" + nt)(((H + 15) // 16,), (256,), (w["o"], w["so"], att16, x, i32(T), i32(H), i32(H), i32(1)))
+                k.rmsnorm_router((T,), (256,), (x, w["n2"], x16, w["gate"], ids, ew, i32(H), eps, i32(E), i32(K)))
+                moe(k, w["w13"], w["s13"], w["w2"], w["s2"], ids, ew, x16, h16, pairs, T, I, H)
+        if old:
+            k.gather_rows((T,), (256,), (x, rows, xb, i32(H)))
+            k.rmsnorm((T,), (256,), (xb, L[0]["n1"], att, i32(H), eps))
+            k.__getattr__(f"gemv_i8_{T}")(((V + rpb - 1) // rpb,), (256,), (lm, slm, att, logits, i32(V), i32(H), i32(0)))
+        else:
+            k.residual_rmsnorm_f16((T,), (256,), (x, rows, pairs, i32(K), i32(0), L[0]["n1"], x16, i32(H), eps))
+            k.__getattr__("gemv_i8_nt" + nt)(((V + 15) // 16,), (256,), (lm, slm, x16, logits, i32(T), i32(V), i32(H), i32(0)))
+    ms = time_ms(step, iters=3, reps=5)
+    del L
+    cp.get_default_memory_pool().free_all_blocks()
+    return ms
+
+
+def sweep():
+    """MoE and dense decode kernels under other block shapes (compile-time knobs), T = 1 and 8."""
+    cp.random.seed(5)
+    layers = 3
+    W13 = [cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8) for _ in range(layers)]
+    W2 = [cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8) for _ in range(layers)]
+    s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
+    dense = [(cp.random.randint(-127, 128, (QKV, H), dtype=cp.int8), cp.full(QKV, 1e-3, cp.float32)) for _ in range(8)]
+    out = []
+    for defines in [("MOE_UNROLL=2",), ("MOE_UNROLL=2", "WEIGHT_PREFETCH=1"), ("MOE_UNROLL=4", "WEIGHT_PREFETCH=1"), ("MOE_UNROLL=1", "WEIGHT_PREFETCH=1")]:
+        split = 8
+        km = module(HERE, defines, only="moe.cu")
+        if True:
+            for T in [1, 8]:
+                ids = cp.asarray(np.stack([np.random.default_rng(T).permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
+                w = cp.ones(T * K, cp.float32); x16 = cp.zeros((T, H), cp.float16); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K, H), cp.float32)
+                used = len(set(cp.asnumpy(ids).tolist()))
+                it = iter(range(10 ** 9))
+                def run():
+                    l = next(it) % layers
+                    km.moe_gate_up_i8_nt1((I // 16, min(E, T * K)), (32 * split,), (W13[l], s13, ids, x16, h16, np.int32(T), np.int32(I), np.int32(H), np.int32(K)))
+                    km.moe_down_i8_nt1((H // 16, min(E, T * K)), (32 * split,), (W2[l], s2, ids, w, h16, o, np.int32(T), np.int32(H), np.int32(I), np.int32(K)))
+                ms = time_ms(run, iters=20)
+                out.append({"kernel": "moe", "defines": " ".join(defines), "T": T, "ms": ms, "GB/s": used * 3 * I * H / ms / 1e6})
+    for split, pf in [(8, 0), (8, 1), (4, 1)]:
+        kg = module(HERE, (f"GEMV_SPLIT={split}", f"WEIGHT_PREFETCH={pf}"), only="gemv.cu")
+        for T in [1, 8]:
+            x16 = cp.zeros((T, H), cp.float16); y = cp.zeros((T, QKV), cp.float32)
+            it = iter(range(10 ** 9))
+            def rung():
+                W, sc = dense[next(it) % 8]
+                kg.gemv_i8_nt1(((QKV + 15) // 16,), (32 * split,), (W, sc, x16, y, np.int32(T), np.int32(QKV), np.int32(H), np.int32(0)))
+            ms = time_ms(rung)
+            out.append({"kernel": "gemv qkv", "defines": f"GEMV_SPLIT={split} WEIGHT_PREFETCH={pf}", "T": T, "ms": ms, "GB/s": QKV * H / ms / 1e6})
+    for r in out:
+        print(f"sweep {r['kernel']:8} {r['defines']:40} T={r['T']}: {r['ms'] * 1000:7.1f} us {r['GB/s']:6.0f} GB/s")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--baseline")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--variant", action="append", help="also time the decode step with these -D defines (comma-separated)")
+    ap.add_argument("--no-timings", action="store_true")
+    ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
+    ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
+    a = ap.parse_args()
+    dev = cp.cuda.Device()
+    print(cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode())
+    k = module(HERE)
+    if a.moe_only:
+        W13 = cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8); W2 = cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)
+        s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
+        ids = cp.asarray([1, 5], cp.int32); w = cp.ones(2, cp.float32)
+        x16 = cp.zeros((1, H), cp.float16); h16 = cp.zeros((2, I), cp.float16); o = cp.zeros((2, H), cp.float32)
+        for _ in range(3):
+            moe(k, W13, s13, W2, s2, ids, w, x16, h16, o, 1, I, H)
+        cp.cuda.Device().synchronize()
+        return
+    if a.sanitize_step:
+        print(f"2-layer step T={a.sanitize_step}: {decode_step(k, False, a.sanitize_step, layers=2):.3f} ms")
+        return
+    base = module(a.baseline) if a.baseline else None
+    res = checks(k)
+    bad = [r for r in res if not r[5]]
+    for r in res:
+        print(f"{'ok ' if r[5] else 'BAD'} {r[0]:5} {r[1]:28} rel {r[2]:.2e} {r[3]:.2e} {r[4]:.2e}")
+    print(f"checks: {len(res) - len(bad)} ok, {len(bad)} bad")
+    rows = [] if a.no_timings else timings(k, base, a.quick)
+    print(f"{'kernel':34} {'T':>3} {'ms':>8} {'GB/s':>7} {'baseline ms':>11}")
+    for r in rows:
+        print(f"{r['kernel']:34} {r['T']:>3} {r['ms']:8.4f} {r.get('GB/s', 0):7.0f} {r.get('baseline_ms', float('nan')):11.4f}")
+    swept = sweep() if a.sweep else []
+    steps = []
+    variants = [("current", k, False)]
+    for d in a.variant or []:
+        variants.append((d, module(HERE, tuple(d.split(","))), False))
+    if base is not None:
+        variants.append(("baseline", base, True))
+    for T in ([1] if a.quick else [1, 8]):
+        for name, mod, old in variants:
+            ms = decode_step(mod, old, T)
+            steps.append({"kernels": name, "T": T, "ms_per_step": ms, "tok/s per sequence": 1000 / ms})
+            print(f"decode step (32 layers, 8x7B int8, ctx 600) T={T} {name:40}: {ms:.3f} ms → {1000 / ms:.1f} tok/s per sequence")
+    if os.environ.get("OUT"):
+        pathlib.Path(os.environ["OUT"], "decode-kernels.json").write_text(json.dumps({"checks": res, "timings": rows, "steps": steps, "sweep": swept}, indent=1))
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+using OrleansMixtral.Tests;
+
+namespace OrleansMixtral.Cuda.Tests;
+
+/// <summary>
+/// What the backend launches by name must be what kernels/*.cu defines: the names are read from the sources at
+/// start-up (including those a macro stamps out per tile size), and a missing one only shows on a GPU. Runs on the CPU.
+/// </summary>
+public sealed class KernelSourceTests
+{
+    static string Source(string file) => File.ReadAllText(Path.Combine(RepoPaths.Root, "kernels", file));
+
+    [Fact]
+    public void Macro_stamped_kernels_are_found_once_per_size_and_plain_ones_once()
+    {
+        var gemv = CudaDevice.KernelNames(Source("gemv.cu")).ToList();
+        var moe = CudaDevice.KernelNames(Source("moe.cu")).ToList();
+        int[] sizes = [1, 2, 4, 8];
+        Assert.Equal(sizes.SelectMany(n => new[] { $"gemv_i8_nt{n}", $"gemv_bf16_nt{n}" }).Order(), gemv.Order());
+        Assert.Equal(sizes.SelectMany(n => new[] { $"moe_gate_up_i8_nt{n}", $"moe_gate_up_bf16_nt{n}", $"moe_down_i8_nt{n}", $"moe_down_bf16_nt{n}" })
+            .Append("rmsnorm_router").Order(), moe.Order());
+    }
+
+    [Fact]
+    public void Every_kernel_the_backend_launches_by_a_literal_name_is_defined()
+    {
+        var defined = Directory.GetFiles(Path.Combine(RepoPaths.Root, "kernels"), "*.cu").SelectMany(f => CudaDevice.KernelNames(File.ReadAllText(f))).ToHashSet();
+        var backend = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaMixtralBackend.cs"))
+                      + File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaWeights.cs"));
+        var launched = System.Text.RegularExpressions.Regex.Matches(backend, @"Launch\(""(\w+)""").Select(m => m.Groups[1].Value).Distinct().ToList();
+        Assert.NotEmpty(launched);
+        Assert.All(launched, name => Assert.Contains(name, defined));
+    }
+}
