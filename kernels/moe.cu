@@ -96,6 +96,43 @@ extern "C" __global__ void rmsnorm_router(const float* x, const float* w, f16_t*
     }
 }
 
+// Groups a prompt's (token, choice) pairs by expert on the device, for the prompt GEMMs (gemm.cu): slots = the
+// pairs p = t·K + k ordered by expert, then by p (stable: deterministic sums); tiles = (expert, first slot, count
+// ≤ 64) for each 64-slot piece of each expert's run, tile_count[0] of them (≤ P/64 + E). grid 1, block 256.
+extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int* slots, int* tiles, int* tile_count) {
+    __shared__ int count[MAX_EXPERTS], start[MAX_EXPERTS];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (int e = warp; e < E; e += warps) {
+        int c = 0;
+        for (int base = 0; base < P; base += 32) c += __popc(__ballot_sync(0xffffffffu, base + lane < P && expert_ids[base + lane] == e));
+        if (lane == 0) count[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int at = 0, n = 0;
+        for (int e = 0; e < E; e++) {
+            start[e] = at;
+            for (int s = 0; s < count[e]; s += 64, n++) {
+                tiles[3 * n] = e;
+                tiles[3 * n + 1] = at + s;
+                tiles[3 * n + 2] = min(64, count[e] - s);
+            }
+            at += count[e];
+        }
+        tile_count[0] = n;
+    }
+    __syncthreads();
+    for (int e = warp; e < E; e += warps) {
+        int at = start[e];
+        for (int base = 0; base < P; base += 32) {
+            const bool mine = base + lane < P && expert_ids[base + lane] == e;
+            const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+            if (mine) slots[at + __popc(ballot & ((1u << lane) - 1))] = base + lane;
+            at += __popc(ballot);
+        }
+    }
+}
+
 // This block's expert (the blockIdx.y-th of the experts the step's P = T·K choices use, ascending) and the
 // choices routed to it, in order (shared list). Returns the number of choices; 0 = no such expert, exit.
 __device__ __forceinline__ int block_expert(const int* expert_ids, int P, int* expert_out, int* list) {

@@ -199,12 +199,17 @@ public sealed unsafe class CudaDevice : IDisposable
             yield return m.Groups[1].Value;
         // kernels stamped out by a macro, e.g. #define GEMV_KERNELS(NT) … void gemv_i8_nt##NT( …, used as GEMV_KERNELS(4)
         foreach (System.Text.RegularExpressions.Match d in System.Text.RegularExpressions.Regex.Matches(source,
-                     @"^#define (\w+)\((\w+)\)((?:[^\n]*\\\n)*[^\n]*)", Lines))
+                     @"^#define (\w+)\(([\w, ]+)\)((?:[^\n]*\\\n)*[^\n]*)", Lines))
         {
-            var (macro, arg, body) = (d.Groups[1].Value, d.Groups[2].Value, d.Groups[3].Value);
-            var stems = System.Text.RegularExpressions.Regex.Matches(body, $@"void (?:__launch_bounds__\([^)]*\) )?(\w+)##{arg}\(").Select(m => m.Groups[1].Value).ToArray();
-            foreach (System.Text.RegularExpressions.Match use in System.Text.RegularExpressions.Regex.Matches(source, $@"^{macro}\((\w+)\)\s*$", Lines))
-                foreach (var stem in stems) yield return stem + use.Groups[1].Value;
+            var (macro, body) = (d.Groups[1].Value, d.Groups[3].Value);
+            var parameters = d.Groups[2].Value.Split(',', StringSplitOptions.TrimEntries);
+            var stems = System.Text.RegularExpressions.Regex.Matches(body, @"void (?:__launch_bounds__\([^)]*\) )?(\w+)##(\w+)\(")
+                .Select(m => (Stem: m.Groups[1].Value, Parameter: Array.IndexOf(parameters, m.Groups[2].Value))).Where(s => s.Parameter >= 0).ToArray();
+            foreach (System.Text.RegularExpressions.Match use in System.Text.RegularExpressions.Regex.Matches(source, $@"^{macro}\(([^)]*)\)\s*$", Lines))
+            {
+                var arguments = use.Groups[1].Value.Split(',', StringSplitOptions.TrimEntries);
+                foreach (var (stem, parameter) in stems) yield return stem + arguments[parameter];
+            }
         }
     }
 

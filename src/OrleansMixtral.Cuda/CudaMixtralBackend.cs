@@ -21,18 +21,19 @@ public sealed record CudaBackendOptions
 
 /// <summary>
 /// The Mixtral forward pass on one NVIDIA GPU with int8 (or bf16) weights, an fp32 residual stream, fp16
-/// activations into every product, an fp16 paged KV cache, and the engine's scheduling unchanged. Decode steps
-/// (≤ 64 tokens) run tensor-core "skinny" products that read each weight once per step — each chosen expert
-/// once for all the tokens routed to it — with routing on the device, replayed from CUDA graphs; prompts (more
-/// tokens) run cuBLAS fp16 GEMMs on weights dequantised per expert, with token grouping on the host.
+/// activations into every product, an fp16 paged KV cache, and the engine's scheduling unchanged. Every product
+/// runs on the tensor cores straight from the int8 weights (W8A16, kernels/mma.cuh): decode steps (≤ 64 tokens)
+/// through "skinny" kernels that read each weight once per step — each chosen expert once for every token routed
+/// to it — and prompts through tiled GEMMs, experts grouped on the device. No host round trip inside a step; decode
+/// steps replay from CUDA graphs.
 /// </summary>
 public sealed unsafe class CudaMixtralBackend : IModelBackend
 {
-    const int DecodeMaxTokens = 64;
+    const int DecodeMaxTokens = 64;     // steps up to this many tokens replay from graphs
+    const int SkinnyMaxTokens = 32;     // products of up to this many tokens use the skinny kernels, larger ones the GEMMs
     readonly CudaDevice _d;
     readonly MixtralConfig _c;
     readonly CudaBackendOptions _o;
-    readonly IntPtr _cublas;
     readonly DeviceBuffer _embed, _finalNorm;
     readonly DeviceLayer[] _layers;
     readonly DeviceLinear _lmHead;
@@ -40,7 +41,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     readonly DeviceBuffer _cos, _sin;
     readonly List<DeviceBuffer> _buffers = [];
     // activations
-    readonly DeviceBuffer _x, _qkv, _y, _act16, _gather16, _gu, _h16, _pairH16, _pairs, _ids, _expW, _rows, _rowW, _xl16, _logits, _dequant;
+    readonly DeviceBuffer _x, _qkv, _act16, _pairH16, _pairs, _ids, _expW, _slots, _tiles, _tileCount, _xl16, _logits;
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
     readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _stepBytes;
@@ -59,8 +60,6 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             || _c.HeadDim > 128 || _c.HeadDim % 32 != 0 || _c.NumExperts > 64)
             throw new NotSupportedException("the CUDA kernels need hidden (≤ 8192), intermediate and query sizes that are multiples of 64, a vocabulary that is a multiple of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
         Name = $"cuda-{(_o.Weights == CudaWeightFormat.Int8 ? "int8" : "bf16")} ({device.Name})";
-        Cublas.Check(Cublas.cublasCreate(out _cublas));
-        Cublas.Check(Cublas.cublasSetStream(_cublas, device.Stream));
         try
         {
             (_embed, _layers, _finalNorm, _lmHead) = load(new CudaWeightLoader(device, config, _o.Weights));
@@ -68,18 +67,15 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             var T = MaxBatchTokens = _o.MaxBatchTokens;
             var qkvRows = qDim + 2 * kvDim;
             DeviceBuffer F(long elements, int size = 4) { var b = device.Allocate(elements * size); _buffers.Add(b); return b; }
-            _x = F((long)T * h); _y = F((long)T * h);
+            _x = F((long)T * h);                             // residual stream, fp32
             _qkv = F((long)T * qkvRows);
             _act16 = F((long)T * Math.Max(h, qDim), 2);     // normed rows / attention output: the next product's input
-            _gather16 = F((long)T * h, 2);                     // prefill: one expert's rows
-            _gu = F((long)T * 2 * inter); _h16 = F((long)T * inter, 2);
-            var decodeT = Math.Min(T, DecodeMaxTokens);
-            _pairH16 = F((long)decodeT * K * inter, 2);        // decode: silu(gate)·up per (token, choice)
-            _pairs = F((long)decodeT * K * h);                 // decode: weighted expert output per (token, choice)
-            _ids = F((long)T * K); _expW = F((long)T * K); _rows = F((long)T * K); _rowW = F((long)T * K);
+            _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
+            _pairs = F((long)T * K * h);                     // weighted expert output per (token, choice)
+            _ids = F((long)T * K); _expW = F((long)T * K);   // routing
+            _slots = F((long)T * K); _tiles = F(3L * MaxExpertTiles(T)); _tileCount = F(1); // prompt experts grouped on the device
             _xl16 = F((long)T * h, 2);
             _logits = F((long)T * _c.VocabSize);
-            _dequant = F(new[] { 2L * inter * h, (long)qkvRows * h, (long)h * qDim, (long)_c.VocabSize * h }.Max(), 2);
 
             _maxBlocks = (_c.MaxPositionEmbeddings + _o.KvBlockSize - 1) / _o.KvBlockSize;
             _offTokens = 0;
@@ -151,10 +147,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
                 throw new ArgumentException($"position {batch.Positions[t]} is outside the context of {_c.MaxPositionEmbeddings}");
         UploadStep(batch);
 
-        var decode = T <= DecodeMaxTokens && N <= DecodeMaxTokens;
-        if (decode && _o.UseGraphs && RouterTrace is null) ReplayDecode(T, N);
-        else if (decode) DecodeKernels(T, N);
-        else Prefill(T, N);
+        if (T <= DecodeMaxTokens && N <= DecodeMaxTokens && _o.UseGraphs && RouterTrace is null) Replay(T, N);
+        else Layers(T, N);
 
         if (N > 0)
         {
@@ -184,12 +178,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     ulong Tables => _step.At(_offTables);
     ulong LogitRows => _step.At(_offLogitRows);
 
-    void ReplayDecode(int T, int N)
+    void Replay(int T, int N)
     {
         if (!_graphs.TryGetValue((T, N), out var exec))
         {
             Cu.Check(Cu.cuStreamBeginCapture(_d.Stream, Cu.CU_STREAM_CAPTURE_MODE_RELAXED));
-            try { DecodeKernels(T, N); }
+            try { Layers(T, N); }
             catch
             {
                 // end the capture so the stream is usable again, and report the launch that failed, not the capture
@@ -206,86 +200,68 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
 
     static uint Blocks(long n, int per) => (uint)((n + per - 1) / per);
 
+    int MaxExpertTiles(int T) => T * _c.NumExpertsPerToken / 64 + _c.NumExperts; // 64-slot pieces of each expert's run
+
     /// <summary>
-    /// One decode step, ≤ 64 tokens: every weight is read once for all of them. A layer ends with its experts'
-    /// outputs per (token, choice) in _pairs; the next layer's norm (or the final one) adds them to the residual.
+    /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
+    /// layer's norm (or the final one) adds them to the residual.
     /// </summary>
-    void DecodeKernels(int T, int N)
+    void Layers(int T, int N)
     {
-        int h = _c.HiddenSize, inter = _c.IntermediateSize, K = _c.NumExpertsPerToken;
+        int h = _c.HiddenSize, K = _c.NumExpertsPerToken;
         var eps = (float)_c.RmsNormEps;
-        var nt = T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8; // 8-token tiles per pass: NT in gemv.cu / moe.cu
-        var expertBlocks = (uint)Math.Min(_c.NumExperts, T * K);
         _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
         for (var l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
             _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, l > 0 ? _pairs.Ptr : 0UL, K, 1, L.AttnNorm, _act16, h, eps);
-            Gemv(L.Qkv, _act16, _qkv, T, nt, accumulate: false);
+            Linear(L.Qkv, _act16, _qkv, T, accumulate: false);
             Attention(l, T);
-            Gemv(L.O, _act16, _x, T, nt, accumulate: true); // the residual add is fused
+            Linear(L.O, _act16, _x, T, accumulate: true); // the residual add is fused
             _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
             TraceRouter(l, T);
-            var kind = L.W13Scales is not null ? "i8" : "bf16";
-            _d.Launch($"moe_gate_up_{kind}_nt{nt}", (uint)(inter / 16), expertBlocks, 256,
-                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _act16, _pairH16, T, inter, h, K);
-            _d.Launch($"moe_down_{kind}_nt{nt}", (uint)(h / 16), expertBlocks, 256,
-                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
+            Experts(L, T);
         }
-        Logits(N, pendingExperts: true);
+        Logits(N);
     }
 
-    void Prefill(int T, int N)
+    /// <summary>y (+)= x · Wᵀ: skinny kernels for few tokens (every weight read once), tiled GEMMs for many.</summary>
+    void Linear(DeviceLinear w, DeviceBuffer x16, DeviceBuffer y, int T, bool accumulate)
     {
-        int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, E = _c.NumExperts, K = _c.NumExpertsPerToken;
-        var eps = (float)_c.RmsNormEps;
-        _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
-        Span<int> counts = stackalloc int[E];
-        Span<int> start = stackalloc int[E + 1];
-        Span<int> fill = stackalloc int[E];
-        for (var l = 0; l < _layers.Length; l++)
+        var kind = w.IsInt8 ? "i8" : "bf16";
+        if (T <= SkinnyMaxTokens)
+            _d.Launch($"gemv_{kind}_nt{TokenTiles(T)}", (uint)(w.Rows / 16), 1, 256, // one 16-row tile per block: gemv.cu
+                w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        else
+            _d.Launch($"gemm_{kind}", Blocks(w.Rows, 256), Blocks(T, 64), 256, // 256 rows × 64 tokens per block: gemm.cu
+                w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+    }
+
+    static int TokenTiles(int T) => T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8; // 8-token tiles per pass: NT in gemv.cu / moe.cu
+
+    /// <summary>The routed experts of every token: _act16 (normed rows) → _pairs (weighted outputs per (token, choice)).</summary>
+    void Experts(DeviceLayer L, int T)
+    {
+        int h = _c.HiddenSize, inter = _c.IntermediateSize, E = _c.NumExperts, K = _c.NumExpertsPerToken;
+        var kind = L.W13Scales is not null ? "i8" : "bf16";
+        if (T <= SkinnyMaxTokens)
         {
-            var L = _layers[l];
-            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, 0UL, K, 0, L.AttnNorm, _act16, h, eps);
-            Gemm(L.Qkv, _act16.Ptr, T, _qkv.Ptr);
-            Attention(l, T);
-            Gemm(L.O, _act16.Ptr, T, _y.Ptr);
-            _d.Launch("add_inplace", Blocks((long)T * h, 256), 1, 256, _x, _y, (long)T * h);
-
-            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, E, K);
-            _d.Download(_ids, 0, _hostIds.AsSpan(0, T * K));
-            _d.Download(_expW, 0, _hostW.AsSpan(0, T * K));
-            RecordRouter(l, T);
-
-            // group the (token, weight) pairs by expert, all experts in one upload
-            counts.Clear();
-            for (var i = 0; i < T * K; i++) counts[_hostIds[i]]++;
-            var rows = new int[T * K];
-            var weights = new float[T * K];
-            for (var e = 0; e < E; e++) start[e + 1] = start[e] + counts[e];
-            start[..E].CopyTo(fill);
-            for (var i = 0; i < T * K; i++)
-            {
-                var e = _hostIds[i];
-                rows[fill[e]] = i / K;
-                weights[fill[e]++] = _hostW[i];
-            }
-            _d.Upload(_rows, 0, (ReadOnlySpan<int>)rows);
-            _d.Upload(_rowW, 0, (ReadOnlySpan<float>)weights);
-            for (var e = 0; e < E; e++)
-            {
-                var n = counts[e];
-                if (n == 0) continue;
-                var rowsE = _rows.At(4L * start[e]);
-                var wE = _rowW.At(4L * start[e]);
-                _d.Launch("gather_rows_f16", (uint)n, 1, 256, _act16, rowsE, _gather16, h);
-                ExpertGemm(L.W13, L.W13Scales, e, 2 * inter, h, _gather16.Ptr, n, _gu.Ptr);
-                _d.Launch("swiglu_rows_f16", (uint)n, 1, 256, _gu, _h16, inter);
-                ExpertGemm(L.W2, L.W2Scales, e, h, inter, _h16.Ptr, n, _y.Ptr);
-                _d.Launch("scatter_add_rows", (uint)n, 1, 256, _y, rowsE, wE, _x, h);
-            }
+            // one block row per expert in use (found from the routing on the device), all its tokens at once
+            var nt = TokenTiles(T);
+            var experts = (uint)Math.Min(E, T * K);
+            _d.Launch($"moe_gate_up_{kind}_nt{nt}", (uint)(inter / 16), experts, 256,
+                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _act16, _pairH16, T, inter, h, K);
+            _d.Launch($"moe_down_{kind}_nt{nt}", (uint)(h / 16), experts, 256,
+                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
+            return;
         }
-        Logits(N, pendingExperts: false);
+        // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
+        var tiles = (uint)MaxExpertTiles(T);
+        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, _slots, _tiles, _tileCount);
+        _d.Launch($"moe_gemm_gate_up_{kind}", Blocks(inter, 128), tiles, 256,
+            L.W13, L.W13Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
+        _d.Launch($"moe_gemm_down_{kind}", Blocks(h, 256), tiles, 256,
+            L.W2, L.W2Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
     }
 
     void Attention(int layer, int T)
@@ -299,50 +275,13 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
     }
 
-    /// <summary>The final norm of the rows that want logits (adding the last layer's experts when a decode step left them pending), then lm_head.</summary>
-    void Logits(int N, bool pendingExperts)
+    /// <summary>The final norm of the rows that want logits (adding the last layer's experts), then lm_head.</summary>
+    void Logits(int N)
     {
         if (N == 0) return;
         int h = _c.HiddenSize;
-        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, pendingExperts ? _pairs.Ptr : 0UL, _c.NumExpertsPerToken, 0,
-            _finalNorm, _xl16, h, (float)_c.RmsNormEps);
-        if (N <= DecodeMaxTokens) Gemv(_lmHead, _xl16, _logits, N, N <= 8 ? 1 : N <= 16 ? 2 : N <= 32 ? 4 : 8, accumulate: false);
-        else Gemm(_lmHead, _xl16.Ptr, N, _logits.Ptr);
-    }
-
-    void Gemv(DeviceLinear w, DeviceBuffer x16, DeviceBuffer y, int T, int nt, bool accumulate) =>
-        _d.Launch($"{(w.IsInt8 ? "gemv_i8_nt" : "gemv_bf16_nt")}{nt}", (uint)(w.Rows / 16), 1, 256, // 16-row tiles: gemv.cu
-            w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
-
-    /// <summary>
-    /// y[T, w.Rows] = x[T, w.Cols] · Wᵀ through cuBLAS with fp16 operands and fp32 accumulation: int8 weights are
-    /// dequantised (bf16 ones converted) to fp16 into a scratch buffer first. fp16 keeps 11 significant bits
-    /// against bf16's 8, which keeps prompt logits within 2e-2 of the fp32 CPU engine.
-    /// </summary>
-    void Gemm(DeviceLinear w, ulong xF16, int T, ulong y) =>
-        CublasGemm(ToF16Weights(w.Weight.Ptr, w.Scales?.Ptr ?? 0, (long)w.Rows * w.Cols, w.Cols), w.Rows, w.Cols, xF16, T, y);
-
-    void ExpertGemm(DeviceBuffer w, DeviceBuffer? scales, int expert, int rows, int cols, ulong xF16, int n, ulong y)
-    {
-        var count = (long)rows * cols;
-        var weights = scales is not null ? w.At(expert * count) : w.At(expert * count * 2);
-        CublasGemm(ToF16Weights(weights, scales?.At(4L * expert * rows) ?? 0, count, cols), rows, cols, xF16, n, y);
-    }
-
-    ulong ToF16Weights(ulong weights, ulong scales, long count, int cols)
-    {
-        if (scales != 0) _d.Launch("dequant_i8_f16", 4096, 1, 256, weights, scales, _dequant, count, cols);
-        else _d.Launch("bf16_to_f16", 4096, 1, 256, weights, _dequant, count, cols);
-        return _dequant.Ptr;
-    }
-
-    void CublasGemm(ulong w, int rows, int cols, ulong x, int T, ulong y)
-    {
-        // row-major Y[T, rows] = X[T, cols] · W[rows, cols]ᵀ is column-major Yᵀ = Wᵀ(op T) · Xᵀ
-        float alpha = 1f, beta = 0f;
-        Cublas.Check(Cublas.cublasGemmEx(_cublas, Cublas.CUBLAS_OP_T, Cublas.CUBLAS_OP_N, rows, T, cols, &alpha,
-            w, Cublas.CUDA_R_16F, cols, x, Cublas.CUDA_R_16F, cols, &beta, y, Cublas.CUDA_R_32F, rows,
-            Cublas.CUBLAS_COMPUTE_32F, Cublas.CUBLAS_GEMM_DEFAULT));
+        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, _pairs, _c.NumExpertsPerToken, 0, _finalNorm, _xl16, h, (float)_c.RmsNormEps);
+        Linear(_lmHead, _xl16, _logits, N, accumulate: false);
     }
 
     void TraceRouter(int layer, int T)
@@ -388,6 +327,5 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         _embed?.Dispose();
         _finalNorm?.Dispose();
         if (_pinned != IntPtr.Zero) Cu.cuMemFreeHost(_pinned);
-        if (_cublas != IntPtr.Zero) Cublas.cublasDestroy(_cublas);
     }
 }

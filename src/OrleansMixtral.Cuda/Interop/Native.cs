@@ -4,20 +4,18 @@ using System.Runtime.InteropServices;
 namespace OrleansMixtral.Cuda.Interop;
 
 /// <summary>
-/// Finds the CUDA libraries: the driver as libcuda.so.1, NVRTC and cuBLAS in CUDA's lib64 (13.x, else 12.x),
+/// Finds the CUDA libraries: the driver as libcuda.so.1, NVRTC in CUDA's lib64 (13.x, else 12.x),
 /// under $CUDA_PATH, /usr/local/cuda or the loader's search path.
 /// </summary>
 static class Native
 {
     public const string Driver = "cuda";
     public const string Nvrtc = "nvrtc";
-    public const string Cublas = "cublas";
 
     static readonly Dictionary<string, string[]> Candidates = new()
     {
         [Driver] = ["libcuda.so.1", "libcuda.so"],
         [Nvrtc] = ["libnvrtc.so.13", "libnvrtc.so.12"],
-        [Cublas] = ["libcublas.so.13", "libcublas.so.12"],
     };
 
     static int _installed;
@@ -44,5 +42,5 @@ static class Native
     }
 }
 
-/// <summary>A CUDA, NVRTC or cuBLAS call failed; the message carries the library's error name.</summary>
+/// <summary>A CUDA or NVRTC call failed; the message carries the library's error name.</summary>
 public sealed class CudaException(string message) : Exception(message);
