@@ -60,31 +60,34 @@ extern "C" __global__ void residual_rmsnorm_f16(float* x, const int* rows, const
     }
 }
 
-// Rotary embedding (half-split layout, as transformers' rotate_half) on q in place and on k, then k and v
-// stored as fp16 into the sequence's KV block at the token's position. qkv: [T, qDim + 2·kvDim] (the fused
-// projection's output). cos/sin: [positions, D/2]. grid T, block 128.
+// Rotary embedding (half-split layout, as transformers' rotate_half) on q in place and on k, then k and v stored as
+// fp16 into the sequence's KV block at the token's position. qkv: [T, qDim + 2·kvDim] (the fused projection's
+// output). cos/sin: [positions, D/2]. One block per (token, head) — q heads, then k heads — of D/2 threads, one
+// rotated pair each (a decode step was one 128-thread block per token walking all 40 heads: 8 µs on an H100).
+// grid (T, n_heads + n_kv), block D/2.
 extern "C" __global__ void rope_store_kv(float* qkv, const int* positions, const int* seq_of_token, const int* block_tables,
     int max_blocks, f16_t* k_cache, f16_t* v_cache, const float* cos_t, const float* sin_t,
     int n_heads, int n_kv, int D, int block_size) {
-    const int t = blockIdx.x, half = D / 2, q_dim = n_heads * D, kv_dim = n_kv * D;
+    const int t = blockIdx.x, head = blockIdx.y, j = threadIdx.x, half = D / 2, q_dim = n_heads * D, kv_dim = n_kv * D;
     const int pos = positions[t];
     float* row = qkv + (size_t)t * (q_dim + 2 * kv_dim);
-    const float* c = cos_t + (size_t)pos * half;
-    const float* s = sin_t + (size_t)pos * half;
-    for (int i = threadIdx.x; i < (n_heads + n_kv) * half; i += blockDim.x) {
-        const int head = i / half, j = i % half;
-        float* v = row + head * D; // q heads, then k heads (contiguous after q)
-        const float a = v[j], b = v[j + half];
-        v[j] = a * c[j] - b * s[j];
-        v[j + half] = b * c[j] + a * s[j];
+    float* v = row + head * D; // q heads, then k heads (contiguous after q)
+    const float c = cos_t[(size_t)pos * half + j], s = sin_t[(size_t)pos * half + j];
+    const float a = v[j], b = v[j + half];
+    const float ra = a * c - b * s, rb = b * c + a * s;
+    if (head < n_heads) {
+        v[j] = ra;
+        v[j + half] = rb;
+        return;
     }
-    __syncthreads();
+    const int kh = head - n_heads;
     const int block = block_tables[(size_t)seq_of_token[t] * max_blocks + pos / block_size];
-    const size_t slot = ((size_t)block * block_size + pos % block_size) * kv_dim;
-    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        k_cache[slot + i] = f32_to_f16(row[q_dim + i]);
-        v_cache[slot + i] = f32_to_f16(row[q_dim + kv_dim + i]);
-    }
+    const size_t slot = ((size_t)block * block_size + pos % block_size) * kv_dim + kh * D;
+    k_cache[slot + j] = f32_to_f16(ra);
+    k_cache[slot + j + half] = f32_to_f16(rb);
+    const float* vv = row + q_dim + kv_dim + kh * D;
+    v_cache[slot + j] = f32_to_f16(vv[j]);
+    v_cache[slot + j + half] = f32_to_f16(vv[j + half]);
 }
 
 extern "C" __global__ void add_inplace(float* x, const float* y, long n) {

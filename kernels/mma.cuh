@@ -86,26 +86,17 @@ __device__ __forceinline__ void mma_unit(const int4 (&wg)[MT], const int4 (&wg8)
     }
 }
 
-// Weights are streamed once per step: read-only path, not kept in L1; WEIGHT_PREFETCH=1 also asks L2 to fetch
-// the whole 256-byte block around each access (rows are read 64 bytes per lane group at a time).
-#ifndef WEIGHT_PREFETCH
-#define WEIGHT_PREFETCH 0
-#endif
-__device__ __forceinline__ int4 load_weights(const char* p) {
-#if WEIGHT_PREFETCH
-    int4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.s32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-#else
-    return __ldg(reinterpret_cast<const int4*>(p));
-#endif
-}
+// Weights are streamed once per step through the read-only path. (Asking L2 for 256-byte blocks around each access
+// helped row-major weights in isolation and hurt them in a whole decode step; with the tiled layout it changed
+// nothing — H100, kernels/harness/decode_kernels.py, same run: 5.89 / 5.90 ms a step — so it is gone.)
+__device__ __forceinline__ int4 load_weights(const char* p) { return __ldg(reinterpret_cast<const int4*>(p)); }
 
 // Weight layout. A "unit" is what one warp multiplies at a time: 16 rows × 64 bytes (4 lanes × 16 bytes per
 // row; 64 int8 or 32 bf16 columns). TILED_WEIGHTS (the layout the loader writes, tile_rows_16 in quant.cu)
 // stores each 16-row tile unit by unit, 1 KB each: [rows g: lane-ordered 16-byte pieces][rows g+8: same], so a
 // warp's load is 512 contiguous bytes and a warp's run of units is one contiguous span of memory. Row-major
-// (TILED_WEIGHTS=0, kept for the harness's comparison) makes every warp load eight 64-byte pieces of eight rows.
+// (TILED_WEIGHTS=0, kept for the harness's comparison) makes every warp load eight 64-byte pieces of eight rows:
+// a whole decode step took 6.77 ms against 5.90 tiled (H100, same run).
 #ifndef TILED_WEIGHTS
 #define TILED_WEIGHTS 1
 #endif

@@ -8,11 +8,6 @@
 // Decode experts are grouped: a block works for one expert the step uses and carries every token routed to it,
 // so each chosen expert's weights are read once per step however many tokens share it. Products run on the
 // tensor cores through mma.cuh (fp16 activations, fp32 accumulation).
-// Expert weights are 94 % of what a decode step reads; asking L2 for whole 256-byte blocks took the experts of a
-// step from 2.1 to 2.45 TB/s on an H100 (kernels/harness/decode_kernels.py --sweep). The dense products lost 4 %.
-#ifndef WEIGHT_PREFETCH
-#define WEIGHT_PREFETCH 1
-#endif
 #include "mma.cuh"
 
 #ifndef MOE_SPLIT

@@ -135,6 +135,21 @@ def moe_prompt(k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None)
                                                                                    np.int32(H_), np.int32(I_)))
 
 
+def splits_for(T, NH):
+    """The backend's choice: split a (token, head)'s positions over blocks only while the pairs alone leave the GPU idle."""
+    return min(8, 2 * cp.cuda.Device().attributes["MultiProcessorCount"] // (NH * T))
+
+
+def attention(k, split, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs=None, splits=8):
+    args = (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(qstride))
+    if split:
+        if bufs is None:
+            bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        k.attention_split((NH, T, splits), (128,), args + bufs)
+    else:
+        k.attention_paged((NH, T), (128 if T > 8 else 512,), args)
+
+
 def ref_moe(W13, s13, W2, s2, ids, w, x, T, I_, H_):
     x = cp.asarray(x, cp.float64)
     out = cp.zeros((T * K, H_), cp.float64)
@@ -252,6 +267,33 @@ def checks(k):
                 ref = ref_moe(W13 if i8 else bf16_to_f64(W13), s13, W2 if i8 else bf16_to_f64(W2), s2, ids, w, x16, T, I_, H_)
                 r = rel(out, ref)
                 res.append(("moegemm", f"I={I_} H={H_} T={T} {'int8' if i8 else 'bf16'}", r, 0.0, 0.0, r < 2e-3 and not bool(cp.isnan(out).any())))
+    # attention over a paged cache with shuffled blocks: both kernels against float64 softmax attention
+    D, NH, NKV, BS = 128, 32, 8, 16
+    for (T, ctx) in [(1, 1), (3, 37), (8, 600), (2, 4100)]:
+        S_ = T  # one sequence per token
+        maxb = (ctx + BS) // BS + 1
+        nblocks = S_ * maxb
+        perm = cp.asarray(np.random.permutation(nblocks).astype(np.int32)).reshape(S_, maxb)
+        kc = cp.random.standard_normal((nblocks * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        vc = cp.random.standard_normal((nblocks * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        pos = cp.asarray(np.random.randint(max(0, ctx - 5), ctx, T).astype(np.int32)); seq = cp.arange(T, dtype=cp.int32)
+        for split, splits in [(False, 1), (True, 8), (True, 3)]:
+            out = cp.full((T, NH * D), cp.nan, cp.float16)
+            attention(k, split, qkv, kc, vc, pos, seq, perm, maxb, out, T, NH, NKV, D, BS, QKV, splits=splits)
+            ref = cp.zeros((T, NH * D), cp.float64)
+            ph, permh = cp.asnumpy(pos), cp.asnumpy(perm)
+            for t in range(T):
+                n = int(ph[t]) + 1
+                slots = np.array([permh[t, j // BS] * BS + j % BS for j in range(n)])
+                Kt = kc[cp.asarray(slots)].astype(cp.float64).reshape(n, NKV, D); Vt = vc[cp.asarray(slots)].astype(cp.float64).reshape(n, NKV, D)
+                for hh in range(NH):
+                    qh = qkv[t, hh * D:(hh + 1) * D].astype(cp.float64)
+                    sc = Kt[:, hh // (NH // NKV)] @ qh / np.sqrt(D)
+                    pr = cp.exp(sc - sc.max()); pr /= pr.sum()
+                    ref[t, hh * D:(hh + 1) * D] = pr @ Vt[:, hh // (NH // NKV)]
+            r = rel(out, ref)
+            res.append(("attn", f"{f'split {splits}' if split else 'paged'} T={T} ctx={ctx}", r, 0.0, 0.0, r < 2e-3 and not bool(cp.isnan(out).any())))
     # the layout and its inverse: tile_rows_16 against tile(), dequantisation of tiled weights to row-major fp16
     for (R, C) in [(64, 128), (6144, 4096)]:
         Wq = cp.random.randint(-127, 128, (R, C), dtype=cp.int8)
@@ -354,8 +396,10 @@ def timings(k, base, quick):
         cos = cp.ones((4096, D // 2), cp.float32); sin = cp.zeros((4096, D // 2), cp.float32)
         pos = cp.full(T, ctx, cp.int32); seq = cp.arange(T, dtype=cp.int32); tables = cp.arange(T * maxb, dtype=cp.int32)
         att16 = cp.zeros((T, H), cp.float16)
-        rows.append({"kernel": "rope_store_kv", "T": T, "ms": time_ms(lambda: k.rope_store_kv((T,), (128,), (qkv, pos, seq, tables, np.int32(maxb), kc, vc, cos, sin, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS))))})
+        rows.append({"kernel": "rope_store_kv", "T": T, "ms": time_ms(lambda: k.rope_store_kv((T, NH + NKV), (D // 2,), (qkv, pos, seq, tables, np.int32(maxb), kc, vc, cos, sin, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS))))})
         rows.append({"kernel": f"attention_paged ctx {ctx}", "T": T, "ms": time_ms(lambda: k.attention_paged((NH, T), (512,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), att16, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(QKV))))})
+        abufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        rows.append({"kernel": f"attention_split ctx {ctx}", "T": T, "ms": time_ms(lambda: attention(k, True, qkv, kc, vc, pos, seq, tables, maxb, att16, T, NH, NKV, D, BS, QKV, abufs))})
     rows.append({"kernel": "residual_rmsnorm_f16", "T": 1, "ms": time_ms(lambda: k.residual_rmsnorm_f16((1,), (256,), (x, null(), pairs, np.int32(K), np.int32(1), wn, out, np.int32(H), np.float32(1e-5))))})
     rows.append({"kernel": "rmsnorm_router", "T": 1, "ms": time_ms(lambda: k.rmsnorm_router((1,), (256,), (x, wn, out, gate, ids, ew, np.int32(H), np.float32(1e-5), np.int32(E), np.int32(K))))})
     return rows
@@ -406,6 +450,7 @@ def decode_step(k, old, T, layers=32):
     h16 = cp.zeros((T * K, I), cp.float16); h32 = cp.zeros((T * K, I), cp.float32); pairs = cp.zeros((T * K, H), cp.float32)
     logits = cp.zeros((T, V), cp.float32); eps = np.float32(1e-5); i32 = np.int32
     bufs = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // 64 + E), cp.int32), cp.zeros(1, cp.int32))
+    abufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
     nt = str(nt_for(T)); rpb = 8 if T <= 2 else 4 if T <= 4 else 2
 
     def step():
@@ -417,9 +462,12 @@ def decode_step(k, old, T, layers=32):
             else:
                 k.residual_rmsnorm_f16((T,), (256,), (x, null(), pairs if l else null(), i32(K), i32(1), w["n1"], x16, i32(H), eps))
                 (gemm if T > 32 else gemv)(k, w["qkv"], w["sqkv"], x16, qkv, T)
-            k.rope_store_kv((T,), (128,), (qkv, pos, seq, tables, i32(maxb), w["kc"], w["vc"], cos, sin, i32(NH), i32(NKV), i32(D), i32(BS)))
-            k.attention_paged((NH, T), (128 if T > 8 else 512,), (qkv, w["kc"], w["vc"], pos, seq, tables, i32(maxb), att if old else att16,
-                                                i32(NH), i32(NKV), i32(D), i32(BS), np.float32(D ** -0.5), i32(QKV)))
+            k.rope_store_kv((T, NH + NKV) if not old else (T,), (D // 2,) if not old else (128,), (qkv, pos, seq, tables, i32(maxb), w["kc"], w["vc"], cos, sin, i32(NH), i32(NKV), i32(D), i32(BS)))
+            if old or T > 64 or splits_for(T, NH) < 2:
+                k.attention_paged((NH, T), (128 if T > 8 else 512,), (qkv, w["kc"], w["vc"], pos, seq, tables, i32(maxb), att if old else att16,
+                                                    i32(NH), i32(NKV), i32(D), i32(BS), np.float32(D ** -0.5), i32(QKV)))
+            else:
+                attention(k, True, qkv, w["kc"], w["vc"], pos, seq, tables, maxb, att16, T, NH, NKV, D, BS, QKV, abufs, splits_for(T, NH))
             if old:
                 k.__getattr__(f"gemv_i8_{T}")(((H + rpb - 1) // rpb,), (256,), (w["o"], w["so"], att, x, i32(H), i32(H), i32(1)))
                 k.rmsnorm((T,), (256,), (x, w["n2"], xb, i32(H), eps))
@@ -455,7 +503,7 @@ def sweep():
     s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
     dense = [(cp.random.randint(-127, 128, (QKV, H), dtype=cp.int8), cp.full(QKV, 1e-3, cp.float32)) for _ in range(8)]
     out = []
-    for defines in [("MOE_UNROLL=2",), ("MOE_UNROLL=2", "WEIGHT_PREFETCH=1"), ("MOE_UNROLL=4", "WEIGHT_PREFETCH=1"), ("MOE_UNROLL=1", "WEIGHT_PREFETCH=1")]:
+    for defines in [("MOE_UNROLL=1",), ("MOE_UNROLL=2",), ("MOE_UNROLL=4",)]:
         split = 8
         km = module(HERE, defines, only="moe.cu")
         if True:
@@ -470,8 +518,8 @@ def sweep():
                     km.moe_down_i8_nt1((H // 16, min(E, T * K)), (32 * split,), (W2[l], s2, ids, w, h16, o, np.int32(T), np.int32(H), np.int32(I), np.int32(K)))
                 ms = time_ms(run, iters=20)
                 out.append({"kernel": "moe", "defines": " ".join(defines), "T": T, "ms": ms, "GB/s": used * 3 * I * H / ms / 1e6})
-    for split, pf in [(8, 0), (8, 1), (4, 1)]:
-        kg = module(HERE, (f"GEMV_SPLIT={split}", f"WEIGHT_PREFETCH={pf}"), only="gemv.cu")
+    for split in [4, 8]:
+        kg = module(HERE, (f"GEMV_SPLIT={split}",), only="gemv.cu")
         for T in [1, 8]:
             x16 = cp.zeros((T, H), cp.float16); y = cp.zeros((T, QKV), cp.float32)
             it = iter(range(10 ** 9))
@@ -479,15 +527,18 @@ def sweep():
                 W, sc = dense[next(it) % 8]
                 kg.gemv_i8_nt1(((QKV + 15) // 16,), (32 * split,), (W, sc, x16, y, np.int32(T), np.int32(QKV), np.int32(H), np.int32(0)))
             ms = time_ms(rung)
-            out.append({"kernel": "gemv qkv", "defines": f"GEMV_SPLIT={split} WEIGHT_PREFETCH={pf}", "T": T, "ms": ms, "GB/s": QKV * H / ms / 1e6})
+            out.append({"kernel": "gemv qkv", "defines": f"GEMV_SPLIT={split}", "T": T, "ms": ms, "GB/s": QKV * H / ms / 1e6})
     for r in out:
         print(f"sweep {r['kernel']:8} {r['defines']:40} T={r['T']}: {r['ms'] * 1000:7.1f} us {r['GB/s']:6.0f} GB/s")
     return out
 
 
-def prefill_timings(T=512):
+def prefill_timings(T=512, defines=()):
     """A 512-token prompt's products at the 8x7B shape: the W8A16 GEMMs against dequantise-then-cuBLAS (fp16)."""
-    k = module(HERE)
+    k = module(HERE, defines)
+    for name in ["gemm_i8", "moe_gemm_gate_up_i8", "moe_gemm_down_i8", "gemv_i8_nt1", "moe_gate_up_i8_nt1", "moe_down_i8_nt1", "attention_paged"]:
+        a = getattr(k, name).attributes
+        print(f"{' '.join(defines) or 'default':24} {name:22} registers {a['num_regs']:3}  local bytes {a['local_size_bytes']:4}  shared bytes {a['shared_size_bytes']:6}")
     cp.random.seed(3)
     out = []
     for name, (R, C) in {"qkv": (QKV, H), "o": (H, H)}.items():
@@ -496,7 +547,7 @@ def prefill_timings(T=512):
         deq = cp.zeros((R, C), cp.float16)
         ms = time_ms(lambda: gemm(k, W, sc, x16, y, T), iters=10)
         msb = time_ms_eager(lambda: (k.dequant_i8_f16((4096,), (256,), (W, sc, deq, np.int64(R * C), np.int32(C))), cp.matmul(x16, deq.T)))
-        out.append({"op": f"{name} {T}x{R}x{C}", "ms": ms, "TFLOP/s": 2 * T * R * C / ms / 1e9, "dequant+cuBLAS ms": msb})
+        out.append({"op": f"{' '.join(defines)} {name} {T}x{R}x{C}", "ms": ms, "TFLOP/s": 2 * T * R * C / ms / 1e9, "dequant+cuBLAS ms": msb})
     layers = 2
     W13 = [cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8) for _ in range(layers)]
     W2 = [cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8) for _ in range(layers)]
@@ -520,7 +571,7 @@ def prefill_timings(T=512):
             k.dequant_i8_f16((4096,), (256,), (W2[l][e], s2[e], deq, np.int64(H * I), np.int32(I)))
             cp.matmul(gu[:, :I], deq[:H * I].reshape(H, I).T)
     msb = time_ms_eager(old, iters=4)
-    out.append({"op": f"experts {T} tokens (gate_up + down, 8 experts)", "ms": ms, "TFLOP/s": 2 * T * K * 3 * I * H / ms / 1e9, "dequant+cuBLAS ms": msb})
+    out.append({"op": f"{' '.join(defines)} experts {T} tokens (gate_up + down, 8 experts)", "ms": ms, "TFLOP/s": 2 * T * K * 3 * I * H / ms / 1e9, "dequant+cuBLAS ms": msb})
     for r in out:
         print(f"prefill {r['op']:48} {r['ms']:8.3f} ms {r['TFLOP/s']:6.0f} TFLOP/s   dequant+cuBLAS {r['dequant+cuBLAS ms']:8.3f} ms")
     return out
@@ -533,6 +584,7 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--variant", action="append", help="also time the decode step with these -D defines (comma-separated)")
     ap.add_argument("--no-timings", action="store_true")
+    ap.add_argument("--gemm-variant", action="append", help="also time the prompt GEMMs with these -D defines")
     ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
@@ -564,6 +616,8 @@ def main():
         print(f"{r['kernel']:34} {r['T']:>3} {r['ms']:8.4f} {r.get('GB/s', 0):7.0f} {r.get('baseline_ms', float('nan')):11.4f}")
     swept = sweep() if a.sweep else []
     prefill = prefill_timings()
+    for d in a.gemm_variant or []:
+        prefill += prefill_timings(defines=tuple(d.split(",")))
     steps = []
     variants = [("current", k, False)]
     for d in a.variant or []:

@@ -148,7 +148,11 @@ public sealed unsafe class CudaDevice : IDisposable
         _functions.TryGetValue(name, out var f) ? f : throw new CudaException($"kernel {name} not found in kernels/*.cu");
 
     /// <summary>Launches a kernel on the device's stream; arguments live on the stack (nothing allocates).</summary>
-    public void Launch(string kernel, uint gridX, uint gridY, uint blockX, params ReadOnlySpan<KArg> args)
+    public void Launch(string kernel, uint gridX, uint gridY, uint blockX, params ReadOnlySpan<KArg> args) =>
+        Launch(kernel, (gridX, gridY, 1), blockX, args);
+
+    /// <summary>Launches a kernel over a three-dimensional grid.</summary>
+    public void Launch(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, params ReadOnlySpan<KArg> args)
     {
         var values = stackalloc ulong[args.Length];
         var pointers = stackalloc void*[args.Length];
@@ -157,7 +161,7 @@ public sealed unsafe class CudaDevice : IDisposable
             values[i] = args[i].Bits;
             pointers[i] = &values[i];
         }
-        Cu.Check(Cu.cuLaunchKernel(Function(kernel), gridX, gridY, 1, blockX, 1, 1, 0, Stream, pointers, null), kernel);
+        Cu.Check(Cu.cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, blockX, 1, 1, 0, Stream, pointers, null), kernel);
     }
 
     void LoadKernels()

@@ -42,6 +42,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     readonly List<DeviceBuffer> _buffers = [];
     // activations
     readonly DeviceBuffer _x, _qkv, _act16, _pairH16, _pairs, _ids, _expW, _slots, _tiles, _tileCount, _xl16, _logits;
+    readonly DeviceBuffer _attPartO, _attPartMl, _attArrivals; // decode attention split over AttentionSplits blocks per (token, head)
+    const int AttentionSplits = 8; // ATT_SPLITS in attention.cu
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
     readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _stepBytes;
@@ -76,6 +78,11 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             _slots = F((long)T * K); _tiles = F(3L * MaxExpertTiles(T)); _tileCount = F(1); // prompt experts grouped on the device
             _xl16 = F((long)T * h, 2);
             _logits = F((long)T * _c.VocabSize);
+            var decodeHeads = (long)Math.Min(T, DecodeMaxTokens) * _c.NumHeads;
+            _attPartO = F(decodeHeads * AttentionSplits * _c.HeadDim);
+            _attPartMl = F(decodeHeads * AttentionSplits * 2);
+            _attArrivals = F(decodeHeads);
+            device.Upload(_attArrivals, 0, (ReadOnlySpan<int>)new int[decodeHeads]); // the kernel keeps them at 0 between steps
 
             _maxBlocks = (_c.MaxPositionEmbeddings + _o.KvBlockSize - 1) / _o.KvBlockSize;
             _offTokens = 0;
@@ -267,12 +274,20 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     void Attention(int layer, int T)
     {
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
-        _d.Launch("rope_store_kv", (uint)T, 1, 128, _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
+        _d.Launch("rope_store_kv", (uint)T, (uint)(_c.NumHeads + _c.NumKvHeads), (uint)(_c.HeadDim / 2), _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
             _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
-        // decode: few (token, head) blocks, so many warps each; prompts: many blocks, so fewer warps each.
-        // The output (fp16) goes to _act16, the o projection's input.
-        _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
-            _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, 1f / MathF.Sqrt(_c.HeadDim), qDim + 2 * kvDim);
+        // the output (fp16) goes to _act16, the o projection's input
+        var scale = 1f / MathF.Sqrt(_c.HeadDim);
+        // Few (token, head) pairs (a decode step of 1-4 sequences): split each one's positions over blocks so the GPU
+        // fills (fixed per T, so graph replays stay valid). More pairs fill it already: one block each, 16 warps for a
+        // decode step, 4 for prompts (many blocks). H100, ctx 600: T = 1 10.5 µs split / 12.1 µs not; T = 8 35 / 24.
+        var splits = Math.Min(AttentionSplits, 2 * _d.Multiprocessors / (_c.NumHeads * T));
+        if (T <= DecodeMaxTokens && splits >= 2)
+            _d.Launch("attention_split", ((uint)_c.NumHeads, (uint)T, (uint)splits), 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+                _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
+        else
+            _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+                _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim);
     }
 
     /// <summary>The final norm of the rows that want logits (adding the last layer's experts), then lm_head.</summary>
