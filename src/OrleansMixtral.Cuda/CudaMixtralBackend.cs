@@ -27,7 +27,7 @@ public sealed record CudaBackendOptions
 /// to it — and prompts through tiled GEMMs, experts grouped on the device. No host round trip inside a step; decode
 /// steps replay from CUDA graphs.
 /// </summary>
-public sealed unsafe class CudaMixtralBackend : IModelBackend
+public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
 {
     const int DecodeMaxTokens = 64;     // steps up to this many tokens replay from graphs
     const int SkinnyMaxTokens = 32;     // products of up to this many tokens use the skinny kernels, larger ones the GEMMs
@@ -46,10 +46,11 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     const int AttentionSplits = 8; // ATT_SPLITS in attention.cu
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
-    readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _stepBytes;
-    readonly IntPtr _pinned;
+    readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _offTemperatures, _offUniforms, _stepBytes;
+    readonly IntPtr _pinned, _pinnedSampled;
+    readonly DeviceBuffer _sampled; // chosen token per logit row (device sampling)
     readonly int _maxBlocks;
-    readonly Dictionary<(int Tokens, int Logits), IntPtr> _graphs = new();
+    readonly Dictionary<(int Tokens, int Logits, bool Sample), IntPtr> _graphs = new();
     readonly int[] _hostIds;
     readonly float[] _hostW;
 
@@ -89,10 +90,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             _offPositions = _offTokens + 4L * T;
             _offSeq = _offPositions + 4L * T;
             _offLogitRows = _offSeq + 4L * T;
-            _offTables = _offLogitRows + 4L * T;
+            _offTemperatures = _offLogitRows + 4L * T;
+            _offUniforms = (_offTemperatures + 4L * T + 7) / 8 * 8;
+            _offTables = _offUniforms + 8L * T;
             _stepBytes = _offTables + 4L * _o.MaxSequences * _maxBlocks;
             _step = F(_stepBytes / 4);
             Cu.Check(Cu.cuMemAllocHost(out _pinned, (nuint)_stepBytes));
+            _sampled = F(T);
+            Cu.Check(Cu.cuMemAllocHost(out _pinnedSampled, (nuint)(4L * T)));
 
             var (cos, sin) = RopeTables.Compute(_c.MaxPositionEmbeddings, _c.HeadDim, (float)_c.RopeTheta);
             _cos = F(cos.Length); _sin = F(sin.Length);
@@ -146,6 +151,34 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     {
         int T = batch.TokenCount, N = batch.LogitCount;
         if (T == 0) return;
+        Run(batch, sample: false);
+        if (N > 0)
+        {
+            fixed (float* dst = logits)
+                Cu.Check(Cu.cuMemcpyDtoHAsync(dst, _logits.Ptr, (nuint)((long)N * _c.VocabSize * 4), _d.Stream));
+        }
+        _d.Synchronize();
+    }
+
+    /// <summary>The forward pass, then sample_rows (kernels/sample.cu): 4 bytes per row come back instead of the logits.</summary>
+    public void ForwardAndSample(ForwardBatch batch, ReadOnlySpan<float> temperatures, ReadOnlySpan<double> uniforms, Span<int> tokens)
+    {
+        int T = batch.TokenCount, N = batch.LogitCount;
+        if (T == 0) return;
+        if (temperatures.Length < N || uniforms.Length < N || tokens.Length < N)
+            throw new ArgumentException($"{N} logit rows need {N} temperatures, draws and token slots");
+        var p = (byte*)_pinned;
+        temperatures[..N].CopyTo(new Span<float>(p + _offTemperatures, N));
+        uniforms[..N].CopyTo(new Span<double>(p + _offUniforms, N));
+        Run(batch, sample: true);
+        if (N > 0) Cu.Check(Cu.cuMemcpyDtoHAsync((void*)_pinnedSampled, _sampled.Ptr, (nuint)(4L * N), _d.Stream));
+        _d.Synchronize();
+        new ReadOnlySpan<int>((void*)_pinnedSampled, N).CopyTo(tokens);
+    }
+
+    void Run(ForwardBatch batch, bool sample)
+    {
+        int T = batch.TokenCount, N = batch.LogitCount;
         _d.MakeCurrent();
         if (T > MaxBatchTokens) throw new ArgumentException($"batch of {T} tokens exceeds MaxBatchTokens {MaxBatchTokens}");
         if (batch.SequenceCount > _o.MaxSequences) throw new ArgumentException($"batch of {batch.SequenceCount} sequences exceeds {_o.MaxSequences}");
@@ -153,16 +186,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             if ((uint)batch.Positions[t] >= (uint)_c.MaxPositionEmbeddings)
                 throw new ArgumentException($"position {batch.Positions[t]} is outside the context of {_c.MaxPositionEmbeddings}");
         UploadStep(batch);
-
-        if (T <= DecodeMaxTokens && N <= DecodeMaxTokens && _o.UseGraphs && RouterTrace is null) Replay(T, N);
-        else Layers(T, N);
-
-        if (N > 0)
-        {
-            fixed (float* dst = logits)
-                Cu.Check(Cu.cuMemcpyDtoHAsync(dst, _logits.Ptr, (nuint)((long)N * _c.VocabSize * 4), _d.Stream));
-        }
-        _d.Synchronize();
+        if (T <= DecodeMaxTokens && N <= DecodeMaxTokens && _o.UseGraphs && RouterTrace is null) Replay(T, N, sample);
+        else Layers(T, N, sample);
     }
 
     void UploadStep(ForwardBatch b)
@@ -175,7 +200,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         b.LogitTokens.AsSpan(0, b.LogitCount).CopyTo(new Span<int>(p + _offLogitRows, b.LogitCount));
         for (var s = 0; s < b.SequenceCount; s++)
             b.BlockTables[s].AsSpan(0, _maxBlocks).CopyTo(new Span<int>(p + _offTables + 4L * s * _maxBlocks, _maxBlocks));
-        var bytes = _offTables + 4L * b.SequenceCount * _maxBlocks;
+        var bytes = _offTables + 4L * b.SequenceCount * _maxBlocks; // temperatures and draws sit before the tables
         Cu.Check(Cu.cuMemcpyHtoDAsync(_step.Ptr, p, (nuint)bytes, _d.Stream));
     }
 
@@ -184,13 +209,15 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     ulong SeqOf => _step.At(_offSeq);
     ulong Tables => _step.At(_offTables);
     ulong LogitRows => _step.At(_offLogitRows);
+    ulong Temperatures => _step.At(_offTemperatures);
+    ulong Uniforms => _step.At(_offUniforms);
 
-    void Replay(int T, int N)
+    void Replay(int T, int N, bool sample)
     {
-        if (!_graphs.TryGetValue((T, N), out var exec))
+        if (!_graphs.TryGetValue((T, N, sample), out var exec))
         {
             Cu.Check(Cu.cuStreamBeginCapture(_d.Stream, Cu.CU_STREAM_CAPTURE_MODE_RELAXED));
-            try { Layers(T, N); }
+            try { Layers(T, N, sample); }
             catch
             {
                 // end the capture so the stream is usable again, and report the launch that failed, not the capture
@@ -200,7 +227,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             Cu.Check(Cu.cuStreamEndCapture(_d.Stream, out var graph));
             try { Cu.Check(Cu.cuGraphInstantiateWithFlags(out exec, graph, 0)); }
             finally { Cu.cuGraphDestroy(graph); }
-            _graphs[(T, N)] = exec;
+            _graphs[(T, N, sample)] = exec;
         }
         Cu.Check(Cu.cuGraphLaunch(exec, _d.Stream));
     }
@@ -213,7 +240,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
     /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
     /// layer's norm (or the final one) adds them to the residual.
     /// </summary>
-    void Layers(int T, int N)
+    void Layers(int T, int N, bool sample)
     {
         int h = _c.HiddenSize, K = _c.NumExpertsPerToken;
         var eps = (float)_c.RmsNormEps;
@@ -230,6 +257,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
             Experts(L, T);
         }
         Logits(N);
+        if (sample && N > 0) _d.Launch("sample_rows", (uint)N, 1, 1024, _logits, _c.VocabSize, Temperatures, Uniforms, _sampled);
     }
 
     /// <summary>y (+)= x · Wᵀ: skinny kernels for few tokens (every weight read once), tiled GEMMs for many.</summary>
@@ -342,5 +370,6 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend
         _embed?.Dispose();
         _finalNorm?.Dispose();
         if (_pinned != IntPtr.Zero) Cu.cuMemFreeHost(_pinned);
+        if (_pinnedSampled != IntPtr.Zero) Cu.cuMemFreeHost(_pinnedSampled);
     }
 }

@@ -52,6 +52,11 @@ public sealed class InferenceEngine : IAsyncDisposable
     readonly ForwardBatch _batch;
     readonly float[] _logits;
     readonly Sampler _sampler;
+    readonly IDeviceSampling? _deviceSampling;
+    readonly float[] _temperatures;  // per logit row, for device sampling
+    readonly double[] _uniforms;
+    readonly int[] _sampled;
+    static readonly bool[] DecodeThenPrompts = [true, false];
     readonly HashSet<int> _eos;
     readonly ConcurrentQueue<Sequence> _submitted = new();
     readonly LinkedList<Sequence> _waiting = new();
@@ -81,6 +86,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
         _logits = new float[(long)maxSeqs * c.VocabSize];
         _sampler = new Sampler(c.VocabSize);
+        _deviceSampling = backend as IDeviceSampling;
+        _temperatures = new float[maxSeqs];
+        _uniforms = new double[maxSeqs];
+        _sampled = new int[maxSeqs];
         _eos = [.. c.EosTokenIds];
         Info = new EngineInfo(backend.Name, "", c.MaxPositionEmbeddings, c.VocabSize, backend.KvBlockSize, backend.KvBlockCount);
         _loop = new Thread(Loop) { IsBackground = true, Name = "engine-loop" };
@@ -208,7 +217,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         var budget = _batch.MaxTokens;
         var decoding = 0;
         // decodes first (one token each), then prompt chunks with what is left of the token budget
-        foreach (var pass in new[] { true, false })
+        foreach (var pass in DecodeThenPrompts)
         {
             foreach (var s in _running)
             {
@@ -228,7 +237,24 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
         if (_batch.TokenCount == 0) return;
 
-        _backend.Forward(_batch, _logits);
+        // where the backend can, the next tokens are chosen next to the logits and only their ids come back; the
+        // draws are the engine's (one per sampled row, as the host sampler takes), so a seed gives the same text
+        var onDevice = _deviceSampling is not null;
+        foreach (var s in _inBatch)
+            if (s.LogitRow >= 0 && !Sampler.OnDevice(s.Request.Sampling)) onDevice = false;
+        if (onDevice)
+        {
+            foreach (var s in _inBatch)
+            {
+                if (s.LogitRow < 0) continue;
+                var t = s.Request.Sampling.Temperature;
+                _temperatures[s.LogitRow] = t;
+                _uniforms[s.LogitRow] = t == 0f ? 0 : s.Rng.NextDouble();
+            }
+            var rows = _batch.LogitCount;
+            _deviceSampling!.ForwardAndSample(_batch, _temperatures.AsSpan(0, rows), _uniforms.AsSpan(0, rows), _sampled.AsSpan(0, rows));
+        }
+        else _backend.Forward(_batch, _logits);
 
         var vocab = _backend.Config.VocabSize;
         foreach (var s in _inBatch)
@@ -236,7 +262,8 @@ public sealed class InferenceEngine : IAsyncDisposable
             var computed = s.Kv!.ComputedTokens + CountTokens(s);
             _kv.Advance(s.Kv, s.TokenList, computed);
             if (s.LogitRow < 0) continue;
-            var token = _sampler.Sample(new ReadOnlySpan<float>(_logits, s.LogitRow * vocab, vocab), s.Request.Sampling, ref s.Rng);
+            var token = onDevice ? _sampled[s.LogitRow]
+                : _sampler.Sample(new ReadOnlySpan<float>(_logits, s.LogitRow * vocab, vocab), s.Request.Sampling, ref s.Rng);
             Accept(s, token);
         }
         _inBatch.Clear();

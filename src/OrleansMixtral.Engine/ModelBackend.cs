@@ -31,6 +31,20 @@ public interface IModelBackend : IDisposable
     RouterTrace? RouterTrace { get; set; }
 }
 
+/// <summary>
+/// A backend that can also choose each logit row's next token where the logits are (a GPU), so only token ids come
+/// back: what <see cref="Sampling.Sampler"/> does with top-k and top-p off. The engine still owns the randomness.
+/// </summary>
+public interface IDeviceSampling
+{
+    /// <summary>
+    /// <see cref="IModelBackend.Forward"/>, then for logit row i: the argmax (first of equal maxima) when
+    /// temperatures[i] is 0, else the first token whose cumulative softmax(logits / temperatures[i]) probability
+    /// exceeds uniforms[i] of the total, uniforms[i] in [0, 1) drawn by the engine from the request's generator.
+    /// </summary>
+    void ForwardAndSample(ForwardBatch batch, ReadOnlySpan<float> temperatures, ReadOnlySpan<double> uniforms, Span<int> tokens);
+}
+
 /// <summary>The work of one forward call, in preallocated arrays (nothing allocates per step).</summary>
 public sealed class ForwardBatch
 {

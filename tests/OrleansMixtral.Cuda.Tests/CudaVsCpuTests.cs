@@ -27,7 +27,7 @@ public sealed class CudaVsCpuTests
         return Gpu.Value!;
     }
 
-    static CudaMixtralBackend GpuBackend(CudaWeightFormat weights, bool graphs = true)
+    internal static CudaMixtralBackend GpuBackend(CudaWeightFormat weights, bool graphs = true)
     {
         using var checkpoint = CheckpointDirectory.Open(RepoPaths.TinyModel);
         return CudaMixtralBackend.Load(RequireGpu(), checkpoint, new CudaBackendOptions { Weights = weights, KvCacheBytes = 64L << 20, UseGraphs = graphs });

@@ -35,32 +35,42 @@ public sealed class Sampler(int vocabSize)
         return best; // the first of equal maxima, as torch.argmax
     }
 
+    /// <summary>Whether a backend's <see cref="IDeviceSampling"/> can stand in for <see cref="Sample"/> (top-k and top-p off).</summary>
+    public static bool OnDevice(SamplingParams p) => p.TopK == 0 && p.TopP >= 1f;
+
+    /// <summary>
+    /// What <see cref="Sample"/> does with top-k and top-p off, given its one draw u in [0, 1): the first token whose
+    /// cumulative softmax(logits / temperature) exceeds u of the total — the reference for device sampling.
+    /// </summary>
+    public int SampleWithDraw(ReadOnlySpan<float> logits, float temperature, double u)
+    {
+        if (temperature == 0f) return Argmax(logits);
+        var n = logits.Length;
+        var probs = _probs.AsSpan(0, n);
+        TensorPrimitives.Divide(logits, temperature, probs);
+        var max = TensorPrimitives.Max(probs);
+        var sum = 0.0;
+        for (var i = 0; i < n; i++) sum += probs[i] = MathF.Exp(probs[i] - max);
+        var target = u * sum;
+        for (var i = 0; i < n; i++) if ((target -= probs[i]) < 0) return i;
+        return n - 1;
+    }
+
     public int Sample(ReadOnlySpan<float> logits, SamplingParams p, ref SplitMix64 rng)
     {
         if (p.Temperature == 0f) return Argmax(logits);
+        if (OnDevice(p)) return SampleWithDraw(logits, p.Temperature, rng.NextDouble());
         var n = logits.Length;
         var probs = _probs.AsSpan(0, n);
         TensorPrimitives.Divide(logits, p.Temperature, probs);
 
-        // candidates sorted by probability when top-k/top-p need an order; otherwise the whole vocabulary
+        // top-k / top-p: candidates sorted by probability
         var order = _order.AsSpan(0, n);
-        var count = n;
-        if (p.TopK > 0 || p.TopP < 1f)
-        {
-            for (var i = 0; i < n; i++) order[i] = i;
-            count = p.TopK > 0 ? Math.Min(p.TopK, n) : n;
-            var keys = _probs; // sort indices by descending logit
-            order.Sort((a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
-        }
-        var max = p.TopK > 0 || p.TopP < 1f ? probs[order[0]] : TensorPrimitives.Max(probs);
+        for (var i = 0; i < n; i++) order[i] = i;
+        var count = p.TopK > 0 ? Math.Min(p.TopK, n) : n;
+        order.Sort(new DescendingBy(_probs)); // a struct comparer: nothing allocates per token
+        var max = probs[order[0]];
         var sum = 0.0;
-        if (count == n && p.TopP >= 1f)
-        {
-            for (var i = 0; i < n; i++) sum += probs[i] = MathF.Exp(probs[i] - max);
-            var u = rng.NextDouble() * sum;
-            for (var i = 0; i < n; i++) if ((u -= probs[i]) < 0) return i;
-            return n - 1;
-        }
         for (var i = 0; i < count; i++) sum += probs[order[i]] = MathF.Exp(probs[order[i]] - max);
         if (p.TopP < 1f)
         {
@@ -75,5 +85,11 @@ public sealed class Sampler(int vocabSize)
         var draw = rng.NextDouble() * sum;
         for (var i = 0; i < count; i++) if ((draw -= probs[order[i]]) < 0) return order[i];
         return order[count - 1];
+    }
+
+    /// <summary>Token indices by descending score, ties by index (the host's order for top-k / top-p).</summary>
+    readonly struct DescendingBy(float[] scores) : IComparer<int>
+    {
+        public int Compare(int a, int b) => scores[b].CompareTo(scores[a]) is var c && c != 0 ? c : a.CompareTo(b);
     }
 }
