@@ -294,6 +294,24 @@ def checks(k):
                     ref[t, hh * D:(hh + 1) * D] = pr @ Vt[:, hh // (NH // NKV)]
             r = rel(out, ref)
             res.append(("attn", f"{f'split {splits}' if split else 'paged'} T={T} ctx={ctx}", r, 0.0, 0.0, r < 2e-3 and not bool(cp.isnan(out).any())))
+    # sampling on the device: greedy rows exactly, temperature rows the first token past the draw (float64 reference)
+    V_ = 32000
+    logits = cp.random.standard_normal((6, V_), dtype=cp.float32) * 3
+    logits[1, 17] = logits[1, 4000] = logits[1].max() + 1  # a tie for the maximum: the first index wins
+    temps = cp.asarray([0, 0, 0.5, 1, 2, 1], cp.float32)
+    draws = cp.asarray([0, 0, 0.3, 0.7, 0.999, 0.0001], cp.float64)
+    out = cp.full(6, -1, cp.int32)
+    k.sample_rows((6,), (1024,), (logits, np.int32(V_), temps, draws, out))
+    got, want = cp.asnumpy(out).tolist(), []
+    for r in range(6):
+        l = cp.asnumpy(logits[r]).astype(np.float64)
+        if temps[r] == 0:
+            want.append(int(np.argmax(l)))
+            continue
+        p = np.exp(l / float(temps[r]) - (l / float(temps[r])).max())
+        c = np.cumsum(p)
+        want.append(int(np.searchsorted(c, float(draws[r]) * c[-1], side="right")))
+    res.append(("sample", f"rows {got}", 0.0, 0.0, 0.0, got == want))
     # the layout and its inverse: tile_rows_16 against tile(), dequantisation of tiled weights to row-major fp16
     for (R, C) in [(64, 128), (6144, 4096)]:
         Wq = cp.random.randint(-127, 128, (R, C), dtype=cp.int8)

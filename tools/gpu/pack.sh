@@ -10,7 +10,8 @@ projects=("$@")
 [ -f .device/apps.tar.xz ] || { tail -20 /tmp/pack.log; exit 1; }
 rm -rf .device/app && tar -C .device -xJf .device/apps.tar.xz
 find .device/app -path '*/runtimes/*' -maxdepth 3 -type d -name '*' | grep -E '/runtimes/[^/]+$' | grep -v '/runtimes/linux-x64$' | xargs -r rm -rf
-# the GPU runs never start an Orleans client: Roslyn (pulled in by Orleans) and symbol/doc files stay behind
-find .device/app \( -name 'Microsoft.CodeAnalysis*.dll' -o -name '*.pdb' -o -name '*.xml' \) -delete
+# symbol/doc files stay behind; so does Roslyn (pulled in by Orleans) unless KEEP_ROSLYN=1 (a silo on the GPU machine)
+find .device/app \( -name '*.pdb' -o -name '*.xml' \) -delete
+[ "${KEEP_ROSLYN:-0}" = 1 ] || find .device/app -name 'Microsoft.CodeAnalysis*.dll' -delete
 tar -C .device -cJf .device/apps.tar.xz app && rm -rf .device/app
 du -sh .device/apps.tar.xz
