@@ -129,9 +129,9 @@ def moe_prompt(k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None)
     k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), slots, tiles, count))
     mt = P // 64 + E
     kind = "i8" if i8 else "bf16"
-    getattr(k, "moe_gemm_gate_up_" + kind)(((I_ + 127) // 128, mt), (256,), (W13, s13 if i8 else null(), tiles, count, slots, x16, h16,
+    getattr(k, "moe_gemm_gate_up_" + kind)((mt, (I_ + 127) // 128), (256,), (W13, s13 if i8 else null(), tiles, count, slots, x16, h16,
                                                                      np.int32(I_), np.int32(H_), np.int32(K)))
-    getattr(k, "moe_gemm_down_" + kind)(((H_ + 255) // 256, mt), (256,), (W2, s2 if i8 else null(), tiles, count, slots, w, h16, out,
+    getattr(k, "moe_gemm_down_" + kind)((mt, (H_ + 255) // 256), (256,), (W2, s2 if i8 else null(), tiles, count, slots, w, h16, out,
                                                                                    np.int32(H_), np.int32(I_)))
 
 
@@ -604,11 +604,23 @@ def main():
     ap.add_argument("--no-timings", action="store_true")
     ap.add_argument("--gemm-variant", action="append", help="also time the prompt GEMMs with these -D defines")
     ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
+    ap.add_argument("--prompt-experts-only", action="store_true", help="only run a 512-token prompt's experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
     dev = cp.cuda.Device()
     print(cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode())
     k = module(HERE)
+    if a.prompt_experts_only:
+        T = 512
+        W13 = cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8); W2 = cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)
+        s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
+        ids = cp.asarray(np.stack([np.random.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
+        x16 = f16(cp.random.standard_normal((T, H), dtype=cp.float32)); w = cp.ones(T * K, cp.float32)
+        h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K, H), cp.float32)
+        for _ in range(3):
+            moe_prompt(k, W13, s13, W2, s2, ids, w, x16, h16, o, T, I, H)
+        cp.cuda.Device().synchronize()
+        return
     if a.moe_only:
         W13 = cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8); W2 = cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)
         s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)

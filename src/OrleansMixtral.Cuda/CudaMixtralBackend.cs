@@ -293,9 +293,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
         var tiles = (uint)MaxExpertTiles(T);
         _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, _slots, _tiles, _tileCount);
-        _d.Launch($"moe_gemm_gate_up_{kind}", Blocks(inter, 128), tiles, 256,
+        _d.Launch($"moe_gemm_gate_up_{kind}", tiles, Blocks(inter, 128), 256, // tiles fastest: an expert's tiles share its weight reads
             L.W13, L.W13Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
-        _d.Launch($"moe_gemm_down_{kind}", Blocks(h, 256), tiles, 256,
+        _d.Launch($"moe_gemm_down_{kind}", tiles, Blocks(h, 256), 256,
             L.W2, L.W2Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
     }
 
