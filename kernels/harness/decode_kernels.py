@@ -595,6 +595,28 @@ def prefill_timings(T=512, defines=()):
     return out
 
 
+def attention_timings():
+    """Decode attention, one block per (token, head) against the positions split over 8 blocks, by context length."""
+    D, NH, NKV, BS = 128, 32, 8, 16
+    k = module(HERE)
+    rows = []
+    for ctx in [600, 2048, 4096, 16384]:
+        for T in [1, 8, 32]:
+            maxb = ctx // BS + 2
+            kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
+            vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+            qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+            pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32); tables = cp.arange(T * maxb, dtype=cp.int32)
+            out = cp.zeros((T, H), cp.float16)
+            bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+            paged = time_ms(lambda: attention(k, False, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV))
+            split = time_ms(lambda: attention(k, True, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, 8))
+            rows.append({"ctx": ctx, "T": T, "paged_us": paged * 1000, "split8_us": split * 1000})
+            print(f"attention ctx {ctx:6} T={T:3}: one block per (token, head) {paged * 1000:8.1f} us, split over 8 {split * 1000:8.1f} us")
+            del kc, vc
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline")
@@ -604,12 +626,18 @@ def main():
     ap.add_argument("--no-timings", action="store_true")
     ap.add_argument("--gemm-variant", action="append", help="also time the prompt GEMMs with these -D defines")
     ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
+    ap.add_argument("--attention-only", action="store_true", help="only the decode attention timings by context length")
     ap.add_argument("--prompt-experts-only", action="store_true", help="only run a 512-token prompt's experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
     dev = cp.cuda.Device()
     print(cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode())
     k = module(HERE)
+    if a.attention_only:
+        rows = attention_timings()
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], "attention.json").write_text(json.dumps(rows, indent=1))
+        return
     if a.prompt_experts_only:
         T = 512
         W13 = cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8); W2 = cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)
