@@ -19,58 +19,86 @@
 #define MAX_EXPERTS 64
 #define MAX_PAIRS 512
 
-// out[t] = fp16(x[t] · w / sqrt(mean(x[t]²) + eps)), and the router on the fp32 normalised row (kept in shared
-// memory): softmax over all experts, keep the top k, renormalise (Hugging Face Mixtral). One warp per expert,
-// 16-byte loads. grid T, block 256; H a multiple of 4, ≤ ROUTER_MAX_H.
-#define ROUTER_MAX_H 8192
-extern "C" __global__ void rmsnorm_router(const float* x, const float* w, f16_t* out, const float* gate, int* expert_ids,
-                                          float* expert_w, int H, float eps, int E, int K) {
+// out[t] = fp16(x[t] · w / sqrt(mean(x[t]²) + eps)), and the router on the fp32 normalised row: softmax over all
+// experts, keep the top k, renormalise (Hugging Face Mixtral). Each thread holds its RN_VEC float4 of the row and,
+// loaded first (they do not depend on x), the matching float4 of 8 experts' gate rows at a time: one memory latency
+// for the whole router instead of one per unrolled step of a warp-per-expert loop (7.7 µs a token on an H100).
+// grid T, block 256; H a multiple of 4, ≤ 4 · 256 · RN_VEC.
+#define RN_VEC 4
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_router(const float* x, const float* w, f16_t* out, const float* gate,
+                                                                int* expert_ids, float* expert_w, int H, float eps, int E, int K) {
     __shared__ float partial[32];
+    __shared__ float dots[8][8];   // [warp][expert of the chunk]
     __shared__ float logits[MAX_EXPERTS];
-    __shared__ float4 xn[ROUTER_MAX_H / 4];
-    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5, H4 = H / 4;
+    const int t = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, H4 = H / 4;
     const float4* xt = reinterpret_cast<const float4*>(x + (size_t)t * H);
+    const float4* g4 = reinterpret_cast<const float4*>(gate);
+    float4 gv[8][RN_VEC];
+    const int chunk0 = min(E, 8);
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+#pragma unroll
+        for (int r = 0; r < RN_VEC; r++) {
+            const int c = threadIdx.x + r * 256;
+            gv[e][r] = e < chunk0 && c < H4 ? g4[(size_t)e * H4 + c] : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    float4 v[RN_VEC];
     float ss = 0.f;
-#pragma unroll 4
-    for (int c = threadIdx.x; c < H4; c += blockDim.x) {
-        const float4 v = xt[c];
-        xn[c] = v;
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+#pragma unroll
+    for (int r = 0; r < RN_VEC; r++) {
+        const int c = threadIdx.x + r * 256;
+        v[r] = c < H4 ? xt[c] : make_float4(0.f, 0.f, 0.f, 0.f);
+        ss += v[r].x * v[r].x + v[r].y * v[r].y + v[r].z * v[r].z + v[r].w * v[r].w;
     }
     ss = warp_sum(ss);
     if (lane == 0) partial[warp] = ss;
     __syncthreads();
     if (warp == 0) {
-        float v = lane < warps ? partial[lane] : 0.f;
-        v = warp_sum(v);
-        if (lane == 0) partial[0] = rsqrtf(v / H + eps);
+        float u = lane < 8 ? partial[lane] : 0.f;
+        u = warp_sum(u);
+        if (lane == 0) partial[0] = rsqrtf(u / H + eps);
     }
     __syncthreads();
     const float inv = partial[0];
     const float4* w4 = reinterpret_cast<const float4*>(w);
     uint2* o = reinterpret_cast<uint2*>(out + (size_t)t * H);
-#pragma unroll 4
-    for (int c = threadIdx.x; c < H4; c += blockDim.x) {
-        const float4 g = w4[c];
-        float4 v = xn[c];
-        v.x *= inv * g.x; v.y *= inv * g.y; v.z *= inv * g.z; v.w *= inv * g.w;
-        xn[c] = v;
-        o[c] = make_uint2((unsigned)f32_to_f16(v.x) | ((unsigned)f32_to_f16(v.y) << 16),
-                          (unsigned)f32_to_f16(v.z) | ((unsigned)f32_to_f16(v.w) << 16));
-    }
-    __syncthreads();
-    for (int e = warp; e < E; e += warps) {
-        const float4* g = reinterpret_cast<const float4*>(gate + (size_t)e * H);
-        float acc = 0.f;
-#pragma unroll 8
-        for (int c = lane; c < H4; c += 32) {
-            const float4 a = g[c], b = xn[c];
-            acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+#pragma unroll
+    for (int r = 0; r < RN_VEC; r++) {
+        const int c = threadIdx.x + r * 256;
+        if (c < H4) {
+            const float4 g = w4[c];
+            v[r].x *= inv * g.x; v[r].y *= inv * g.y; v[r].z *= inv * g.z; v[r].w *= inv * g.w;
+            o[c] = make_uint2((unsigned)f32_to_f16(v[r].x) | ((unsigned)f32_to_f16(v[r].y) << 16),
+                              (unsigned)f32_to_f16(v[r].z) | ((unsigned)f32_to_f16(v[r].w) << 16));
         }
-        acc = warp_sum(acc);
-        if (lane == 0) logits[e] = acc;
     }
-    __syncthreads();
+    for (int e0 = 0; e0 < E; e0 += 8) {
+        if (e0 > 0) { // more than 8 experts: the next 8 gate rows (the first 8 came before the norm)
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+#pragma unroll
+                for (int r = 0; r < RN_VEC; r++) {
+                    const int c = threadIdx.x + r * 256;
+                    gv[e][r] = e0 + e < E && c < H4 ? g4[(size_t)(e0 + e) * H4 + c] : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float d = 0.f;
+#pragma unroll
+            for (int r = 0; r < RN_VEC; r++) d += gv[e][r].x * v[r].x + gv[e][r].y * v[r].y + gv[e][r].z * v[r].z + gv[e][r].w * v[r].w;
+            d = warp_sum(d);
+            if (lane == 0) dots[warp][e] = d;
+        }
+        __syncthreads();
+        if (threadIdx.x < 8 && e0 + threadIdx.x < E) {
+            float d = 0.f;
+#pragma unroll
+            for (int q = 0; q < 8; q++) d += dots[q][threadIdx.x];
+            logits[e0 + threadIdx.x] = d;
+        }
+        __syncthreads();
+    }
     if (threadIdx.x == 0) {
         float m = logits[0];
         for (int e = 1; e < E; e++) m = fmaxf(m, logits[e]);

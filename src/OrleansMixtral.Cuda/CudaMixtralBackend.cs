@@ -59,9 +59,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         _d = device;
         _c = config;
         _o = options ?? new CudaBackendOptions();
-        if (_c.HiddenSize % 64 != 0 || _c.IntermediateSize % 64 != 0 || _c.QueryDim % 64 != 0 || _c.HiddenSize > 8192 || _c.VocabSize % 16 != 0
+        if (_c.HiddenSize % 64 != 0 || _c.IntermediateSize % 64 != 0 || _c.QueryDim % 64 != 0 || _c.HiddenSize > 4096 || _c.VocabSize % 16 != 0
             || _c.HeadDim > 128 || _c.HeadDim % 32 != 0 || _c.NumExperts > 64)
-            throw new NotSupportedException("the CUDA kernels need hidden (≤ 8192), intermediate and query sizes that are multiples of 64, a vocabulary that is a multiple of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
+            throw new NotSupportedException("the CUDA kernels need hidden (≤ 4096: the norm + router kernel keeps a row in registers), intermediate and query sizes that are multiples of 64, a vocabulary that is a multiple of 16, head_dim a multiple of 32 up to 128, ≤ 64 experts");
         Name = $"cuda-{(_o.Weights == CudaWeightFormat.Int8 ? "int8" : "bf16")} ({device.Name})";
         try
         {
