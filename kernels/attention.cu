@@ -7,8 +7,8 @@
 // independent K/V loads are in flight per warp. Every lane group keeps an online softmax; groups merge within the
 // warp by shuffles; the warps' results go to shared memory. D a multiple of 32, ≤ 128.
 //   attention_paged (prompts): grid (heads, T), 4 warps: one block per (token, head), many blocks.
-//   attention_split (decode): grid (heads, T, ATT_SPLITS): each (token, head) splits its positions over
-//     ATT_SPLITS blocks (a decode step has only 32 heads × a few tokens: one block each left most of the GPU idle
+//   attention_split (decode): grid (heads, T, splits ≤ 8): each (token, head) splits its positions over
+//     several blocks (a decode step has only 32 heads × a few tokens: one block each left most of the GPU idle
 //     and walked 600 positions serially); the last block to finish merges the partial softmaxes, in split order.
 #include "common.cuh"
 
@@ -92,18 +92,22 @@ __device__ __forceinline__ void attend_range(const float* q, const f16_t* k_cach
     __syncthreads();
 }
 
+// Folds a partial softmax (max m, sum l, unnormalised output o) into a running one (M, L, O); a part that saw no
+// position (m = -inf) changes nothing.
+__device__ __forceinline__ void merge_partial(float& M, float& L, float& O, float m, float l, float o) {
+    if (m == -INFINITY) return;
+    const float mm = fmaxf(M, m);
+    const float c1 = M == -INFINITY ? 0.f : expf(M - mm), c2 = expf(m - mm);
+    O = O * c1 + o * c2;
+    L = L * c1 + l * c2;
+    M = mm;
+}
+
 // Merges the warps' (m, l, acc) in shared memory into the block's: thread d < D gets (M, L, O[d]).
 __device__ __forceinline__ void merge_warps(int d, int warps, const float* s_m, const float* s_l, const float (*s_acc)[ATT_MAX_D],
                                             float& M, float& L, float& O) {
     M = -INFINITY; L = 0.f; O = 0.f;
-    for (int w = 0; w < warps; w++) {
-        if (s_m[w] == -INFINITY) continue; // a warp that saw no position
-        const float mm = fmaxf(M, s_m[w]);
-        const float c1 = M == -INFINITY ? 0.f : expf(M - mm), c2 = expf(s_m[w] - mm);
-        O = O * c1 + s_acc[w][d] * c2;
-        L = L * c1 + s_l[w] * c2;
-        M = mm;
-    }
+    for (int w = 0; w < warps; w++) merge_partial(M, L, O, s_m[w], s_l[w], s_acc[w][d]);
 }
 
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
@@ -121,8 +125,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
     }
 }
 
-#define ATT_SPLITS 8
-// Decode: split (token, head) t·n_heads + head's positions over gridDim.z blocks (≤ ATT_SPLITS). part_o: [T, heads,
+// Decode: split (token, head) t·n_heads + head's positions over gridDim.z blocks (the backend's AttentionSplits at
+// most, which sizes the partial buffers). part_o: [T, heads,
 // splits, D] unnormalised outputs, part_ml: [T, heads, splits, 2] (max, sum), arrivals: [T · heads] counters at 0
 // (the merging block puts its counter back to 0, so the buffers are ready for the next step and graph replays).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
@@ -153,16 +157,9 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
     __threadfence();
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float M = -INFINITY, L = 0.f, O = 0.f;
-        for (int s = 0; s < splits; s++) {
-            const float m = __ldcg(&part_ml[(th * splits + s) * 2]);
-            if (m == -INFINITY) continue; // a split with no positions
-            const float l = __ldcg(&part_ml[(th * splits + s) * 2 + 1]), o = __ldcg(&part_o[(th * splits + s) * D + d]);
-            const float mm = fmaxf(M, m);
-            const float c1 = M == -INFINITY ? 0.f : expf(M - mm), c2 = expf(m - mm);
-            O = O * c1 + o * c2;
-            L = L * c1 + l * c2;
-            M = mm;
-        }
+        for (int s = 0; s < splits; s++)
+            merge_partial(M, L, O, __ldcg(&part_ml[(th * splits + s) * 2]), __ldcg(&part_ml[(th * splits + s) * 2 + 1]),
+                          __ldcg(&part_o[(th * splits + s) * D + d]));
         out[th * D + d] = f32_to_f16(O / L);
     }
     if (threadIdx.x == 0) arrivals[th] = 0;

@@ -39,28 +39,21 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
+// The RMSNorm scale 1 / sqrt(mean(v²) + eps) of a row whose squares this thread summed into ss, for the whole block
+// (any number of warps ≤ 32); partial: 32 floats of shared memory. Call from all threads.
+__device__ __forceinline__ float block_rms_scale(float ss, float* partial, int H, float eps) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    ss = warp_sum(ss);
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        float u = lane < (int)(blockDim.x >> 5) ? partial[lane] : 0.f;
+        u = warp_sum(u);
+        if (lane == 0) partial[0] = rsqrtf(u / H + eps);
+    }
+    __syncthreads();
+    return partial[0];
 }
 
-// 16 int8 weights (one 16-byte load) dotted with 16 fp32 activations
-__device__ __forceinline__ float dot16_i8(int4 w, const float4* x) {
-    const signed char* b = reinterpret_cast<const signed char*>(&w);
-    float4 x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
-    return b[0] * x0.x + b[1] * x0.y + b[2] * x0.z + b[3] * x0.w
-         + b[4] * x1.x + b[5] * x1.y + b[6] * x1.z + b[7] * x1.w
-         + b[8] * x2.x + b[9] * x2.y + b[10] * x2.z + b[11] * x2.w
-         + b[12] * x3.x + b[13] * x3.y + b[14] * x3.z + b[15] * x3.w;
-}
-
-// 8 bf16 weights (one 16-byte load) dotted with 8 fp32 activations
-__device__ __forceinline__ float dot8_bf16(int4 w, const float4* x) {
-    const unsigned* u = reinterpret_cast<const unsigned*>(&w);
-    float4 x0 = x[0], x1 = x[1];
-    return __uint_as_float(u[0] << 16) * x0.x + __uint_as_float(u[0] & 0xffff0000u) * x0.y
-         + __uint_as_float(u[1] << 16) * x0.z + __uint_as_float(u[1] & 0xffff0000u) * x0.w
-         + __uint_as_float(u[2] << 16) * x1.x + __uint_as_float(u[2] & 0xffff0000u) * x1.y
-         + __uint_as_float(u[3] << 16) * x1.z + __uint_as_float(u[3] & 0xffff0000u) * x1.w;
-}
+// SiLU(gate) · up, the experts' activation (transformers' MixtralBlockSparseTop2MLP)
+__device__ __forceinline__ float silu_mul(float gate, float up) { return gate / (1.f + expf(-gate)) * up; }

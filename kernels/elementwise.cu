@@ -1,5 +1,4 @@
-// The small per-token ops of the forward pass: embedding gather, residual + RMSNorm, RoPE + KV-cache store,
-// residual add, and the gather/scatter around prefill's per-expert GEMMs.
+// The small per-token ops of the forward pass: embedding gather, residual + RMSNorm, RoPE + KV-cache store.
 #include "common.cuh"
 
 // out[t, :] = table[tokens[t], :] (bf16 → fp32). grid T, block 256.
@@ -37,16 +36,7 @@ extern "C" __global__ void residual_rmsnorm_f16(float* x, const int* rows, const
             ss += v[r].x * v[r].x + v[r].y * v[r].y + v[r].z * v[r].z + v[r].w * v[r].w;
         }
     }
-    ss = warp_sum(ss);
-    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        float u = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
-        u = warp_sum(u);
-        if (threadIdx.x == 0) partial[0] = rsqrtf(u / H + eps);
-    }
-    __syncthreads();
-    const float inv = partial[0];
+    const float inv = block_rms_scale(ss, partial, H, eps);
     const float4* w4 = reinterpret_cast<const float4*>(w);
     uint2* o = reinterpret_cast<uint2*>(out + (size_t)i * H);
 #pragma unroll
@@ -88,56 +78,4 @@ extern "C" __global__ void rope_store_kv(float* qkv, const int* positions, const
     const float* vv = row + q_dim + kv_dim + kh * D;
     v_cache[slot + j] = f32_to_f16(vv[j]);
     v_cache[slot + j + half] = f32_to_f16(vv[j + half]);
-}
-
-extern "C" __global__ void add_inplace(float* x, const float* y, long n) {
-    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) x[i] += y[i];
-}
-
-// Prefill MoE: out[i, :] = x[rows[i], :] (fp16 rows). grid n, block 256.
-extern "C" __global__ void gather_rows_f16(const f16_t* x, const int* rows, f16_t* out, int H) {
-    const f16_t* src = x + (size_t)rows[blockIdx.x] * H;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) out[(size_t)blockIdx.x * H + c] = src[c];
-}
-
-// Prefill MoE: h[i, :] = fp16(silu(gu[i, :I]) · gu[i, I:]). grid n, block 256.
-extern "C" __global__ void swiglu_rows_f16(const float* gu, f16_t* h, int I) {
-    const int i = blockIdx.x;
-    const float* g = gu + (size_t)i * 2 * I;
-    for (int c = threadIdx.x; c < I; c += blockDim.x) {
-        const float a = g[c];
-        h[(size_t)i * I + c] = f32_to_f16(a / (1.f + expf(-a)) * g[I + c]);
-    }
-}
-
-// Prefill MoE: x[rows[i], :] += w[i] · y[i, :]. Each token appears once per expert, and experts run one
-// after another on one stream, so no two blocks of a launch write the same row. grid n, block 256.
-extern "C" __global__ void scatter_add_rows(const float* y, const int* rows, const float* w, float* x, int H) {
-    const int i = blockIdx.x;
-    float* dst = x + (size_t)rows[i] * H;
-    for (int c = threadIdx.x; c < H; c += blockDim.x) dst[c] += w[i] * y[(size_t)i * H + c];
-}
-
-// For each selected token row, the index of its largest logit (greedy sampling on the device). grid N, block 1024.
-extern "C" __global__ void argmax_rows(const float* logits, int* out, int V) {
-    __shared__ float best_v[32];
-    __shared__ int best_i[32];
-    const float* row = logits + (size_t)blockIdx.x * V;
-    float v = -INFINITY;
-    int idx = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        if (row[i] > v) { v = row[i]; idx = i; }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, v, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
-        if (ov > v || (ov == v && oi < idx)) { v = ov; idx = oi; }
-    }
-    if ((threadIdx.x & 31) == 0) { best_v[threadIdx.x >> 5] = v; best_i[threadIdx.x >> 5] = idx; }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
-            if (best_v[w] > v || (best_v[w] == v && best_i[w] < idx)) { v = best_v[w]; idx = best_i[w]; }
-        out[blockIdx.x] = idx;
-    }
 }

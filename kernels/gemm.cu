@@ -77,17 +77,7 @@ __device__ __forceinline__ void gemm_mainloop(const char* const (&pg)[2], const 
                 const int j = 2 * hh + jj; // mma j of the unit (mma.cuh's k mapping)
                 unsigned a0[2], a1[2], a2[2], a3[2];
 #pragma unroll
-                for (int m = 0; m < 2; m++) {
-                    if (INT8) {
-                        i8x4_to_f16x2(word_of(wc[m], j), a0[m], a2[m]);
-                        i8x4_to_f16x2(word_of(wc8[m], j), a1[m], a3[m]);
-                    } else {
-                        a0[m] = bf16x2_to_f16x2(word_of(wc[m], 2 * j));
-                        a1[m] = bf16x2_to_f16x2(word_of(wc8[m], 2 * j));
-                        a2[m] = bf16x2_to_f16x2(word_of(wc[m], 2 * j + 1));
-                        a3[m] = bf16x2_to_f16x2(word_of(wc8[m], 2 * j + 1));
-                    }
-                }
+                for (int m = 0; m < 2; m++) a_fragment<INT8>(wc[m], wc8[m], j, a0[m], a1[m], a2[m], a3[m]);
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
                     const unsigned b0 = word_of(xh[n], 2 * jj), b1 = word_of(xh[n], 2 * jj + 1);
@@ -161,7 +151,7 @@ __device__ __forceinline__ void gemm_gate_up(const char* W, const float* scales,
             if (slot >= n || r >= I) continue;
             float a = acc[0][j][i], b = acc[1][j][i];
             if (INT8) { a *= scales[(size_t)e * 2 * I + r]; b *= scales[(size_t)e * 2 * I + I + r]; }
-            h[(size_t)(first + slot) * I + r] = f32_to_f16(a / (1.f + expf(-a)) * b);
+            h[(size_t)(first + slot) * I + r] = f32_to_f16(silu_mul(a, b));
         }
 }
 

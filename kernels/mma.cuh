@@ -43,45 +43,40 @@ __device__ __forceinline__ unsigned word_of(const int4& v, int i) {
     return i == 0 ? (unsigned)v.x : i == 1 ? (unsigned)v.y : i == 2 ? (unsigned)v.z : (unsigned)v.w;
 }
 
+// The A fragment of mma j of a unit from this lane's 16 weight bytes of rows g (wg) and g+8 (wg8): int8 units hold
+// 4 mma (j < 4), bf16 units 2 (j < 2).
+template <bool INT8>
+__device__ __forceinline__ void a_fragment(const int4& wg, const int4& wg8, int j, unsigned& a0, unsigned& a1, unsigned& a2, unsigned& a3) {
+    if (INT8) {
+        i8x4_to_f16x2(word_of(wg, j), a0, a2);
+        i8x4_to_f16x2(word_of(wg8, j), a1, a3);
+    } else {
+        a0 = bf16x2_to_f16x2(word_of(wg, 2 * j));
+        a1 = bf16x2_to_f16x2(word_of(wg8, 2 * j));
+        a2 = bf16x2_to_f16x2(word_of(wg, 2 * j + 1));
+        a3 = bf16x2_to_f16x2(word_of(wg8, 2 * j + 1));
+    }
+}
+
 // One unit of a warp's skinny product: 16·MT weight rows × 8·NT tokens over 64 (int8) or 32 (bf16) columns.
 // wg[m], wg8[m]: this lane's 16 weight bytes of rows g and g+8 of m-tile m (columns 16q.. of the unit for int8,
 // 8q.. for bf16); xv[n][0..1]: 32 bytes (int8 unit: 16 fp16 columns 16q..) or xv[n][0] 16 bytes (bf16 unit:
 // 8 columns 8q..) of token g of n-tile n. acc[m][n] is the C fragment.
 template <int MT, int NT, bool INT8>
 __device__ __forceinline__ void mma_unit(const int4 (&wg)[MT], const int4 (&wg8)[MT], const int4 (&xv)[NT][2], float (&acc)[MT][NT][4]) {
-    if (INT8) {
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            unsigned a0[MT], a1[MT], a2[MT], a3[MT];
+    for (int j = 0; j < (INT8 ? 4 : 2); j++) {
+        unsigned a0[MT], a1[MT], a2[MT], a3[MT];
 #pragma unroll
-            for (int m = 0; m < MT; m++) {
-                i8x4_to_f16x2(word_of(wg[m], j), a0[m], a2[m]);
-                i8x4_to_f16x2(word_of(wg8[m], j), a1[m], a3[m]);
-            }
+        for (int m = 0; m < MT; m++) a_fragment<INT8>(wg[m], wg8[m], j, a0[m], a1[m], a2[m], a3[m]);
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const unsigned b0 = word_of(xv[n][j >> 1], (j & 1) * 2), b1 = word_of(xv[n][j >> 1], (j & 1) * 2 + 1);
+        for (int n = 0; n < NT; n++) {
+            // int8: mma j takes words 2j', 2j'+1 of 16-byte half j/2 of the token's 32 bytes; bf16: words 2j, 2j+1 of its 16
+            const int4& half = xv[n][INT8 ? j >> 1 : 0];
+            const int w = INT8 ? (j & 1) * 2 : 2 * j;
+            const unsigned b0 = word_of(half, w), b1 = word_of(half, w + 1);
 #pragma unroll
-                for (int m = 0; m < MT; m++) mma_f16(acc[m][n], a0[m], a1[m], a2[m], a3[m], b0, b1);
-            }
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            unsigned a0[MT], a1[MT], a2[MT], a3[MT];
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                a0[m] = bf16x2_to_f16x2(word_of(wg[m], 2 * j));
-                a1[m] = bf16x2_to_f16x2(word_of(wg8[m], 2 * j));
-                a2[m] = bf16x2_to_f16x2(word_of(wg[m], 2 * j + 1));
-                a3[m] = bf16x2_to_f16x2(word_of(wg8[m], 2 * j + 1));
-            }
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const unsigned b0 = word_of(xv[n][0], 2 * j), b1 = word_of(xv[n][0], 2 * j + 1);
-#pragma unroll
-                for (int m = 0; m < MT; m++) mma_f16(acc[m][n], a0[m], a1[m], a2[m], a3[m], b0, b1);
-            }
+            for (int m = 0; m < MT; m++) mma_f16(acc[m][n], a0[m], a1[m], a2[m], a3[m], b0, b1);
         }
     }
 }
@@ -118,49 +113,42 @@ __device__ __forceinline__ void tile_pointers(const char* W, int r0, int C, int 
 #endif
 }
 
+// This lane's loads for unit u: its weight pieces of every m-tile and its token's activations of every n-tile.
+template <int MT, int NT, bool INT8>
+__device__ __forceinline__ void load_unit(const char* const (&pg)[MT], const char* const (&pg8)[MT], const f16_t* const (&xrow)[NT], int u,
+                                          int4 (&wg)[MT], int4 (&wg8)[MT], int4 (&xv)[NT][2]) {
+    constexpr int ucols = UNIT_COLS(INT8);
+    const int col = u * ucols + (threadIdx.x & 3) * (ucols / 4);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        wg[m] = load_weights(pg[m] + (size_t)u * UNIT_STRIDE);
+        wg8[m] = load_weights(pg8[m] + (size_t)u * UNIT_STRIDE);
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        const int4* xp = reinterpret_cast<const int4*>(xrow[n] + col);
+        xv[n][0] = xp[0];
+        xv[n][1] = INT8 ? xp[1] : make_int4(0, 0, 0, 0);
+    }
+}
+
 // A warp's whole skinny product over units [u0, u1) of its tiles: loads UNROLL units ahead (each lane keeps
 // 2·MT + 2·NT 16-byte loads in flight per unit), then multiplies. pg[m] / pg8[m]: tile_pointers of m-tile m;
 // xrow[n]: fp16 row of token g of n-tile n (rows of length C).
 template <int MT, int NT, bool INT8, int UNROLL>
 __device__ __forceinline__ void skinny_warp(const char* const (&pg)[MT], const char* const (&pg8)[MT],
                                             const f16_t* const (&xrow)[NT], int u0, int u1, float (&acc)[MT][NT][4]) {
-    const int q = threadIdx.x & 3;
-    constexpr int ucols = UNIT_COLS(INT8);
     int u = u0;
     for (; u + UNROLL <= u1; u += UNROLL) {
         int4 wg[UNROLL][MT], wg8[UNROLL][MT], xv[UNROLL][NT][2];
 #pragma unroll
-        for (int s = 0; s < UNROLL; s++) {
-            const int col = (u + s) * ucols + q * (ucols / 4);
-#pragma unroll
-            for (int m = 0; m < MT; m++) {
-                wg[s][m] = load_weights(pg[m] + (size_t)(u + s) * UNIT_STRIDE);
-                wg8[s][m] = load_weights(pg8[m] + (size_t)(u + s) * UNIT_STRIDE);
-            }
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const int4* xp = reinterpret_cast<const int4*>(xrow[n] + col);
-                xv[s][n][0] = xp[0];
-                xv[s][n][1] = INT8 ? xp[1] : make_int4(0, 0, 0, 0);
-            }
-        }
+        for (int s = 0; s < UNROLL; s++) load_unit<MT, NT, INT8>(pg, pg8, xrow, u + s, wg[s], wg8[s], xv[s]);
 #pragma unroll
         for (int s = 0; s < UNROLL; s++) mma_unit<MT, NT, INT8>(wg[s], wg8[s], xv[s], acc);
     }
     for (; u < u1; u++) {
         int4 wg[MT], wg8[MT], xv[NT][2];
-        const int col = u * ucols + q * (ucols / 4);
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            wg[m] = load_weights(pg[m] + (size_t)u * UNIT_STRIDE);
-            wg8[m] = load_weights(pg8[m] + (size_t)u * UNIT_STRIDE);
-        }
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            const int4* xp = reinterpret_cast<const int4*>(xrow[n] + col);
-            xv[n][0] = xp[0];
-            xv[n][1] = INT8 ? xp[1] : make_int4(0, 0, 0, 0);
-        }
+        load_unit<MT, NT, INT8>(pg, pg8, xrow, u, wg, wg8, xv);
         mma_unit<MT, NT, INT8>(wg, wg8, xv, acc);
     }
 }

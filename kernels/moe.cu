@@ -50,16 +50,7 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_router(const float* x,
         v[r] = c < H4 ? xt[c] : make_float4(0.f, 0.f, 0.f, 0.f);
         ss += v[r].x * v[r].x + v[r].y * v[r].y + v[r].z * v[r].z + v[r].w * v[r].w;
     }
-    ss = warp_sum(ss);
-    if (lane == 0) partial[warp] = ss;
-    __syncthreads();
-    if (warp == 0) {
-        float u = lane < 8 ? partial[lane] : 0.f;
-        u = warp_sum(u);
-        if (lane == 0) partial[0] = rsqrtf(u / H + eps);
-    }
-    __syncthreads();
-    const float inv = partial[0];
+    const float inv = block_rms_scale(ss, partial, H, eps);
     const float4* w4 = reinterpret_cast<const float4*>(w);
     uint2* o = reinterpret_cast<uint2*>(out + (size_t)t * H);
 #pragma unroll
@@ -119,6 +110,20 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_router(const float* x,
     }
 }
 
+// One warp: the (token, choice) pairs p < P routed to expert e, ascending, written from out[0] on (when out is not
+// null). Returns how many (every lane gets the count).
+__device__ __forceinline__ int warp_routed_to(const int* expert_ids, int P, int e, int* out) {
+    const int lane = threadIdx.x & 31;
+    int count = 0;
+    for (int base = 0; base < P; base += 32) {
+        const bool mine = base + lane < P && expert_ids[base + lane] == e;
+        const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+        if (mine && out) out[count + __popc(ballot & ((1u << lane) - 1))] = base + lane;
+        count += __popc(ballot);
+    }
+    return count;
+}
+
 // Groups a prompt's (token, choice) pairs by expert on the device, for the prompt GEMMs (gemm.cu): slots = the
 // pairs p = t·K + k ordered by expert, then by p (stable: deterministic sums); tiles = (expert, first slot, count
 // ≤ 64) for each 64-slot piece of each expert's run, tile_count[0] of them (≤ P/64 + E). grid 1, block 256.
@@ -126,8 +131,7 @@ extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int* s
     __shared__ int count[MAX_EXPERTS], start[MAX_EXPERTS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     for (int e = warp; e < E; e += warps) {
-        int c = 0;
-        for (int base = 0; base < P; base += 32) c += __popc(__ballot_sync(0xffffffffu, base + lane < P && expert_ids[base + lane] == e));
+        const int c = warp_routed_to(expert_ids, P, e, nullptr);
         if (lane == 0) count[e] = c;
     }
     __syncthreads();
@@ -145,15 +149,7 @@ extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int* s
         tile_count[0] = n;
     }
     __syncthreads();
-    for (int e = warp; e < E; e += warps) {
-        int at = start[e];
-        for (int base = 0; base < P; base += 32) {
-            const bool mine = base + lane < P && expert_ids[base + lane] == e;
-            const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-            if (mine) slots[at + __popc(ballot & ((1u << lane) - 1))] = base + lane;
-            at += __popc(ballot);
-        }
-    }
+    for (int e = warp; e < E; e += warps) warp_routed_to(expert_ids, P, e, slots + start[e]);
 }
 
 // This block's expert (the blockIdx.y-th of the experts the step's P = T·K choices use, ascending) and the
@@ -172,14 +168,7 @@ __device__ __forceinline__ int block_expert(const int* expert_ids, int P, int* e
             for (unsigned i = 0; i < blockIdx.y; i++) rest &= rest - 1; // drop the lowest set bits
             e = __ffsll(rest) - 1;
         }
-        int count = 0;
-        if (e >= 0)
-            for (int base = 0; base < P; base += 32) {
-                const bool mine = base + lane < P && expert_ids[base + lane] == e;
-                const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-                if (mine) list[count + __popc(ballot & ((1u << lane) - 1))] = base + lane;
-                count += __popc(ballot);
-            }
+        const int count = e >= 0 ? warp_routed_to(expert_ids, P, e, list) : 0;
         if (lane == 0) { s_count = count; s_expert = e; }
     }
     __syncthreads();
@@ -224,7 +213,7 @@ __device__ __forceinline__ void gate_up_body(const char* W, const float* scales,
                     if (slot >= n) continue;
                     float a = acc[0][j][i], b = acc[1][j][i];
                     if (INT8) { a *= scales[(size_t)e * 2 * I + r]; b *= scales[(size_t)e * 2 * I + I + r]; }
-                    h[(size_t)list[slot] * I + r] = f32_to_f16(a / (1.f + expf(-a)) * b);
+                    h[(size_t)list[slot] * I + r] = f32_to_f16(silu_mul(a, b));
                 }
         }
     }

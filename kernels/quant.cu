@@ -1,5 +1,5 @@
-// Weight preparation on the device: the tiled layout the decode kernels read, its dequantisation to row-major fp16
-// (prefill GEMMs through cuBLAS), and the synthetic weights of `--model synthetic:…` (generated in place, never through host memory).
+// Weight preparation on the device: the tiled layout the products read, its dequantisation to row-major fp16 (for
+// the harness), and the synthetic weights of `--model synthetic:…` (generated in place, never through host memory).
 #include "common.cuh"
 
 // The tiled weight layout of mma.cuh, as 16-byte pieces: piece c (0 .. C·esize/16) of row r sits at
@@ -7,6 +7,13 @@
 __device__ __forceinline__ long tiled_piece(long r, long c, long pieces_per_row) {
     const long units = pieces_per_row / 4;
     return (((r >> 4) * units + (c >> 2)) * 2 + ((r >> 3) & 1)) * 32 + (r & 7) * 4 + (c & 3);
+}
+
+// The inverse: the row and 16-byte piece of tiled piece i.
+__device__ __forceinline__ void tiled_row_piece(long i, long pieces_per_row, long& r, long& c) {
+    const long q = i & 3, g = (i >> 2) & 7, half = (i >> 5) & 1, tu = i >> 6, units = pieces_per_row / 4;
+    r = (tu / units) * 16 + half * 8 + g;
+    c = (tu % units) * 4 + q;
 }
 
 // Row-major [rows, row_bytes] → the tiled layout (rows a multiple of 16, row_bytes of 64). Whole 16-row tiles map to
@@ -17,14 +24,14 @@ extern "C" __global__ void tile_rows_16(const int4* src, int4* dst, long rows, l
         dst[tiled_piece(i / per_row, i % per_row, per_row)] = src[i];
 }
 
-// Tiled int8 W [n / C, C] → row-major fp16 out[r, c] = W[r, c] · scales[r] (prefill GEMMs through cuBLAS). Each
+// Tiled int8 W [n / C, C] → row-major fp16 out[r, c] = W[r, c] · scales[r] (the harness's dequantise + cuBLAS
+// comparison, and its check of the layout). Each
 // thread reads one 16-byte piece (16 weights, in the tiled order: sequential reads) and writes 32 bytes. grid-stride.
 extern "C" __global__ void dequant_i8_f16(const signed char* W, const float* scales, f16_t* out, long n, int C) {
     const long per_row = C / 16, chunks = n / 16;
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (long)gridDim.x * blockDim.x) {
-        // invert tiled_piece: i = ((t·U + u)·2 + half)·32 + g·4 + q
-        const long q = i & 3, g = (i >> 2) & 7, half = (i >> 5) & 1, tu = i >> 6, units = per_row / 4;
-        const long r = (tu / units) * 16 + half * 8 + g, c = (tu % units) * 4 + q;
+        long r, c;
+        tiled_row_piece(i, per_row, r, c);
         const int4 w = __ldg(reinterpret_cast<const int4*>(W) + i);
         const signed char* b = reinterpret_cast<const signed char*>(&w);
         const float s = scales[r];
@@ -42,8 +49,8 @@ extern "C" __global__ void dequant_i8_f16(const signed char* W, const float* sca
 extern "C" __global__ void bf16_to_f16(const bf16_t* W, f16_t* out, long n, int C) {
     const long per_row = C / 8, chunks = n / 8;
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (long)gridDim.x * blockDim.x) {
-        const long q = i & 3, g = (i >> 2) & 7, half = (i >> 5) & 1, tu = i >> 6, units = per_row / 4;
-        const long r = (tu / units) * 16 + half * 8 + g, c = (tu % units) * 4 + q;
+        long r, c;
+        tiled_row_piece(i, per_row, r, c);
         const int4 w = __ldg(reinterpret_cast<const int4*>(W) + i);
         const unsigned* u = reinterpret_cast<const unsigned*>(&w);
         unsigned packed[4];

@@ -10,6 +10,16 @@
 
 #define SAMPLE_THREADS 1024
 
+// The warp's largest value and its first index (lowest index among equals).
+__device__ __forceinline__ void warp_argmax(float& best, int& at) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float v = __shfl_xor_sync(0xffffffffu, best, o);
+        const int j = __shfl_xor_sync(0xffffffffu, at, o);
+        if (v > best || (v == best && j < at)) { best = v; at = j; }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const float* logits, int V, const float* temperatures,
                                                                         const double* uniforms, int* tokens) {
     __shared__ float s_val[32];
@@ -26,23 +36,13 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) sample_rows(const f
     int at = 0x7fffffff;
     for (int i = i0; i < i1; i++)
         if (l[i] > best) { best = l[i]; at = i; }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float v = __shfl_xor_sync(0xffffffffu, best, o);
-        const int j = __shfl_xor_sync(0xffffffffu, at, o);
-        if (v > best || (v == best && j < at)) { best = v; at = j; }
-    }
+    warp_argmax(best, at);
     if (lane == 0) { s_val[warp] = best; s_idx[warp] = at; }
     __syncthreads();
     if (warp == 0) {
         best = lane < warps ? s_val[lane] : -INFINITY;
         at = lane < warps ? s_idx[lane] : 0x7fffffff;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float v = __shfl_xor_sync(0xffffffffu, best, o);
-            const int j = __shfl_xor_sync(0xffffffffu, at, o);
-            if (v > best || (v == best && j < at)) { best = v; at = j; }
-        }
+        warp_argmax(best, at);
         if (lane == 0) { s_val[0] = best; s_idx[0] = at; }
     }
     __syncthreads();

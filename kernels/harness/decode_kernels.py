@@ -150,6 +150,16 @@ def attention(k, split, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D,
         k.attention_paged((NH, T), (128 if T > 8 else 512,), args)
 
 
+def random_experts(I_, H_, i8):
+    """Fresh expert weights [E, 2I, H] and [E, H, I]: int8 with per-row scales, or bf16 (scales None)."""
+    if i8:
+        return (cp.random.randint(-127, 128, (E, 2 * I_, H_), dtype=cp.int8),
+                (cp.random.random_sample((E, 2 * I_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32),
+                cp.random.randint(-127, 128, (E, H_, I_), dtype=cp.int8),
+                (cp.random.random_sample((E, H_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32))
+    return bf16_random((E, 2 * I_, H_), 0.05), None, bf16_random((E, H_, I_), 0.05), None
+
+
 def ref_moe(W13, s13, W2, s2, ids, w, x, T, I_, H_):
     x = cp.asarray(x, cp.float64)
     out = cp.zeros((T * K, H_), cp.float64)
@@ -209,14 +219,7 @@ def checks(k):
     for (I_, H_, Ts) in [(256, 128, [1, 2, 5, 8, 11, 20, 40, 64]), (I, H, [1, 8])]:
         for T in Ts:
             for i8 in [True, False]:
-                if i8:
-                    W13 = cp.random.randint(-127, 128, (E, 2 * I_, H_), dtype=cp.int8)
-                    W2 = cp.random.randint(-127, 128, (E, H_, I_), dtype=cp.int8)
-                    s13 = (cp.random.random_sample((E, 2 * I_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
-                    s2 = (cp.random.random_sample((E, H_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
-                else:
-                    W13, W2 = bf16_random((E, 2 * I_, H_), 0.05), bf16_random((E, H_, I_), 0.05)
-                    s13 = s2 = None
+                W13, s13, W2, s2 = random_experts(I_, H_, i8)
                 x16 = f16(cp.random.standard_normal((T, H_), dtype=cp.float32))
                 ids = cp.asarray(np.stack([np.random.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
                 w = cp.random.random_sample(T * K, dtype=cp.float32)
@@ -248,14 +251,7 @@ def checks(k):
     for (I_, H_, Ts) in [(256, 128, [3, 70, 512]), (I, H, [200])]:
         for T in Ts:
             for i8 in [True, False]:
-                if i8:
-                    W13 = cp.random.randint(-127, 128, (E, 2 * I_, H_), dtype=cp.int8)
-                    W2 = cp.random.randint(-127, 128, (E, H_, I_), dtype=cp.int8)
-                    s13 = (cp.random.random_sample((E, 2 * I_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
-                    s2 = (cp.random.random_sample((E, H_), dtype=cp.float32) * 2e-3 + 1e-4).astype(cp.float32)
-                else:
-                    W13, W2 = bf16_random((E, 2 * I_, H_), 0.05), bf16_random((E, H_, I_), 0.05)
-                    s13 = s2 = None
+                W13, s13, W2, s2 = random_experts(I_, H_, i8)
                 x16 = f16(cp.random.standard_normal((T, H_), dtype=cp.float32))
                 # skewed routing: some experts get many tokens (several tiles), some none
                 pr = np.random.dirichlet(np.ones(E) * 0.5)

@@ -43,7 +43,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     // activations
     readonly DeviceBuffer _x, _qkv, _act16, _pairH16, _pairs, _ids, _expW, _slots, _tiles, _tileCount, _xl16, _logits;
     readonly DeviceBuffer _attPartO, _attPartMl, _attArrivals; // decode attention split over AttentionSplits blocks per (token, head)
-    const int AttentionSplits = 8; // ATT_SPLITS in attention.cu
+    const int AttentionSplits = 8; // most blocks per (token, head) in attention_split; sizes its partial buffers
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
     readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _offTemperatures, _offUniforms, _stepBytes;

@@ -34,7 +34,7 @@ public sealed class CudaVsCpuTests
     }
 
     /// <summary>‖actual − reference‖₂ / ‖reference‖₂ (the measure of the kernel method notes: bf16 operands land at 1e-3..1e-2).</summary>
-    static double RelativeError(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
+    internal static double RelativeError(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
     {
         double num = 0, den = 0;
         for (var i = 0; i < reference.Length; i++)

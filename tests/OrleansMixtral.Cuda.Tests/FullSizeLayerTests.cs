@@ -112,7 +112,7 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
         {
             var cpuRow = cpuLogits.AsSpan(r * vocab, vocab);
             var gpuRow = gpuLogits.AsSpan(r * vocab, vocab);
-            var e = RelativeError(cpuRow, gpuRow);
+            var e = CudaVsCpuTests.RelativeError(cpuRow, gpuRow);
             sum += e;
             if (e > worst) (worst, worstRow) = (e, r);
             if (!(e <= Tolerance)) failures.Add($"prefill position {r}: relative error {e:E2} > {Tolerance:E0}");
@@ -137,7 +137,7 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
             batch.AddToken(0, token, pos, wantLogits: true);
             cpuMs = Time(() => cpu.Forward(batch, cpuRowOut));
             gpuMs = Time(() => gpu.Forward(batch, gpuRowOut));
-            var e = RelativeError(cpuRowOut, gpuRowOut);
+            var e = CudaVsCpuTests.RelativeError(cpuRowOut, gpuRowOut);
             output.WriteLine($"decode step {s} (position {pos}, input {token}): relative error {e:E2}; cpu {cpuMs:F0} ms, gpu {gpuMs:F1} ms");
             if (!(e <= Tolerance)) failures.Add($"decode step {s}: relative error {e:E2} > {Tolerance:E0}");
             CheckNotDegenerate(cpuRowOut, $"decode step {s}");
@@ -231,18 +231,6 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
         var m = 0f;
         foreach (var v in x) m = Math.Max(m, Math.Abs(v));
         return m;
-    }
-
-    /// <summary>‖actual − reference‖₂ / ‖reference‖₂, as in CudaVsCpuTests.</summary>
-    static double RelativeError(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
-    {
-        double num = 0, den = 0;
-        for (var i = 0; i < reference.Length; i++)
-        {
-            num += (double)(actual[i] - reference[i]) * (actual[i] - reference[i]);
-            den += (double)reference[i] * reference[i];
-        }
-        return Math.Sqrt(num / den);
     }
 
     static double RmsDifference(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
