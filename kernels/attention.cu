@@ -11,6 +11,7 @@
 //     several blocks (a decode step has only 32 heads × a few tokens: one block each left most of the GPU idle
 //     and walked 600 positions serially); the last block to finish merges the partial softmaxes, in split order.
 #include "common.cuh"
+#include "mma.cuh" // mma_f16 (attention_prefill)
 
 #define ATT_WARPS 16
 #define ATT_MAX_D 128
@@ -163,4 +164,289 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
         out[th * D + d] = f32_to_f16(O / L);
     }
     if (threadIdx.x == 0) arrivals[th] = 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention_prefill: prompts on the tensor cores (FlashAttention-2 style), head_dim 128 only.
+//
+// Same inputs as attention_paged plus a list of query tiles. A tile is up to 64 tokens of ONE sequence with
+// consecutive positions, contiguous in the batch: q_tiles[2i] = first token, q_tiles[2i + 1] = count (1..64); the
+// kernel reads positions[first] and seq_of_token[first] and takes positions[first] + r for row r.
+// Host rule for building the tiles (C# does the same): walk the batch's tokens in order and start a new tile at
+// token t when t is the first token, or seq_of_token[t] != seq_of_token[t - 1], or positions[t] != positions[t - 1]
+// + 1, or the current tile already has 64 tokens. (A decode token is then a tile of 1; a 512-token chunk 8 tiles.)
+//
+// Launch: grid (n_tiles, n_heads / PF_HEADS) (default PF_HEADS = 1: grid (n_tiles, n_heads)), block PF_HEADS · 128
+// threads, no dynamic shared memory (32 KB static). Requires D == 128 (the block returns without writing otherwise:
+// the caller must check), n_heads / n_kv divisible by PF_HEADS, q_stride even (rows are read as float2), block_size
+// ≥ 1 (a power of two saves a division per row). Tiles run fastest: the blocks resident together are the tiles of
+// one or two heads, so they read the same kv head's K/V (L2 holds one kv head's cache even at 32k positions, not all
+// eight); block x takes tile n_tiles - 1 - x, so the longest tiles of a sequence (its last) start first and the
+// short ones fill the tail.
+//
+// A block: PF_HEADS query heads (of one kv head) × 64 rows; warp w takes rows 16·(w % 4).. of head w / 4, its Q as
+// mma A fragments in registers (fp16, pre-scaled by scale·log2 e), O (16 × 128 fp32) in registers. Per 64-position
+// K/V tile: S = Q·Kᵀ (64 mma.sync m16n8k16 per warp, K by ldmatrix.x4), causal mask on the tiles that reach past the
+// tile's first position, online softmax in the exp2 domain, P to fp16 A fragments in registers, O += P·V (64 mma, V
+// by ldmatrix.x4.trans). K and V have one 16 KB buffer each (rows of 256 bytes, 16-byte chunk c of row r stored at
+// c ^ (r % 8): cp.async writes and ldmatrix reads are conflict-free), loaded by cp.async in a staggered pipeline:
+// V(t) loads while S(t) is computed, K(t + 1) while P·V(t) is. A warp whose rows are all past `count`, or whose
+// last position is before a K/V tile, skips that tile's math but joins every load and barrier.
+
+#define PF_ROWS 64 // query rows per head per block (4 warps × 16)
+#define PF_KV 64   // positions per K/V tile
+#define PF_D 128
+#ifndef PF_HEADS
+#define PF_HEADS 1 // query heads (of one kv head) per block, sharing each K/V tile
+#endif
+// Blocks per SM the register budget must allow: 2 (≤ 255 registers; 236 used, no spills) ran 4-11% faster than 3
+// (168 registers, 16 bytes spilled) on an H200 at every shape of the harness: 265.8 → 276.2 TFLOP/s at C 4096, N 32768.
+#ifndef PF_MIN_BLOCKS
+#define PF_MIN_BLOCKS (PF_HEADS == 1 ? 2 : 1)
+#endif
+
+__device__ __forceinline__ void pf_cp_async16(unsigned smem, const void* gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem), "l"(gmem));
+}
+__device__ __forceinline__ void pf_cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void pf_cp_async_wait_all() { asm volatile("cp.async.wait_group 0;"); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+// two floats → f16x2 (lo in the low half, as the mma fragments want element pairs)
+__device__ __forceinline__ unsigned pack_f16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) attention_prefill(
+    const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
+    const int* block_tables, int max_blocks, f16_t* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride,
+    const int* q_tiles, int n_tiles) {
+    __shared__ __align__(128) f16_t ks[PF_KV * PF_D];
+    __shared__ __align__(128) f16_t vs[PF_KV * PF_D];
+    if ((int)blockIdx.x >= n_tiles || D != PF_D) return;
+    const int tile = n_tiles - 1 - blockIdx.x;
+    const int first = q_tiles[2 * tile], count = q_tiles[2 * tile + 1];
+    if (count <= 0) return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, qd = lane & 3;
+    const int head = blockIdx.y * PF_HEADS + (warp >> 2);
+    const int kv_head = blockIdx.y * PF_HEADS / (n_heads / n_kv);
+    const int kv_dim = n_kv * PF_D;
+    const int pos0 = positions[first], pos_last = pos0 + count - 1, n_len = pos_last + 1;
+    const int* table = block_tables + (size_t)seq_of_token[first] * max_blocks;
+    const int kv_tiles = (n_len + PF_KV - 1) / PF_KV;
+    const bool bs_pow2 = (block_size & (block_size - 1)) == 0;
+    const int bs_shift = __ffs(block_size) - 1;
+
+    // this warp's rows: r_lo = 16·(w % 4) + g and r_lo + 8; rows past count compute as the last row and store nothing
+    const int row0 = (warp & 3) * 16, r_lo = row0 + g, r_hi = r_lo + 8;
+    const int pos_lo = min(pos0 + r_lo, pos_last), pos_hi = min(pos0 + r_hi, pos_last);
+    const bool active = row0 < count;
+    const int warp_last = min(pos0 + row0 + 15, pos_last); // this warp's last position: tiles past it are all masked
+
+    // Q → A fragments, scaled into the exp2 domain: qa[kc] covers dims 16kc.. (a0/a1: 16kc + 2qd, a2/a3: + 8)
+    unsigned qa[8][4];
+    {
+        const float qs = scale * 1.4426950408889634f;
+        const float* qlo = q + (size_t)(first + min(r_lo, count - 1)) * q_stride + head * PF_D + 2 * qd;
+        const float* qhi = q + (size_t)(first + min(r_hi, count - 1)) * q_stride + head * PF_D + 2 * qd;
+#pragma unroll
+        for (int kc = 0; kc < 8; kc++) {
+            const float2 a = *reinterpret_cast<const float2*>(qlo + 16 * kc);
+            const float2 b = *reinterpret_cast<const float2*>(qhi + 16 * kc);
+            const float2 c = *reinterpret_cast<const float2*>(qlo + 16 * kc + 8);
+            const float2 d = *reinterpret_cast<const float2*>(qhi + 16 * kc + 8);
+            qa[kc][0] = pack_f16x2(a.x * qs, a.y * qs);
+            qa[kc][1] = pack_f16x2(b.x * qs, b.y * qs);
+            qa[kc][2] = pack_f16x2(c.x * qs, c.y * qs);
+            qa[kc][3] = pack_f16x2(d.x * qs, d.y * qs);
+        }
+    }
+
+    const unsigned ks_base = (unsigned)__cvta_generic_to_shared(ks), vs_base = (unsigned)__cvta_generic_to_shared(vs);
+    // cp.async: thread takes chunk c = tid % 16 of rows tid / 16 + 8·PF_HEADS·i (16 threads read one position's
+    // 256 contiguous bytes); positions past the sequence's end load its last position (finite; masked to p = 0).
+    // The cache rows of a K/V tile are looked up once (all table reads in flight together) for K and V.
+    constexpr int LD_ROWS = PF_KV / (8 * PF_HEADS);
+    const int ld_c = threadIdx.x & 15, ld_r = threadIdx.x >> 4;
+    const f16_t* k_src = k_cache + kv_head * PF_D + ld_c * 8;
+    const f16_t* v_src = v_cache + kv_head * PF_D + ld_c * 8;
+    int slot[LD_ROWS];
+    auto find_slots = [&](int kv0) {
+        if (bs_pow2) {
+#pragma unroll
+            for (int i = 0; i < LD_ROWS; i++) {
+                const int j = min(kv0 + ld_r + 8 * PF_HEADS * i, pos_last), blk = j >> bs_shift;
+                slot[i] = (table[blk] << bs_shift) + (j & (block_size - 1));
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < LD_ROWS; i++) {
+                const int j = min(kv0 + ld_r + 8 * PF_HEADS * i, pos_last), blk = j / block_size;
+                slot[i] = table[blk] * block_size + (j - blk * block_size);
+            }
+        }
+    };
+    auto load_tile = [&](const f16_t* src, unsigned dst) {
+#pragma unroll
+        for (int i = 0; i < LD_ROWS; i++) {
+            const int r = ld_r + 8 * PF_HEADS * i;
+            pf_cp_async16(dst + r * 256 + ((ld_c ^ (r & 7)) << 4), src + (size_t)slot[i] * kv_dim);
+        }
+    };
+    // ldmatrix lane addresses. K (S = Q·Kᵀ, B non-transposed): n-tile nt = rows 8nt + (lane % 8), matrix m = lane / 8
+    // is chunk 4kp + m (k-chunks 2kp, 2kp + 1) → stored at (4kp) ^ y, y = m ^ (lane % 8): kp = 2, 3 are kp = 0, 1
+    // plus 128 bytes. V (O += P·V, B transposed): k-chunk kc = rows 16kc + 8(m % 2) + (lane % 8), chunk 2dp + m / 2
+    // → (2dp) ^ y', y' = m / 2 ^ (lane % 8): dp = 4..7 are dp = 0..3 plus 128 bytes.
+    const int m4 = lane >> 3, l8 = lane & 7;
+    const int ky = m4 ^ l8;
+    const unsigned k_lane = ks_base + l8 * 256;
+    const unsigned kofs0 = ky << 4, kofs1 = (4 ^ ky) << 4;
+    const int vy = (m4 >> 1) ^ l8;
+    const unsigned v_lane = vs_base + ((m4 & 1) * 8 + l8) * 256;
+    unsigned vofs[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) vofs[i] = ((2 * i) ^ vy) << 4;
+    // step st of S: kp = st / 8 outer, n-tile nt = st % 8 inner (consecutive mma go to different accumulators)
+    auto k_addr = [&](int st) {
+        const int kp = st >> 3, nt = st & 7;
+        return k_lane + nt * 2048 + (kp & 1 ? kofs1 : kofs0) + (kp >> 1) * 128;
+    };
+    // step st of P·V: kc = st / 8, dp = st % 8
+    auto v_addr = [&](int st) {
+        const int kc = st >> 3, dp = st & 7;
+        return v_lane + kc * 4096 + vofs[dp & 3] + (dp >> 2) * 128;
+    };
+#ifndef PF_AHEAD
+#define PF_AHEAD 1
+#endif
+    constexpr int AHEAD = PF_AHEAD; // ldmatrix issued this many steps before its mma use
+
+    float o[16][4];
+#pragma unroll
+    for (int n = 0; n < 16; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;
+
+    find_slots(0);
+    load_tile(k_src, ks_base);
+    pf_cp_async_commit();
+    for (int t = 0; t < kv_tiles; t++) {
+        const int kv0 = t * PF_KV;
+        pf_cp_async_wait_all();
+        __syncthreads(); // K(t) is in; every warp is done with V(t - 1)
+        load_tile(v_src, vs_base);
+        pf_cp_async_commit();
+        const bool work = active && kv0 <= warp_last;
+        unsigned pa[4][4];
+        if (work) {
+            float s[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            unsigned kb[AHEAD + 1][4];
+#pragma unroll
+            for (int st = 0; st < AHEAD; st++) ldsm_x4(k_addr(st), kb[st][0], kb[st][1], kb[st][2], kb[st][3]);
+#pragma unroll
+            for (int st = 0; st < 32; st++) {
+                if (st + AHEAD < 32) {
+                    unsigned* b = kb[(st + AHEAD) % (AHEAD + 1)];
+                    ldsm_x4(k_addr(st + AHEAD), b[0], b[1], b[2], b[3]);
+                }
+                const int kp = st >> 3, nt = st & 7;
+                const unsigned* b = kb[st % (AHEAD + 1)];
+                mma_f16(s[nt], qa[2 * kp][0], qa[2 * kp][1], qa[2 * kp][2], qa[2 * kp][3], b[0], b[1]);
+                mma_f16(s[nt], qa[2 * kp + 1][0], qa[2 * kp + 1][1], qa[2 * kp + 1][2], qa[2 * kp + 1][3], b[2], b[3]);
+            }
+            if (kv0 + PF_KV - 1 > pos0) { // the diagonal (and the sequence's end): position j > the row's → -inf
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) {
+                    const int j = kv0 + nt * 8 + 2 * qd;
+                    if (j > pos_lo) s[nt][0] = -INFINITY;
+                    if (j + 1 > pos_lo) s[nt][1] = -INFINITY;
+                    if (j > pos_hi) s[nt][2] = -INFINITY;
+                    if (j + 1 > pos_hi) s[nt][3] = -INFINITY;
+                }
+            }
+            // online softmax; every row has position 0 in tile 0, so the running max is finite from then on
+            float mx_lo = m_lo, mx_hi = m_hi;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                mx_lo = fmaxf(mx_lo, fmaxf(s[nt][0], s[nt][1]));
+                mx_hi = fmaxf(mx_hi, fmaxf(s[nt][2], s[nt][3]));
+            }
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+            mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+            mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+            const float c_lo = fast_exp2(m_lo - mx_lo), c_hi = fast_exp2(m_hi - mx_hi); // 0 on the first tile
+            m_lo = mx_lo;
+            m_hi = mx_hi;
+            float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                const float p0 = fast_exp2(s[nt][0] - mx_lo), p1 = fast_exp2(s[nt][1] - mx_lo);
+                const float p2 = fast_exp2(s[nt][2] - mx_hi), p3 = fast_exp2(s[nt][3] - mx_hi);
+                sum_lo += p0 + p1;
+                sum_hi += p2 + p3;
+                // C fragment of n-tile nt → A fragment of k-chunk nt / 2 (regs 0/1 from even n-tiles, 2/3 from odd)
+                pa[nt >> 1][(nt & 1) * 2] = pack_f16x2(p0, p1);
+                pa[nt >> 1][(nt & 1) * 2 + 1] = pack_f16x2(p2, p3);
+            }
+            l_lo = l_lo * c_lo + sum_lo; // this lane's partial row sums; the 4 lanes of a row add up at the end
+            l_hi = l_hi * c_hi + sum_hi;
+#pragma unroll
+            for (int n = 0; n < 16; n++) {
+                o[n][0] *= c_lo; o[n][1] *= c_lo;
+                o[n][2] *= c_hi; o[n][3] *= c_hi;
+            }
+        }
+        pf_cp_async_wait_all();
+        __syncthreads(); // V(t) is in; every warp is done with K(t)
+        if (t + 1 < kv_tiles) {
+            find_slots(kv0 + PF_KV);
+            load_tile(k_src, ks_base);
+        }
+        pf_cp_async_commit();
+        if (work) {
+            unsigned vb[AHEAD + 1][4];
+#pragma unroll
+            for (int st = 0; st < AHEAD; st++) ldsm_x4_trans(v_addr(st), vb[st][0], vb[st][1], vb[st][2], vb[st][3]);
+#pragma unroll
+            for (int st = 0; st < 32; st++) {
+                if (st + AHEAD < 32) {
+                    unsigned* b = vb[(st + AHEAD) % (AHEAD + 1)];
+                    ldsm_x4_trans(v_addr(st + AHEAD), b[0], b[1], b[2], b[3]);
+                }
+                const int kc = st >> 3, dp = st & 7;
+                const unsigned* b = vb[st % (AHEAD + 1)];
+                mma_f16(o[2 * dp], pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], b[0], b[1]);
+                mma_f16(o[2 * dp + 1], pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], b[2], b[3]);
+            }
+        }
+    }
+    if (!active) return;
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+    const float inv_lo = 1.f / l_lo, inv_hi = 1.f / l_hi;
+    f16_t* out_lo = out + (size_t)(first + r_lo) * n_heads * PF_D + head * PF_D + 2 * qd;
+    f16_t* out_hi = out + (size_t)(first + r_hi) * n_heads * PF_D + head * PF_D + 2 * qd;
+#pragma unroll
+    for (int n = 0; n < 16; n++) {
+        if (r_lo < count) *reinterpret_cast<unsigned*>(out_lo + n * 8) = pack_f16x2(o[n][0] * inv_lo, o[n][1] * inv_lo);
+        if (r_hi < count) *reinterpret_cast<unsigned*>(out_hi + n * 8) = pack_f16x2(o[n][2] * inv_hi, o[n][3] * inv_hi);
+    }
 }

@@ -290,6 +290,8 @@ def checks(k):
                     ref[t, hh * D:(hh + 1) * D] = pr @ Vt[:, hh // (NH // NKV)]
             r = rel(out, ref)
             res.append(("attn", f"{f'split {splits}' if split else 'paged'} T={T} ctx={ctx}", r, 0.0, 0.0, r < 2e-3 and not bool(cp.isnan(out).any())))
+    # prompt attention on the tensor cores (attention_prefill)
+    res += prefill_attention_checks(k)
     # sampling on the device: greedy rows exactly, temperature rows the first token past the draw (float64 reference)
     V_ = 32000
     logits = cp.random.standard_normal((6, V_), dtype=cp.float32) * 3
@@ -613,6 +615,216 @@ def attention_timings():
     return rows
 
 
+def prefill_tiles(seq, pos, rows=64):
+    """The host's tile rule for attention_prefill (kernels/attention.cu): runs of tokens of one sequence with
+    consecutive positions, cut into pieces of ≤ 64 → int32 [n_tiles, 2] of (first token, count)."""
+    seq, pos = np.asarray(seq), np.asarray(pos)
+    tiles = []
+    for t in range(len(seq)):
+        if t and seq[t] == seq[t - 1] and pos[t] == pos[t - 1] + 1 and tiles[-1][1] < rows:
+            tiles[-1][1] += 1
+        else:
+            tiles.append([t, 1])
+    return np.asarray(tiles, np.int32).reshape(-1, 2)
+
+
+def attention_prefill(k, qkv, kc, vc, pos, seq, tables, maxb, out, tiles, NH, NKV, D, BS, qstride, heads=1):
+    """tiles: device int32 [n, 2]; heads: the module's PF_HEADS (query heads per block)."""
+    n = int(tiles.shape[0])
+    k.attention_prefill((n, NH // heads), (128 * heads,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV),
+                                                         np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(qstride), tiles, np.int32(n)))
+
+
+def ref_attention(qkv, kc, vc, pos_h, seq_h, tables_h, NH, NKV, D, BS):
+    """float64 causal softmax attention of every token over positions 0..pos of its sequence, through the block tables."""
+    T = len(pos_h)
+    ref = cp.zeros((T, NH * D), cp.float64)
+    heads_kv = cp.arange(NH) // (NH // NKV)
+    for s in np.unique(seq_h):
+        toks = np.nonzero(seq_h == s)[0]
+        n = int(pos_h[toks].max()) + 1
+        j = np.arange(n)
+        slots = cp.asarray(tables_h[s, j // BS] * BS + j % BS)
+        Kt = kc[slots].astype(cp.float64).reshape(n, NKV, D).transpose(1, 0, 2)[heads_kv]  # NH, n, D
+        Vt = vc[slots].astype(cp.float64).reshape(n, NKV, D).transpose(1, 0, 2)[heads_kv]
+        Q = qkv[cp.asarray(toks), :NH * D].astype(cp.float64).reshape(len(toks), NH, D).transpose(1, 0, 2)  # NH, t, D
+        S = Q @ Kt.transpose(0, 2, 1) / np.sqrt(D)
+        S = cp.where(cp.asarray(j[None, :] > pos_h[toks][:, None])[None], -cp.inf, S)
+        P = cp.exp(S - S.max(2, keepdims=True))
+        P /= P.sum(2, keepdims=True)
+        ref[cp.asarray(toks)] = (P @ Vt).transpose(1, 0, 2).reshape(len(toks), NH * D)
+        del Kt, Vt, S, P
+    return ref
+
+
+def prefill_attention_checks(k, variants=()):
+    """attention_prefill against float64 attention: a mixed batch (fresh prompts, cached-prefix continuations, decode
+    tokens, tiles of 1..64 rows, two sequences whose positions continue each other) and a 512-token chunk at positions
+    7680..8191; D = 128, 32 / 8 heads, block_size 16, shuffled block tables, poisoned outputs. variants: (name, module,
+    heads per block) also checked on the mixed batch."""
+    cp.random.seed(int.from_bytes(os.urandom(4), "little"))
+    D, NH, NKV, BS = 128, 32, 8, 16
+    res = []
+    # (first position, tokens) per sequence, in batch order
+    mixed = [(300, 1), (0, 100), (0, 1), (700, 150), (5, 3), (1000, 64), (64, 129), (2000, 17), (40, 47), (87, 4), (4099, 33)]
+    long = [(7680, 512)]
+    for name, runs, mods in [("mixed", mixed, [("default", k, 1)] + list(variants)), ("chunk 7680..8191", long, [("default", k, 1)])]:
+        seq_h = np.concatenate([np.full(n, s, np.int32) for s, (_, n) in enumerate(runs)])
+        pos_h = np.concatenate([np.arange(p, p + n, dtype=np.int32) for p, n in runs])
+        S_ = len(runs); T = len(seq_h)
+        maxb = (int(pos_h.max()) + 1 + BS - 1) // BS + 1
+        tables_h = np.random.permutation(S_ * maxb).astype(np.int32).reshape(S_, maxb)
+        kc = cp.random.standard_normal((S_ * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        vc = cp.random.standard_normal((S_ * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        tiles_h = prefill_tiles(seq_h, pos_h)
+        tiles = cp.asarray(tiles_h)
+        pos, seq, tables = cp.asarray(pos_h), cp.asarray(seq_h), cp.asarray(tables_h)
+        ref = ref_attention(qkv, kc, vc, pos_h, seq_h, tables_h, NH, NKV, D, BS)
+        for vname, mod, heads in mods:
+            out = cp.full((T, NH * D), cp.nan, cp.float16)
+            attention_prefill(mod, qkv, kc, vc, pos, seq, tables, maxb, out, tiles, NH, NKV, D, BS, QKV, heads)
+            cp.cuda.Device().synchronize()
+            r = rel(out, ref)
+            nan = bool(cp.isnan(out).any())
+            ok = r < 2e-3 and not nan
+            res.append(("prefill", f"{name} {vname} T={T} tiles={len(tiles_h)}", r, 0.0, 0.0, ok))
+            if not ok:  # where it went wrong: per tile, the worst head's rel error
+                o64 = out.astype(cp.float64)
+                for ti, (f, c) in enumerate(tiles_h.tolist()):
+                    d = cp.linalg.norm((o64[f:f + c] - ref[f:f + c]).reshape(c, NH, D), axis=(0, 2)) / cp.linalg.norm(ref[f:f + c].reshape(c, NH, D), axis=(0, 2))
+                    print(f"  {vname} tile {ti} first {f} count {c} pos {pos_h[f]} seq {seq_h[f]}: worst head rel {float(cp.nanmax(d)):.2e} nan rows {int(cp.isnan(o64[f:f + c]).any(1).sum())}")
+        del kc, vc, qkv, ref
+        cp.get_default_memory_pool().free_all_blocks()
+    return res
+
+
+def time_adaptive(fn, budget_ms=40.0):
+    """One eager call (events) sizes the graph: ~budget_ms per replay, 5 replays (1 and no graph past 300 ms)."""
+    fn(); cp.cuda.Device().synchronize()
+    s, e = cp.cuda.Event(), cp.cuda.Event()
+    s.record(); fn(); e.record(); e.synchronize()
+    once = cp.cuda.get_elapsed_time(s, e)
+    if once > 300:
+        return once
+    return time_ms(fn, iters=max(1, min(50, int(budget_ms / max(once, 1e-3)))), reps=5 if once < 50 else 3)
+
+
+def prefill_attention_timings(variants=()):
+    """Prompt attention at the 8x7B shape (D 128, 32 / 8 heads, block_size 16): one sequence, a chunk of C new
+    tokens at the end of N positions. attention_prefill (and variants: (name, module, heads)) against the old
+    attention_paged (skipped when one call would take > 1 s) and torch's scaled_dot_product_attention on
+    contiguous fp16 tensors [1, 32, C|N, 128] (C == N: is_causal; C < N: causal_lower_right, else a boolean mask).
+    TFLOP/s count the causal work only: 4·D per (row, attended position) per head."""
+    D, NH, NKV, BS = 128, 32, 8, 16
+    k = module(HERE, only="attention.cu")
+    mods = [("attention_prefill", k, 1)] + list(variants)
+    for name, mod, _ in mods:
+        a = mod.attention_prefill.attributes
+        print(f"{name:40} registers {a['num_regs']:3}  local bytes {a['local_size_bytes']:4}  shared bytes {a['shared_size_bytes']:6}  max threads {a['max_threads_per_block']}")
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        try:
+            from torch.nn.attention.bias import causal_lower_right
+        except Exception:
+            causal_lower_right = None
+    except Exception as ex:
+        torch = None
+        print(f"torch unavailable: {ex}")
+    cp.random.seed(13)
+    rows = []
+    paged_ms_per_pair = 0.0
+    for C, N in [(512, 512), (2048, 2048), (512, 8192), (2048, 8192), (4096, 32768), (512, 32768)]:
+        pairs = C * (N - C) + C * (C + 1) // 2  # (row, attended position) per head
+        flop = 4.0 * D * pairs * NH
+        row = {"C": C, "N": N, "GFLOP": flop / 1e9}
+        maxb = N // BS + 1
+        tables = cp.random.permutation(maxb).astype(cp.int32).reshape(1, maxb)
+        kc = (cp.random.standard_normal((maxb * BS, NKV * D), dtype=cp.float32)).astype(cp.float16)
+        vc = cp.random.standard_normal((maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((C, QKV), dtype=cp.float32)
+        pos_h = np.arange(N - C, N, dtype=np.int32); seq_h = np.zeros(C, np.int32)
+        pos, seq = cp.asarray(pos_h), cp.asarray(seq_h)
+        tiles = cp.asarray(prefill_tiles(seq_h, pos_h))
+        out = cp.zeros((C, NH * D), cp.float16)
+        for name, mod, heads in mods:
+            ms = time_adaptive(lambda: attention_prefill(mod, qkv, kc, vc, pos, seq, tables, maxb, out, tiles, NH, NKV, D, BS, QKV, heads))
+            row[name + " ms"] = ms
+            row[name + " TFLOP/s"] = flop / ms / 1e9
+        # the old kernel: one block per (token, head), time ∝ (row, position) pairs: skipped where the last one predicts > 1 s
+        if paged_ms_per_pair * pairs <= 1000:
+            ms = time_adaptive(lambda: k.attention_paged((NH, C), (128,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV),
+                                                                           np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(QKV))))
+            row["attention_paged ms"] = ms
+            row["attention_paged TFLOP/s"] = flop / ms / 1e9
+        del kc, vc, qkv
+        cp.get_default_memory_pool().free_all_blocks()
+        if torch is not None:
+            try:
+                g = torch.Generator(device="cuda").manual_seed(C + N)
+                q_t = torch.randn(1, NH, C, D, device="cuda", dtype=torch.float16, generator=g)
+                k_t = torch.randn(1, NH, N, D, device="cuda", dtype=torch.float16, generator=g)
+                v_t = torch.randn(1, NH, N, D, device="cuda", dtype=torch.float16, generator=g)
+                if C == N:
+                    cands = [("flash, is_causal", SDPBackend.FLASH_ATTENTION, dict(is_causal=True)),
+                             ("efficient, is_causal", SDPBackend.EFFICIENT_ATTENTION, dict(is_causal=True))]
+                else:
+                    cands = []
+                    if causal_lower_right is not None:
+                        cands += [("flash, causal_lower_right", SDPBackend.FLASH_ATTENTION, dict(attn_mask=causal_lower_right(C, N))),
+                                  ("efficient, causal_lower_right", SDPBackend.EFFICIENT_ATTENTION, dict(attn_mask=causal_lower_right(C, N)))]
+                    allowed = torch.arange(N, device="cuda")[None, :] <= (N - C + torch.arange(C, device="cuda"))[:, None]
+                    cands += [("efficient, bool mask", SDPBackend.EFFICIENT_ATTENTION, dict(attn_mask=allowed)),
+                              ("math, bool mask", SDPBackend.MATH, dict(attn_mask=allowed))]
+                for bname, be, kw in cands:
+                    try:
+                        with sdpa_kernel([be]):
+                            fn = lambda: F.scaled_dot_product_attention(q_t, k_t, v_t, **kw)
+                            fn(); torch.cuda.synchronize()
+                            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                            s.record(); fn(); e.record(); e.synchronize()
+                            once = s.elapsed_time(e)
+                            n = max(1, min(50, int(40 / max(once, 1e-3))))
+                            ts = []
+                            for _ in range(5 if once < 50 else 2):
+                                s.record()
+                                for _ in range(n):
+                                    fn()
+                                e.record(); e.synchronize()
+                                ts.append(s.elapsed_time(e) / n)
+                        row["torch ms"] = float(np.median(ts)); row["torch TFLOP/s"] = flop / row["torch ms"] / 1e9; row["torch backend"] = bname
+                        break
+                    except Exception as ex:
+                        row.setdefault("torch failed", []).append(f"{bname}: {str(ex).splitlines()[0][:120]}")
+                del q_t, k_t, v_t
+                torch.cuda.empty_cache()
+            except Exception as ex:
+                row["torch failed"] = [str(ex)[:200]]
+        rows.append(row)
+        if "attention_paged ms" in row:
+            paged_ms_per_pair = row["attention_paged ms"] / pairs
+        line = f"prefill attention C={C:5} N={N:6} ({row['GFLOP']:7.1f} GFLOP):"
+        for name, _, _ in mods:
+            line += f"  {name} {row[name + ' ms']:8.3f} ms {row[name + ' TFLOP/s']:6.1f} TFLOP/s"
+        line += f"  | attention_paged {row['attention_paged ms']:9.3f} ms" if "attention_paged ms" in row else "  | attention_paged skipped"
+        line += f"  | torch {row['torch ms']:8.3f} ms {row['torch TFLOP/s']:6.1f} TFLOP/s ({row['torch backend']})" if "torch ms" in row else f"  | torch failed {row.get('torch failed')}"
+        print(line, flush=True)
+    return rows
+
+
+def prefill_attention_variants():
+    """Compile-time variants of attention_prefill timed beside the default: (name, module, query heads per block)."""
+    out = []
+    for defines, heads in [(("PF_MIN_BLOCKS=3",), 1), (("PF_AHEAD=2",), 1), (("PF_HEADS=2",), 2)]:
+        try:
+            out.append((" ".join(defines), module(HERE, defines, only="attention.cu"), heads))
+        except Exception as ex:
+            print(f"variant {defines} failed to build: {str(ex)[:300]}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline")
@@ -623,11 +835,22 @@ def main():
     ap.add_argument("--gemm-variant", action="append", help="also time the prompt GEMMs with these -D defines")
     ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
     ap.add_argument("--attention-only", action="store_true", help="only the decode attention timings by context length")
+    ap.add_argument("--prefill-attention-only", action="store_true", help="only attention_prefill: its check and the prompt attention timings")
     ap.add_argument("--prompt-experts-only", action="store_true", help="only run a 512-token prompt's experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
     dev = cp.cuda.Device()
     print(cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode())
+    if a.prefill_attention_only:  # builds attention.cu alone
+        ka = module(HERE, only="attention.cu")
+        variants = prefill_attention_variants()
+        res = prefill_attention_checks(ka, variants)
+        for r in res:
+            print(f"{'ok ' if r[5] else 'BAD'} {r[0]:7} {r[1]:44} rel {r[2]:.2e}", flush=True)
+        rows = prefill_attention_timings(variants)
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], "prefill-attention.json").write_text(json.dumps({"device": cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode(), "checks": res, "timings": rows}, indent=1))
+        sys.exit(1 if any(not r[5] for r in res) else 0)
     k = module(HERE)
     if a.attention_only:
         rows = attention_timings()
