@@ -79,13 +79,9 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             // a CPU silo's KV budget is configured in megabytes; a GPU silo takes most of the free GPU memory
             CpuKvCacheBytes = (long)options.KvCacheMegabytes << 20,
             Threads = options.Threads > 0 ? options.Threads : null,
-            MaxBatchTokens = options.MaxBatchTokens,
-        });
-        var engine = loaded.CreateEngine(new EngineOptions
-        {
-            MaxRunningSequences = options.MaxRunningSequences,
             PrefillChunkTokens = options.PrefillChunkTokens,
         });
+        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences });
         return (engine, loaded.Tokenizer, directory);
     }
 

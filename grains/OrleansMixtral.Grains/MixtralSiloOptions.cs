@@ -22,12 +22,13 @@ public sealed class MixtralSiloOptions
     public int KvCacheMegabytes { get; set; } = 256;
     /// <summary>Worker threads of the CPU backend; 0 = one per core.</summary>
     public int Threads { get; set; }
-    /// <summary>Most tokens in one forward call.</summary>
-    public int MaxBatchTokens { get; set; } = 512;
     /// <summary>Sequences decoded together in one engine step.</summary>
     public int MaxRunningSequences { get; set; } = 64;
-    /// <summary>Prompt tokens of one sequence per step (chunked prefill).</summary>
-    public int PrefillChunkTokens { get; set; } = 256;
+    /// <summary>
+    /// Prompt tokens of one sequence per step (chunked prefill); null = the backend's default (512 on the CPU, 2048 on
+    /// a GPU). The backend's forward size follows from it (the chunk plus the decodes that share its step).
+    /// </summary>
+    public int? PrefillChunkTokens { get; set; }
 
     /// <summary>
     /// A conversation's turn leaves the silo that holds its KV prefix for a less loaded one when that silo's engine has

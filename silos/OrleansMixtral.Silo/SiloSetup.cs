@@ -2,7 +2,10 @@ using System.Net;
 using Microsoft.Extensions.Hosting;
 using Orleans.Configuration;
 using Orleans.Dashboard;
+using OrleansMixtral.Backends;
+using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Silo;
 
@@ -19,7 +22,7 @@ public static class SiloSetup
     {
         Settings s;
         try { s = Read(builder.Configuration); }
-        catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException)
+        catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or ModelFormatException)
         {
             error = e.Message;
             return false;
@@ -82,6 +85,9 @@ public static class SiloSetup
         if ((redisClustering || mixtral.Storage == ConversationStorageKind.Redis) && string.IsNullOrWhiteSpace(redis))
             throw new ArgumentException("--Clustering redis and --Storage redis need --Redis HOST:PORT (a StackExchange.Redis connection string)");
         mixtral.Model = ModelPaths.Resolve(mixtral.Model); // fail now, not when the silo starts
+        if (mixtral.PrefillChunkTokens is { } chunk
+            && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
+            throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
         var siloPort = Port(config, "SiloPort", 11111);
         return new Settings(mixtral, redisClustering, siloPort, Port(config, "GatewayPort", 30000), Port(config, "PrimarySiloPort", 11111),
             config["ClusterId"] ?? "mixtral", config["ServiceId"] ?? "mixtral", config["AdvertisedHost"]);

@@ -27,8 +27,12 @@ public sealed record ModelLoadOptions
     /// <summary>Worker threads of the CPU backend; null = one per core.</summary>
     public int? Threads { get; init; }
 
-    /// <summary>Most tokens in one forward call; null = the backend's default.</summary>
-    public int? MaxBatchTokens { get; init; }
+    /// <summary>
+    /// Prompt tokens per engine step (chunked prefill); null = the backend's default (<see cref="PrefillChunk.CpuDefault"/>,
+    /// <see cref="PrefillChunk.CudaDefault"/>). The backend's forward size follows from it. At least
+    /// <see cref="PrefillChunk.MinTokens"/>, at most the model's context.
+    /// </summary>
+    public int? PrefillChunkTokens { get; init; }
 
     /// <summary>KV cache budget in bytes for the CPU backend (overrides <see cref="KvCacheTokens"/> there); the CUDA backend takes most of the free GPU memory unless <see cref="KvCacheTokens"/> is set.</summary>
     public long? CpuKvCacheBytes { get; init; }
@@ -80,6 +84,8 @@ public static class ModelLoader
             throw new BackendUnavailableException($"the cuda backend cannot start here: {why}");
         if (IsSynthetic(directory) && !cuda)
             throw new BackendUnavailableException("synthetic models are generated on the GPU; no CUDA device here");
+        if (options.PrefillChunkTokens is { } chunk && PrefillChunk.Check(chunk, ReadConfig(directory).MaxPositionEmbeddings) is { } badChunk)
+            throw new ArgumentException(badChunk);
         if (cuda) return LoadCuda(directory, options, progress);
         string full = RequireDirectory(directory);
         var started = Stopwatch.GetTimestamp();
@@ -106,7 +112,7 @@ public static class ModelLoader
                     Weights = int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32,
                     KvCacheBytes = tokens * bytesPerToken,
                     Threads = options.Threads ?? defaults.Threads,
-                    MaxBatchTokens = options.MaxBatchTokens ?? defaults.MaxBatchTokens,
+                    PrefillChunkTokens = options.PrefillChunkTokens ?? defaults.PrefillChunkTokens,
                 }, progress);
             }
             MistralTokenizer tokenizer = tokenizerTask.GetAwaiter().GetResult();
@@ -158,7 +164,7 @@ public static class ModelLoader
                 // synthetic models are int8 unless named …-bf16 (the study's fp16 baseline, on one card that holds 94 GB)
                 Weights = options.Int8 || (synthetic && !directory.EndsWith("-bf16", StringComparison.Ordinal)) ? CudaWeightFormat.Int8 : CudaWeightFormat.BFloat16,
                 KvCacheBytes = options.KvCacheTokens is { } t ? Math.Max(t, config.MaxPositionEmbeddings + 16L) * bytesPerToken : null,
-                MaxBatchTokens = options.MaxBatchTokens ?? 512,
+                PrefillChunkTokens = options.PrefillChunkTokens ?? PrefillChunk.CudaDefault,
             };
             bool preQuantized = false;
             if (synthetic) backend = CudaMixtralBackend.Synthetic(device, config, cudaOptions, progress: progress);

@@ -55,6 +55,12 @@ public static class CliApp
             console.Error.WriteLine("interrupted");
             return ExitInterrupted;
         }
+        catch (CliUsageException e)
+        {
+            console.Out.Flush();
+            console.Error.WriteLine("error: " + OneLine(e.Message));
+            return ExitUsage;
+        }
         catch (Exception e)
         {
             console.Out.Flush();

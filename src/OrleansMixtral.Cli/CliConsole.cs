@@ -24,3 +24,6 @@ public sealed class CliConsole(TextReader input, TextWriter output, TextWriter e
 
 /// <summary>A problem the user can fix (bad input, a file that is not there): one line on stderr, exit code 1.</summary>
 public sealed class CliException(string message) : Exception(message);
+
+/// <summary>An argument that parsed but does not fit the model (e.g. longer than its context): one line on stderr, exit code 2.</summary>
+public sealed class CliUsageException(string message) : Exception(message);

@@ -11,7 +11,15 @@ public sealed record CudaBackendOptions
     public int KvBlockSize { get; init; } = 16;
     /// <summary>KV cache bytes; null = most of the memory left after weights and buffers.</summary>
     public long? KvCacheBytes { get; init; }
-    public int MaxBatchTokens { get; init; } = 512;
+    /// <summary>Prompt tokens per engine step (chunked prefill): the setting; <see cref="MaxBatchTokens"/> follows from it.</summary>
+    public int PrefillChunkTokens { get; init; } = PrefillChunk.CudaDefault;
+    /// <summary>Most tokens in one forward call: unless set, a chunk plus the decodes that share its step.</summary>
+    public int MaxBatchTokens
+    {
+        get => _maxBatchTokens ?? PrefillChunk.BatchTokens(PrefillChunkTokens);
+        init => _maxBatchTokens = value;
+    }
+    readonly int? _maxBatchTokens;
     /// <summary>Most sequences one step carries (rows of the block table).</summary>
     public int MaxSequences { get; init; } = 64;
     /// <summary>Replay decode steps (≤ 64 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
@@ -44,6 +52,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     readonly DeviceBuffer _x, _qkv, _act16, _pairH16, _pairs, _ids, _expW, _slots, _tiles, _tileCount, _xl16, _logits;
     readonly DeviceBuffer _attPartO, _attPartMl, _attArrivals; // decode attention split over AttentionSplits blocks per (token, head)
     const int AttentionSplits = 8; // most blocks per (token, head) in attention_split; sizes its partial buffers
+    // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
+    // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
+    const int RunnerLogitRows = 512;
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
     readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _offTemperatures, _offUniforms, _stepBytes;
@@ -68,6 +79,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             (_embed, _layers, _finalNorm, _lmHead) = load(new CudaWeightLoader(device, config, _o.Weights));
             int h = _c.HiddenSize, inter = _c.IntermediateSize, qDim = _c.QueryDim, kvDim = _c.KvDim, K = _c.NumExpertsPerToken;
             var T = MaxBatchTokens = _o.MaxBatchTokens;
+            if (T < 1) throw new ArgumentOutOfRangeException(nameof(options), $"MaxBatchTokens must be at least 1, got {T}");
+            PrefillChunkTokens = Math.Min(_o.PrefillChunkTokens, T); // a forward size set below the chunk caps it
+            MaxLogitRows = Math.Min(T, Math.Max(_o.MaxSequences, RunnerLogitRows));
             var qkvRows = qDim + 2 * kvDim;
             DeviceBuffer F(long elements, int size = 4) { var b = device.Allocate(elements * size); _buffers.Add(b); return b; }
             _x = F((long)T * h);                             // residual stream, fp32
@@ -78,7 +92,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
             _slots = F((long)T * K); _tiles = F(3L * MaxExpertTiles(T)); _tileCount = F(1); // prompt experts grouped on the device
             _xl16 = F((long)T * h, 2);
-            _logits = F((long)T * _c.VocabSize);
+            _logits = F((long)MaxLogitRows * _c.VocabSize);
             var decodeHeads = (long)Math.Min(T, DecodeMaxTokens) * _c.NumHeads;
             _attPartO = F(decodeHeads * AttentionSplits * _c.HeadDim);
             _attPartMl = F(decodeHeads * AttentionSplits * 2);
@@ -145,6 +159,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     public int KvBlockSize { get; }
     public int KvBlockCount { get; }
     public int MaxBatchTokens { get; }
+    public int PrefillChunkTokens { get; }
+    public int MaxLogitRows { get; }
     public RouterTrace? RouterTrace { get; set; }
 
     public void Forward(ForwardBatch batch, Span<float> logits)
@@ -182,6 +198,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         _d.MakeCurrent();
         if (T > MaxBatchTokens) throw new ArgumentException($"batch of {T} tokens exceeds MaxBatchTokens {MaxBatchTokens}");
         if (batch.SequenceCount > _o.MaxSequences) throw new ArgumentException($"batch of {batch.SequenceCount} sequences exceeds {_o.MaxSequences}");
+        if (N > MaxLogitRows) throw new ArgumentException($"batch asks for {N} logit rows; the backend holds {MaxLogitRows}");
         for (var t = 0; t < T; t++)
             if ((uint)batch.Positions[t] >= (uint)_c.MaxPositionEmbeddings)
                 throw new ArgumentException($"position {batch.Positions[t]} is outside the context of {_c.MaxPositionEmbeddings}");

@@ -12,8 +12,7 @@ public sealed record EngineOptions
     public int MaxWaiting { get; init; } = 1024;
     /// <summary>Sequences decoded together in one step.</summary>
     public int MaxRunningSequences { get; init; } = 64;
-    /// <summary>Prompt tokens of one sequence computed per step (chunked prefill keeps decodes flowing).</summary>
-    public int PrefillChunkTokens { get; init; } = 512;
+    // Prompt tokens per step (chunked prefill) are the backend's IModelBackend.PrefillChunkTokens: its buffers are sized for them.
 }
 
 /// <summary>
@@ -48,6 +47,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     readonly IModelBackend _backend;
     readonly MistralTokenizer _tokenizer;
     readonly EngineOptions _options;
+    readonly int _prefillChunk;
     readonly KvCacheManager _kv;
     readonly ForwardBatch _batch;
     readonly float[] _logits;
@@ -82,7 +82,11 @@ public sealed class InferenceEngine : IAsyncDisposable
         if (tokenizer.VocabSize != c.VocabSize)
             throw new ArgumentException($"tokenizer has {tokenizer.VocabSize} tokens, the model {c.VocabSize}");
         _kv = new KvCacheManager(backend.KvBlockCount, backend.KvBlockSize, backend.CopyKvBlock);
-        var maxSeqs = Math.Min(_options.MaxRunningSequences, backend.MaxBatchTokens);
+        _prefillChunk = backend.PrefillChunkTokens;
+        if (_prefillChunk < 1 || _prefillChunk > backend.MaxBatchTokens)
+            throw new ArgumentException($"the backend's prefill chunk of {_prefillChunk} tokens does not fit its forward size of {backend.MaxBatchTokens}");
+        // one logit row per sequence of a step
+        var maxSeqs = Math.Min(_options.MaxRunningSequences, Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows));
         _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
         _logits = new float[(long)maxSeqs * c.VocabSize];
         _sampler = new Sampler(c.VocabSize);
@@ -223,7 +227,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             {
                 var pending = s.Length - s.Kv!.ComputedTokens;
                 if ((pending == 1) != pass || budget == 0) continue;
-                var n = Math.Min(pending, Math.Min(budget, pass ? 1 : _options.PrefillChunkTokens));
+                var n = Math.Min(pending, Math.Min(budget, pass ? 1 : _prefillChunk));
                 s.BatchSlot = _batch.AddSequence(s.Kv.Blocks);
                 var start = s.Kv.ComputedTokens;
                 for (var i = 0; i < n; i++)

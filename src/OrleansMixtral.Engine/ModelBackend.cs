@@ -16,6 +16,10 @@ public interface IModelBackend : IDisposable
     int KvBlockCount { get; }
     /// <summary>Most tokens one <see cref="Forward"/> call may carry.</summary>
     int MaxBatchTokens { get; }
+    /// <summary>Prompt tokens of one sequence the engine computes per step (see <see cref="PrefillChunk"/>); ≤ <see cref="MaxBatchTokens"/>.</summary>
+    int PrefillChunkTokens => MaxBatchTokens;
+    /// <summary>Most logit rows one <see cref="Forward"/> call may ask for (a backend may hold fewer rows than tokens).</summary>
+    int MaxLogitRows => MaxBatchTokens;
 
     /// <summary>
     /// Runs the model over <paramref name="batch"/>: writes each token's K/V into its sequence's blocks at its

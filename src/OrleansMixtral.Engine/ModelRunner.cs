@@ -21,7 +21,7 @@ public sealed class ModelRunner
             throw new InvalidOperationException($"the backend's KV cache ({backend.KvBlockCount} blocks) cannot hold one full context ({blocks} blocks)");
         _table = Enumerable.Range(0, blocks).ToArray();
         _batch = new ForwardBatch(backend.MaxBatchTokens, 1, blocks);
-        _logits = new float[(long)backend.MaxBatchTokens * c.VocabSize];
+        _logits = new float[(long)Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows) * c.VocabSize];
     }
 
     /// <summary>
@@ -33,9 +33,11 @@ public sealed class ModelRunner
         var vocab = _backend.Config.VocabSize;
         if (tokens.Count > _backend.Config.MaxPositionEmbeddings)
             throw new InvalidRequestException($"{tokens.Count} tokens exceed the context of {_backend.Config.MaxPositionEmbeddings}");
-        for (var start = 0; start < tokens.Count; start += _backend.MaxBatchTokens)
+        // every position's logits: no more tokens per forward than the backend holds logit rows
+        var chunk = allPositions ? Math.Min(_backend.MaxBatchTokens, _backend.MaxLogitRows) : _backend.MaxBatchTokens;
+        for (var start = 0; start < tokens.Count; start += chunk)
         {
-            var n = Math.Min(_backend.MaxBatchTokens, tokens.Count - start);
+            var n = Math.Min(chunk, tokens.Count - start);
             _batch.Clear();
             _batch.AddSequence(_table);
             for (var i = 0; i < n; i++)

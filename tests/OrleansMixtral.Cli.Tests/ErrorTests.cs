@@ -15,6 +15,11 @@ public class ErrorTests
         ["generate", "--model", "x", "--prompt", "hi", "--backend", "tpu"],
         ["bench", "--model", "x", "--concurrency", "1,x"],
         ["bench", "--model", "x", "--concurrency", "0"],
+        ["bench", "--model", "x", "--prefill-chunk", "15"],
+        ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "8"],
+        ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "big"],
+        ["chat", "--cluster", "127.0.0.1:30000", "--prefill-chunk", "64"],  // a cluster's silos set their own
+        ["perplexity", "--model", "x", "--file", "f", "--prefill-chunk", "64"], // no engine there
         ["perplexity", "--model", "x", "--file", "f", "--max-windows", "0"],
         ["quantize", "only-one-dir"],
         ["tokenize", "--model", "x", "--jsonl", "text too"],
@@ -118,6 +123,21 @@ public class ErrorTests
         Assert.Contains("context", last);
         Assert.DoesNotContain(r.ErrLines, l => l.StartsWith("at ", StringComparison.Ordinal));
         Assert.Equal("", r.Out);
+    }
+
+    [Theory]
+    [InlineData("generate", "--prompt", "hi")]
+    [InlineData("chat")]
+    [InlineData("bench", "--prompt-tokens", "16", "--output-tokens", "2", "--concurrency", "1")]
+    public void A_prefill_chunk_longer_than_the_context_is_a_usage_error_before_loading(params string[] command)
+    {
+        var r = Cli.Run([command[0], "--model", Cli.Model, .. command[1..], "--prefill-chunk", "2048"]);
+
+        Assert.True(r.ExitCode == 2, r.ToString());
+        string line = Assert.Single(r.ErrLines); // no "loaded …" line
+        Assert.StartsWith("error: --prefill-chunk:", line);
+        Assert.Contains("context of 1024", line);
+        Assert.Contains("2048", line);
     }
 
     [Fact]

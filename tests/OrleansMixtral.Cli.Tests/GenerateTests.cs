@@ -33,6 +33,20 @@ public class GenerateTests
     }
 
     [Fact]
+    public void The_prefill_chunk_changes_how_the_prompt_runs_not_the_output()
+    {
+        string prompt = string.Concat(Enumerable.Repeat("The river rose and the town council met again. ", 30)); // ≈ 300 tokens
+        var whole = Cli.Run("generate", "--model", Cli.Model, "--prompt", prompt, "--max-tokens", "16", "--ignore-eos");
+        var chunked = Cli.Run("generate", "--model", Cli.Model, "--prompt", prompt, "--max-tokens", "16", "--ignore-eos", "--prefill-chunk", "16");
+
+        Assert.True(whole.ExitCode == 0, whole.ToString());
+        Assert.True(chunked.ExitCode == 0, chunked.ToString());
+        Assert.Contains("prefill chunk 512,", whole.Err); // the CPU's default
+        Assert.Contains("prefill chunk 16,", chunked.Err);
+        Assert.Equal(whole.Out, chunked.Out);
+    }
+
+    [Fact]
     public void Stop_string_cuts_the_output_before_it()
     {
         HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == 1);

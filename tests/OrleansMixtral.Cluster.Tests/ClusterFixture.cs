@@ -25,7 +25,7 @@ public class ClusterFixture : IAsyncLifetime
         Model = RepoPaths.TinyModel,
         Threads = 1,
         KvCacheMegabytes = 16,
-        MaxBatchTokens = 128,
+        PrefillChunkTokens = 64, // forward calls of 128 tokens: the chunk plus 64 decodes
         MaxRunningSequences = 16,
         Storage = ConversationStorageKind.External,
         StallProbeMilliseconds = 2000,

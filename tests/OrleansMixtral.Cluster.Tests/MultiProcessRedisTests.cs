@@ -22,7 +22,7 @@ public sealed class MultiProcessRedisTests(ITestOutputHelper output)
         [
             "--Clustering", "redis", "--Redis", redis.ConnectionString, "--Storage", "redis", "--AdvertisedHost", "127.0.0.1",
             "--ClusterId", clusterId, "--Model", "models/tiny-mixtral",
-            "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16", "--Mixtral:MaxBatchTokens", "128",
+            "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16", "--Mixtral:PrefillChunkTokens", "64",
             "--Mixtral:StallProbeMilliseconds", "2000", "--Mixtral:ProbeTimeoutMilliseconds", "3000",
             "--Membership:ProbeTimeout", "00:00:01", "--Membership:NumMissedProbesLimit", "3",
             "--Membership:NumVotesForDeathDeclaration", "1", "--Membership:TableRefreshTimeout", "00:00:02",

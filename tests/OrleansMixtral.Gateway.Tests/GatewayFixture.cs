@@ -46,7 +46,7 @@ public sealed class GatewayFixture : IAsyncLifetime
         Model = RepoPaths.TinyModel,
         Threads = 2,
         KvCacheMegabytes = 48,
-        MaxBatchTokens = 256,
+        PrefillChunkTokens = 192, // forward calls of 256 tokens: the chunk plus 64 decodes
         MaxRunningSequences = 32,
         ProbeTimeoutMilliseconds = 1500,
         StallProbeMilliseconds = 2000,

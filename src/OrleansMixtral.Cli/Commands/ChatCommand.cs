@@ -16,7 +16,7 @@ static class ChatCommand
     public static Command Create(CliConsole console)
     {
         var command = new Command("chat", "Interactive multi-turn chat over stdin (/reset clears the history, /exit or end of input quits)");
-        var model = new ModelOptions(command, required: false);
+        var model = new ModelOptions(command, required: false, prefillChunk: true);
         var system = new Option<string?>("--system") { Description = "System message for the conversation", HelpName = "TEXT" };
         var cluster = new Option<string?>("--cluster")
         {
@@ -31,6 +31,7 @@ static class ChatCommand
             var hasCluster = r.GetResult(cluster) is not null;
             if (hasModel == hasCluster) r.AddError("give either --model DIR (a local engine) or --cluster ADDRESS (a running cluster)");
             if (r.GetResult(conversation) is not null && !hasCluster) r.AddError("--conversation needs --cluster");
+            if (r.GetResult(model.PrefillChunkTokens) is not null && hasCluster) r.AddError("--prefill-chunk needs --model (a cluster's silos set their own)");
         });
         var sampling = new SamplingOptions(command, defaultMaxTokens: 512, defaultTemperature: 0.7f);
 

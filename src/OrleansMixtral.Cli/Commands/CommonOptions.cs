@@ -50,7 +50,7 @@ static class Opt
         => new("--seed") { Description = description, HelpName = "S" };
 }
 
-/// <summary>--model, --backend, --int8, --threads: what it takes to load a model.</summary>
+/// <summary>--model, --backend, --int8, --threads (and --prefill-chunk where an engine runs): what it takes to load a model.</summary>
 sealed class ModelOptions
 {
     public Option<string> Model { get; } = new("--model", "-m")
@@ -77,17 +77,34 @@ sealed class ModelOptions
         HelpName = "N",
     };
 
-    public ModelOptions(Command command, bool required = true)
+    public Option<int?> PrefillChunkTokens { get; } = new("--prefill-chunk")
+    {
+        Description = $"Prompt tokens of one request per engine step (default: {PrefillChunk.CpuDefault} on the CPU, " +
+                      $"{PrefillChunk.CudaDefault} on a GPU; at most the model's context)",
+        HelpName = "N",
+    };
+
+    readonly bool _prefillChunk;
+
+    /// <param name="prefillChunk">Offer --prefill-chunk (commands that run an engine).</param>
+    public ModelOptions(Command command, bool required = true, bool prefillChunk = false)
     {
         Model.Required = required;
         Threads.Validators.Add(r =>
         {
             if (Opt.TryGet(r, out int? v) && v is < 1) r.AddError("--threads must be at least 1");
         });
+        PrefillChunkTokens.Validators.Add(r =>
+        {
+            if (Opt.TryGet(r, out int? v) && v < PrefillChunk.MinTokens)
+                r.AddError($"--prefill-chunk must be at least {PrefillChunk.MinTokens}, got {v}");
+        });
         command.Options.Add(Model);
         command.Options.Add(Backend);
         command.Options.Add(Int8);
         command.Options.Add(Threads);
+        _prefillChunk = prefillChunk;
+        if (prefillChunk) command.Options.Add(PrefillChunkTokens);
     }
 
     public string Directory(ParseResult r) => r.GetRequiredValue(Model);
@@ -98,12 +115,24 @@ sealed class ModelOptions
         Int8 = r.GetValue(Int8),
         Threads = r.GetValue(Threads),
         KvCacheTokens = kvCacheTokens,
+        PrefillChunkTokens = _prefillChunk ? r.GetValue(this.PrefillChunkTokens) : null,
     };
+
+    /// <summary>
+    /// A --prefill-chunk longer than the model's context is a usage error (exit 2), found before anything loads (the
+    /// lower bound is checked while parsing).
+    /// </summary>
+    public void CheckPrefillChunk(ParseResult r, int context)
+    {
+        if (_prefillChunk && r.GetValue(PrefillChunkTokens) is { } chunk && PrefillChunk.Check(chunk, context) is { } why)
+            throw new CliUsageException("--prefill-chunk: " + why);
+    }
 
     /// <summary>Loads the model; a progress bar on stderr when it is a terminal, then one line saying what was loaded.</summary>
     public LoadedModel Load(ParseResult r, CliConsole console, long? kvCacheTokens = null)
     {
         string directory = Directory(r);
+        CheckPrefillChunk(r, ModelLoader.ReadConfig(directory).MaxPositionEmbeddings);
         ModelLoadOptions options = LoadOptions(r, kvCacheTokens);
         LoadedModel model = console.ErrorIsTerminal
             ? SpectreUi.WithProgress(console, "loading " + Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory))),
@@ -113,6 +142,7 @@ sealed class ModelOptions
         console.Error.WriteLine(
             $"loaded {model.Name}: {model.Backend.Name}{(model.PreQuantized ? " (pre-quantized)" : "")}, " +
             $"{c.NumLayers} layers, {c.NumExperts} experts top-{c.NumExpertsPerToken}, context {c.MaxPositionEmbeddings}, " +
+            $"prefill chunk {model.Backend.PrefillChunkTokens}, " +
             $"{model.LoadTime.TotalSeconds:F2} s");
         return model;
     }

@@ -10,7 +10,7 @@ static class GenerateCommand
     public static Command Create(CliConsole console)
     {
         var command = new Command("generate", "Complete a prompt; prints only the completion, streaming as tokens arrive");
-        var model = new ModelOptions(command);
+        var model = new ModelOptions(command, prefillChunk: true);
         var prompt = new Option<string>("--prompt", "-p")
         {
             Description = "The prompt text (\"-\" reads it from stdin)",

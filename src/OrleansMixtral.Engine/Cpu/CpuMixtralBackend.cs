@@ -14,7 +14,15 @@ public sealed record CpuBackendOptions
     public int KvBlockSize { get; init; } = 16;
     /// <summary>KV cache budget in bytes (all layers, K and V).</summary>
     public long KvCacheBytes { get; init; } = 256L << 20;
-    public int MaxBatchTokens { get; init; } = 512;
+    /// <summary>Prompt tokens per engine step (chunked prefill): the setting; <see cref="MaxBatchTokens"/> follows from it.</summary>
+    public int PrefillChunkTokens { get; init; } = PrefillChunk.CpuDefault;
+    /// <summary>Most tokens in one forward call: unless set, a chunk plus the decodes that share its step.</summary>
+    public int MaxBatchTokens
+    {
+        get => _maxBatchTokens ?? PrefillChunk.BatchTokens(PrefillChunkTokens);
+        init => _maxBatchTokens = value;
+    }
+    readonly int? _maxBatchTokens;
     public int Threads { get; init; } = Environment.ProcessorCount;
 }
 
@@ -74,8 +82,11 @@ public sealed class CpuMixtralBackend : IModelBackend
     readonly float[] _expertIn;     // [T, hidden] gathered inputs of one expert
     readonly float[] _h1, _h3;      // [T, inter]
     readonly float[] _expertOut;    // [T, hidden]
-    readonly float[] _logitIn;      // [T, hidden] normed rows whose logits are wanted
-    readonly float[] _logitOut;     // [T, vocab]
+    readonly float[] _logitIn;      // [MaxLogitRows, hidden] normed rows whose logits are wanted
+    readonly float[] _logitOut;     // [MaxLogitRows, vocab]
+    // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
+    // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
+    const int RunnerLogitRows = 512;
     readonly AttentionJob _attention;
 
     public CpuMixtralBackend(CheckpointDirectory checkpoint, CpuBackendOptions? options = null, LoadProgress? progress = null)
@@ -135,6 +146,9 @@ public sealed class CpuMixtralBackend : IModelBackend
         (_cos, _sin) = RopeTables.Compute(_c.MaxPositionEmbeddings, _c.HeadDim, (float)_c.RopeTheta);
 
         var T = MaxBatchTokens = o.MaxBatchTokens;
+        if (T < 1 || (long)T * Math.Max(Math.Max(h, qDim), Math.Max(inter, _c.VocabSize)) > Array.MaxLength)
+            throw new ArgumentOutOfRangeException(nameof(options), $"MaxBatchTokens {T}: the activation buffers of that many tokens do not fit .NET arrays");
+        PrefillChunkTokens = Math.Min(o.PrefillChunkTokens, T); // a forward size set below the chunk caps it
         _x = new float[T * h];
         _xb = new float[T * h];
         _q = new float[T * qDim];
@@ -157,8 +171,9 @@ public sealed class CpuMixtralBackend : IModelBackend
         _h1 = new float[T * inter];
         _h3 = new float[T * inter];
         _expertOut = new float[T * h];
-        _logitIn = new float[T * h];
-        _logitOut = new float[T * _c.VocabSize];
+        MaxLogitRows = Math.Min(T, RunnerLogitRows);
+        _logitIn = new float[MaxLogitRows * h];
+        _logitOut = new float[MaxLogitRows * _c.VocabSize];
         _attention = new AttentionJob(this, _c.MaxPositionEmbeddings);
     }
 
@@ -168,6 +183,8 @@ public sealed class CpuMixtralBackend : IModelBackend
     public int KvBlockSize { get; }
     public int KvBlockCount { get; }
     public int MaxBatchTokens { get; }
+    public int PrefillChunkTokens { get; }
+    public int MaxLogitRows { get; }
     public long WeightBytes { get; }
     public RouterTrace? RouterTrace { get; set; }
 
@@ -176,6 +193,7 @@ public sealed class CpuMixtralBackend : IModelBackend
         var T = batch.TokenCount;
         if (T == 0) return;
         if (T > MaxBatchTokens) throw new ArgumentException($"batch of {T} tokens exceeds MaxBatchTokens {MaxBatchTokens}");
+        if (batch.LogitCount > MaxLogitRows) throw new ArgumentException($"batch asks for {batch.LogitCount} logit rows; the backend holds {MaxLogitRows}");
         int h = _c.HiddenSize, qDim = _c.QueryDim, kvDim = _c.KvDim;
         var eps = (float)_c.RmsNormEps;
 
