@@ -15,6 +15,8 @@ public class ErrorTests
         ["generate", "--model", "x", "--prompt", "hi", "--backend", "tpu"],
         ["bench", "--model", "x", "--concurrency", "1,x"],
         ["bench", "--model", "x", "--concurrency", "0"],
+        ["bench", "--model", "x", "--prompt-tokens", "16,x"],
+        ["bench", "--model", "x", "--prompt-tokens", "0"],
         ["bench", "--model", "x", "--prefill-chunk", "15"],
         ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "8"],
         ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "big"],
@@ -147,6 +149,13 @@ public class ErrorTests
 
         Assert.Equal(1, r.ExitCode);
         string line = Assert.Single(r.ErrLines);
+        Assert.Contains("exceeds the model's context of 1024", line);
+
+        // any one of several lengths, before the shorter ones run
+        r = Cli.Run("bench", "--model", Cli.Model, "--prompt-tokens", "16,1000", "--output-tokens", "100");
+        Assert.Equal(1, r.ExitCode);
+        line = Assert.Single(r.ErrLines);
+        Assert.Contains("--prompt-tokens 1000", line);
         Assert.Contains("exceeds the model's context of 1024", line);
     }
 }

@@ -1,17 +1,11 @@
 namespace OrleansMixtral.Cli.Commands;
 
-/// <summary>The bench's PNG: per-request (perceived) and aggregate output tokens/s against concurrency.</summary>
+/// <summary>The bench's PNG: per-request (perceived) and aggregate output tokens/s against concurrency, or TTFT against prompt length.</summary>
 static class BenchPlot
 {
     public static void Save(string path, string title, (int Concurrency, double PerRequest, double Aggregate)[] levels)
     {
-        var plot = new ScottPlot.Plot();
-        // A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.
-        if (Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font))
-        {
-            ScottPlot.Fonts.AddFontFile("bench", font);
-            plot.Font.Set("bench");
-        }
+        var plot = NewPlot();
         double[] xs = levels.Select(l => Math.Log2(l.Concurrency)).ToArray();
         var perRequest = plot.Add.Scatter(xs, levels.Select(l => l.PerRequest).ToArray());
         perRequest.LegendText = "per request (perceived tok/s)";
@@ -22,6 +16,42 @@ static class BenchPlot
             xs, levels.Select(l => l.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
         plot.Axes.Bottom.Label.Text = "concurrent requests";
         plot.Axes.Left.Label.Text = "tokens / s";
+        Finish(plot, path, title);
+    }
+
+    /// <summary>With several prompt lengths: TTFT (p50) against prompt length, one line per concurrency level.</summary>
+    public static void SaveTtft(string path, string title, (int PromptTokens, int Concurrency, double TtftP50Ms)[] levels)
+    {
+        var plot = NewPlot();
+        int[] lengths = levels.Select(l => l.PromptTokens).Distinct().Order().ToArray();
+        foreach (var group in levels.GroupBy(l => l.Concurrency))
+        {
+            var points = group.OrderBy(l => l.PromptTokens).ToArray();
+            var line = plot.Add.Scatter(points.Select(l => Math.Log2(l.PromptTokens)).ToArray(), points.Select(l => l.TtftP50Ms).ToArray());
+            line.LegendText = group.Key == 1 ? "1 request" : $"{group.Key} concurrent requests";
+        }
+        // prompt lengths grow by factors: a log₂ axis labelled with the lengths themselves
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+            lengths.Select(l => Math.Log2(l)).ToArray(), lengths.Select(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
+        plot.Axes.Bottom.Label.Text = "prompt tokens";
+        plot.Axes.Left.Label.Text = "time to first token, p50 (ms)";
+        Finish(plot, path, title);
+    }
+
+    static ScottPlot.Plot NewPlot()
+    {
+        var plot = new ScottPlot.Plot();
+        // A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.
+        if (Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font))
+        {
+            ScottPlot.Fonts.AddFontFile("bench", font);
+            plot.Font.Set("bench");
+        }
+        return plot;
+    }
+
+    static void Finish(ScottPlot.Plot plot, string path, string title)
+    {
         plot.Title(title.Length > 90 ? title[..90] + "…" : title);
         plot.ShowLegend();
         if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } dir) Directory.CreateDirectory(dir);
