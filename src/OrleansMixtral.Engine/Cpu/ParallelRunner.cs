@@ -77,7 +77,7 @@ public sealed class ParallelRunner : IDisposable
     public void Dispose()
     {
         _stopping = true;
-        _start.Release(_workers.Length);
+        if (_workers.Length > 0) _start.Release(_workers.Length); // one thread: no workers, and Release(0) throws
         foreach (var w in _workers) w.Join();
         _start.Dispose();
     }
