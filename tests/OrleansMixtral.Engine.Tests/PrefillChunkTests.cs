@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using OrleansMixtral.Engine.Cpu;
 using OrleansMixtral.Model;
 using OrleansMixtral.Tests;
@@ -6,7 +7,8 @@ namespace OrleansMixtral.Engine.Tests;
 
 /// <summary>
 /// Chunked prefill as one setting (<see cref="PrefillChunk"/>): the backend's forward size follows the chunk, the engine
-/// computes prompts in chunks of it, and the chunk never changes the tokens.
+/// computes prompts in chunks of it, and the chunk never changes the tokens. Long prompts (thousands of tokens) on the
+/// tiny model with its context raised to 8192: they run, and requests that cannot fit are refused with typed errors.
 /// </summary>
 public sealed class PrefillChunkTests
 {
@@ -88,5 +90,63 @@ public sealed class PrefillChunkTests
             if (expected is null) expected = result.OutputTokens;
             else Assert.Equal(expected, result.OutputTokens);
         }
+    }
+
+    /// <summary>The tiny model's weights with max_position_embeddings 8192 (RoPE is computed for any length), in a temp directory.</summary>
+    static readonly Lazy<string> LongContextModel = new(() =>
+    {
+        var dir = Directory.CreateTempSubdirectory("om-tiny-8k-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
+        foreach (var file in new[] { "model.safetensors", "tokenizer.json", "tokenizer_config.json" })
+            File.Copy(Path.Combine(RepoPaths.TinyModel, file), Path.Combine(dir, file));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.TinyModel, "config.json")))!;
+        config["max_position_embeddings"] = LongContext;
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        return dir;
+    });
+
+    const int LongContext = 8192;
+
+    /// <summary>K and V of every layer of one token, fp32, on the CPU backend.</summary>
+    static long KvBytesPerToken(MixtralConfig c) => 2L * c.NumLayers * c.KvDim * sizeof(float);
+
+    static CpuMixtralBackend LongContextBackend(int chunk, long kvTokens)
+    {
+        var config = MixtralConfig.Load(Path.Combine(LongContextModel.Value, "config.json"));
+        Assert.Equal(LongContext, config.MaxPositionEmbeddings);
+        return Backend(LongContextModel.Value, new CpuBackendOptions { PrefillChunkTokens = chunk, KvCacheBytes = kvTokens * KvBytesPerToken(config) });
+    }
+
+    [Fact]
+    public async Task A_prompt_that_fills_the_context_is_an_invalid_request()
+    {
+        await using var engine = new InferenceEngine(LongContextBackend(512, LongContext + 16), TinyModel.Tokenizer);
+        var e = Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Prompt(LongContext), SamplingParams.Greedy(1))));
+        Assert.Contains("context", e.Message);
+    }
+
+    [Fact]
+    public async Task A_prompt_that_fits_the_context_but_not_the_kv_cache_is_a_kv_capacity_error_and_the_engine_goes_on()
+    {
+        await using var engine = new InferenceEngine(LongContextBackend(512, 2048), TinyModel.Tokenizer);
+        var e = Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest(Prompt(3000), SamplingParams.Greedy(1))));
+        Assert.Contains("KV cache", e.Message);
+        // a prompt that fits runs, over several chunks
+        var ok = await engine.Submit(new GenerationRequest(Prompt(1500), SamplingParams.Greedy(2))).ReadToEndAsync();
+        Assert.Equal((FinishReason.Length, 2, 1500), (ok.FinishReason, ok.OutputTokens.Count, ok.Usage.PromptTokens));
+    }
+
+    [Fact]
+    public async Task A_4000_token_prompt_gives_the_same_greedy_tokens_in_chunks_of_512_and_1536()
+    {
+        var prompt = Prompt(4000);
+        var small = new Recording(LongContextBackend(512, LongContext + 16));
+        var a = await Greedy(small, prompt, 8);
+        var large = new Recording(LongContextBackend(1536, LongContext + 16));
+        var b = await Greedy(large, prompt, 8);
+        // 4000 = 7 × 512 + 416 = 2 × 1536 + 928; then 7 decode steps (the prompt's last chunk gives the first token)
+        Assert.Equal([.. Enumerable.Repeat(512, 7), 416, .. Enumerable.Repeat(1, 7)], small.Steps);
+        Assert.Equal([1536, 1536, 928, .. Enumerable.Repeat(1, 7)], large.Steps);
+        Assert.Equal(a.OutputTokens, b.OutputTokens);
     }
 }
