@@ -126,8 +126,9 @@ __device__ __forceinline__ int warp_routed_to(const int* expert_ids, int P, int 
 
 // Groups a prompt's (token, choice) pairs by expert on the device, for the prompt GEMMs (gemm.cu): slots = the
 // pairs p = t·K + k ordered by expert, then by p (stable: deterministic sums); tiles = (expert, first slot, count
-// ≤ 64) for each 64-slot piece of each expert's run, tile_count[0] of them (≤ P/64 + E). grid 1, block 256.
-extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int* slots, int* tiles, int* tile_count) {
+// ≤ tile_slots) for each tile_slots-slot piece of each expert's run (64 for gemm.cu, 128 for the wgmma GEMMs),
+// tile_count[0] of them (≤ P/tile_slots + E). grid 1, block 256.
+extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int tile_slots, int* slots, int* tiles, int* tile_count) {
     __shared__ int count[MAX_EXPERTS], start[MAX_EXPERTS];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
     for (int e = warp; e < E; e += warps) {
@@ -139,10 +140,10 @@ extern "C" __global__ void moe_group(const int* expert_ids, int P, int E, int* s
         int at = 0, n = 0;
         for (int e = 0; e < E; e++) {
             start[e] = at;
-            for (int s = 0; s < count[e]; s += 64, n++) {
+            for (int s = 0; s < count[e]; s += tile_slots, n++) {
                 tiles[3 * n] = e;
                 tiles[3 * n + 1] = at + s;
-                tiles[3 * n + 2] = min(64, count[e] - s);
+                tiles[3 * n + 2] = min(tile_slots, count[e] - s);
             }
             at += count[e];
         }

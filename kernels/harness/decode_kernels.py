@@ -27,6 +27,8 @@ def module(folder, defines=(), only=None):
     for cu in sorted(folder.glob("*.cu")):
         if only and cu.name != only:
             continue
+        if cu.name.endswith("_sm90a.cu"):  # wgmma kernels: NVRTC for sm_90a only (prompt_gemm.py)
+            continue
         src = cu.read_text()
         m = cp.RawModule(code=src, options=("--std=c++17", f"-I{folder}", "-default-device") + tuple(f"-D{d}" for d in defines))
         names = set(re.findall(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(?!__launch_bounds__)(\w+)\(', src))
@@ -119,14 +121,14 @@ def gemm(k, W, scales, x16, y, T, acc=0):
                                                                    np.int32(T), np.int32(R), np.int32(C), np.int32(acc)))
 
 
-def moe_prompt(k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None):
+def moe_prompt(k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, tile_slots=64):
     """Prompt experts: group on the device, then the two grouped GEMMs."""
     i8 = W13.dtype == cp.int8
     P = T * K
     if bufs is None:
         bufs = (cp.zeros(P, cp.int32), cp.zeros(3 * (P // 64 + E), cp.int32), cp.zeros(1, cp.int32))
     slots, tiles, count = bufs
-    k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), slots, tiles, count))
+    k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), np.int32(tile_slots), slots, tiles, count))
     mt = P // 64 + E
     kind = "i8" if i8 else "bf16"
     getattr(k, "moe_gemm_gate_up_" + kind)((mt, (I_ + 127) // 128), (256,), (W13, s13 if i8 else null(), tiles, count, slots, x16, h16,

@@ -152,7 +152,18 @@ public sealed unsafe class CudaDevice : IDisposable
         Launch(kernel, (gridX, gridY, 1), blockX, args);
 
     /// <summary>Launches a kernel over a three-dimensional grid.</summary>
-    public void Launch(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, params ReadOnlySpan<KArg> args)
+    public void Launch(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, params ReadOnlySpan<KArg> args) =>
+        LaunchWithSharedMemory(kernel, grid, blockX, 0, args);
+
+    /// <summary>True when kernels/*.cu defined this kernel for this card (the sm_90a files exist only on Hopper).</summary>
+    public bool HasKernel(string name) => _functions.ContainsKey(name);
+
+    /// <summary>Lets a kernel launch with more than 48 KB of dynamic shared memory (once, before any launch or capture).</summary>
+    public void AllowSharedMemory(string kernel, int bytes) =>
+        Cu.Check(Cu.cuFuncSetAttribute(Function(kernel), Cu.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), kernel);
+
+    /// <summary>Launches with <paramref name="sharedBytes"/> of dynamic shared memory (over 48 KB: <see cref="AllowSharedMemory"/> first).</summary>
+    public void LaunchWithSharedMemory(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, uint sharedBytes, params ReadOnlySpan<KArg> args)
     {
         var values = stackalloc ulong[args.Length];
         var pointers = stackalloc void*[args.Length];
@@ -161,7 +172,7 @@ public sealed unsafe class CudaDevice : IDisposable
             values[i] = args[i].Bits;
             pointers[i] = &values[i];
         }
-        Cu.Check(Cu.cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, blockX, 1, 1, 0, Stream, pointers, null), kernel);
+        Cu.Check(Cu.cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, blockX, 1, 1, sharedBytes, Stream, pointers, null), kernel);
     }
 
     void LoadKernels()
@@ -176,9 +187,12 @@ public sealed unsafe class CudaDevice : IDisposable
                 n => n["kernels/".Length..], n => new StreamReader(assembly.GetManifestResourceStream(n)!).ReadToEnd());
         var headers = sources.Where(s => s.Key.EndsWith(".cuh")).ToArray();
         Nvrtc.Check(Nvrtc.nvrtcVersion(out var major, out var minor));
-        var arch = $"sm_{ComputeCapability}";
         foreach (var (file, source) in sources.Where(s => s.Key.EndsWith(".cu")).OrderBy(s => s.Key))
         {
+            // *_sm90a.cu use Hopper-only instructions (wgmma, setmaxnreg): built for sm_90a on Hopper, left out elsewhere
+            var hopperOnly = file.EndsWith("_sm90a.cu");
+            if (hopperOnly && ComputeCapability != 90) continue;
+            var arch = hopperOnly ? "sm_90a" : $"sm_{ComputeCapability}";
             var cubin = CachedCubin(file, source, headers, arch, $"{major}.{minor}");
             fixed (byte* image = cubin)
             {

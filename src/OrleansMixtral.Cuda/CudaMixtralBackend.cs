@@ -52,6 +52,13 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     readonly DeviceBuffer _x, _qkv, _act16, _pairH16, _pairs, _ids, _expW, _slots, _tiles, _tileCount, _xl16, _logits;
     readonly DeviceBuffer _attPartO, _attPartMl, _attArrivals; // decode attention split over AttentionSplits blocks per (token, head)
     const int AttentionSplits = 8; // most blocks per (token, head) in attention_split; sizes its partial buffers
+    // Hopper: int8 prompt products on wgmma (kernels/wgmma_gemm_sm90a.cu), inputs first permuted into its column order
+    readonly bool _wgmma;
+    readonly DeviceBuffer? _xPerm16;
+    const int WgmmaThreads = 384, WgmmaTokens = 128, WgmmaRows = 256;
+    /// <summary>WGG_SMEM of kernels/wgmma_gemm_sm90a.cu (6 stages; KernelSourceTests checks the two agree).</summary>
+    public const int WgmmaSharedBytes = 100448;
+    static readonly string[] WgmmaKernels = ["wgmma_dense_i8", "wgmma_gate_up_i8", "wgmma_down_i8"];
     // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
     // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
     const int RunnerLogitRows = 512;
@@ -92,6 +99,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
             _slots = F((long)T * K); _tiles = F(3L * MaxExpertTiles(T)); _tileCount = F(1); // prompt experts grouped on the device
             _xl16 = F((long)T * h, 2);
+            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel("wgmma_dense_i8");
+            if (_wgmma)
+            {
+                _xPerm16 = F((long)T * Math.Max(h, qDim), 2);
+                foreach (var k in WgmmaKernels) device.AllowSharedMemory(k, WgmmaSharedBytes);
+            }
             _logits = F((long)MaxLogitRows * _c.VocabSize);
             var decodeHeads = (long)Math.Min(T, DecodeMaxTokens) * _c.NumHeads;
             _attPartO = F(decodeHeads * AttentionSplits * _c.HeadDim);
@@ -284,6 +297,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         if (T <= SkinnyMaxTokens)
             _d.Launch($"gemv_{kind}_nt{TokenTiles(T)}", (uint)(w.Rows / 16), 1, 256, // one 16-row tile per block: gemv.cu
                 w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        else if (_wgmma && w.IsInt8)
+        {
+            _d.Launch("permute_units_f16", (uint)T, 1, 256, x16, _xPerm16!, T, w.Cols);
+            _d.LaunchWithSharedMemory("wgmma_dense_i8", (Blocks(T, WgmmaTokens), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+                w.Weight, w.Scales!.Ptr, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        }
         else
             _d.Launch($"gemm_{kind}", Blocks(w.Rows, 256), Blocks(T, 64), 256, // 256 rows × 64 tokens per block: gemm.cu
                 w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
@@ -308,8 +327,20 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             return;
         }
         // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
+        if (_wgmma && L.W13Scales is not null)
+        {
+            var groups = (uint)(T * K / WgmmaTokens + E); // 128-slot tiles
+            _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, WgmmaTokens, _slots, _tiles, _tileCount);
+            _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
+            // gate/up writes h in down's input order
+            _d.LaunchWithSharedMemory("wgmma_gate_up_i8", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, WgmmaSharedBytes,
+                L.W13, L.W13Scales.Ptr, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
+            _d.LaunchWithSharedMemory("wgmma_down_i8", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+                L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
+            return;
+        }
         var tiles = (uint)MaxExpertTiles(T);
-        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, _slots, _tiles, _tileCount);
+        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, 64, _slots, _tiles, _tileCount);
         _d.Launch($"moe_gemm_gate_up_{kind}", tiles, Blocks(inter, 128), 256, // tiles fastest: an expert's tiles share its weight reads
             L.W13, L.W13Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
         _d.Launch($"moe_gemm_down_{kind}", tiles, Blocks(h, 256), 256,

@@ -29,8 +29,19 @@ public sealed class KernelSourceTests
         var defined = Directory.GetFiles(Path.Combine(RepoPaths.Root, "kernels"), "*.cu").SelectMany(f => CudaDevice.KernelNames(File.ReadAllText(f))).ToHashSet();
         var backend = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaMixtralBackend.cs"))
                       + File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaWeights.cs"));
-        var launched = System.Text.RegularExpressions.Regex.Matches(backend, @"Launch\(""(\w+)""").Select(m => m.Groups[1].Value).Distinct().ToList();
+        var launched = System.Text.RegularExpressions.Regex.Matches(backend, @"Launch(?:WithSharedMemory)?\(""(\w+)""").Select(m => m.Groups[1].Value).Distinct().ToList();
         Assert.NotEmpty(launched);
         Assert.All(launched, name => Assert.Contains(name, defined));
+    }
+
+    [Fact]
+    public void The_wgmma_kernels_shared_memory_is_what_the_backend_launches_them_with()
+    {
+        var source = Source("wgmma_gemm_sm90a.cu");
+        int Define(string name) => int.Parse(System.Text.RegularExpressions.Regex.Match(source, $@"#define {name} (\d+)\b").Groups[1].Value);
+        int stages = Define("WGG_STAGES"), tokens = Define("WGG_TOKENS");
+        // WGG_SMEM: stages of token rows (128 bytes each), 2 barriers a stage, row pointers, 1 KB alignment
+        Assert.Equal(CudaMixtralBackend.WgmmaSharedBytes, stages * tokens * 128 + 2 * stages * 8 + tokens * 8 + 1024);
+        Assert.Contains("#define WGG_SMEM (WGG_STAGES * WGG_X_BYTES + 2 * WGG_STAGES * 8 + WGG_TOKENS * 8 + 1024)", source);
     }
 }

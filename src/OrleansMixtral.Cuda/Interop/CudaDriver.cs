@@ -11,6 +11,7 @@ static unsafe partial class Cu
     public const int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
     public const int CU_STREAM_NON_BLOCKING = 1;
     public const int CU_STREAM_CAPTURE_MODE_RELAXED = 2;
+    public const int CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
     [LibraryImport(Native.Driver)] public static partial int cuInit(uint flags);
     [LibraryImport(Native.Driver)] public static partial int cuDriverGetVersion(out int version);
@@ -45,6 +46,7 @@ static unsafe partial class Cu
     [LibraryImport(Native.Driver, StringMarshalling = StringMarshalling.Utf8)] public static partial int cuModuleGetFunction(out IntPtr function, IntPtr module, string name);
     [LibraryImport(Native.Driver)]
     public static partial int cuLaunchKernel(IntPtr f, uint gx, uint gy, uint gz, uint bx, uint by, uint bz, uint sharedBytes, IntPtr stream, void** args, void** extra);
+    [LibraryImport(Native.Driver)] public static partial int cuFuncSetAttribute(IntPtr f, int attribute, int value);
     [LibraryImport(Native.Driver, EntryPoint = "cuStreamBeginCapture_v2")] public static partial int cuStreamBeginCapture(IntPtr stream, int mode);
     [LibraryImport(Native.Driver)] public static partial int cuStreamEndCapture(IntPtr stream, out IntPtr graph);
     [LibraryImport(Native.Driver)] public static partial int cuGraphInstantiateWithFlags(out IntPtr exec, IntPtr graph, ulong flags);
