@@ -193,16 +193,29 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
 // V(t) loads while S(t) is computed, K(t + 1) while P·V(t) is. A warp whose rows are all past `count`, or whose
 // last position is before a K/V tile, skips that tile's math but joins every load and barrier.
 
+// Compile-time knobs, each measured on an H200 against the defaults in one device run (kernels/harness/
+// decode_kernels.py --prefill-attention-only: C 512..4096 new tokens at the end of N 512..32768 positions), 2026-11-29:
+//   PF_MIN_BLOCKS 2 (236 registers, no spills) beat 3 (168 registers, 16 bytes spilled) by 1-13% at every shape:
+//     271.9 vs 261.8 TFLOP/s at C 4096, N 32768; 266.7 vs 237.5 at C 512, N 32768.
+//   PF_KV 32 (3 blocks of 168 registers per SM, 12 warps) lost 6-24% to 64 (more barriers per mma, same ldmatrix bytes).
+//   PF_HEADS 2 (two query heads of one kv head per block share the K/V tiles: half the L2 → shared traffic, but one
+//     block of 8 warps per SM) lost 8-12%.
+//   PF_AHEAD 2 (ldmatrix two steps before its mma) changed nothing (±1%), and neither did two tried and dropped (another
+//     run): K double-buffered (48 KB static, K(t + 1) loading from the start of tile t) and skipping O's rescale by a
+//     warp vote when no running max moved (±2%, noise).
+// What separates this kernel (≈ 270 TFLOP/s) from torch's FlashAttention-2 (≈ 320, same shapes) is most likely the 16
+// rows per warp: FA2's warps take 32 rows (Q re-read from shared memory), so each K/V fragment feeds twice the mma.
 #define PF_ROWS 64 // query rows per head per block (4 warps × 16)
-#define PF_KV 64   // positions per K/V tile
+#ifndef PF_KV
+#define PF_KV 64 // positions per K/V tile (32 or 64)
+#endif
+#define PF_NT (PF_KV / 8) // 8-position n-tiles of S per K/V tile
 #define PF_D 128
 #ifndef PF_HEADS
 #define PF_HEADS 1 // query heads (of one kv head) per block, sharing each K/V tile
 #endif
-// Blocks per SM the register budget must allow: 2 (≤ 255 registers; 236 used, no spills) ran 4-11% faster than 3
-// (168 registers, 16 bytes spilled) on an H200 at every shape of the harness: 265.8 → 276.2 TFLOP/s at C 4096, N 32768.
 #ifndef PF_MIN_BLOCKS
-#define PF_MIN_BLOCKS (PF_HEADS == 1 ? 2 : 1)
+#define PF_MIN_BLOCKS (PF_HEADS == 1 ? 2 : 1) // blocks per SM the register budget must allow
 #endif
 
 __device__ __forceinline__ void pf_cp_async16(unsigned smem, const void* gmem) {
@@ -320,9 +333,9 @@ extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) atte
     unsigned vofs[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) vofs[i] = ((2 * i) ^ vy) << 4;
-    // step st of S: kp = st / 8 outer, n-tile nt = st % 8 inner (consecutive mma go to different accumulators)
+    // step st of S: kp = st / PF_NT outer, n-tile nt = st % PF_NT inner (consecutive mma go to different accumulators)
     auto k_addr = [&](int st) {
-        const int kp = st >> 3, nt = st & 7;
+        const int kp = st / PF_NT, nt = st % PF_NT;
         return k_lane + nt * 2048 + (kp & 1 ? kofs1 : kofs0) + (kp >> 1) * 128;
     };
     // step st of P·V: kc = st / 8, dp = st % 8
@@ -350,28 +363,28 @@ extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) atte
         load_tile(v_src, vs_base);
         pf_cp_async_commit();
         const bool work = active && kv0 <= warp_last;
-        unsigned pa[4][4];
+        unsigned pa[PF_NT / 2][4];
         if (work) {
-            float s[8][4];
+            float s[PF_NT][4];
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+            for (int nt = 0; nt < PF_NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
             unsigned kb[AHEAD + 1][4];
 #pragma unroll
             for (int st = 0; st < AHEAD; st++) ldsm_x4(k_addr(st), kb[st][0], kb[st][1], kb[st][2], kb[st][3]);
 #pragma unroll
-            for (int st = 0; st < 32; st++) {
-                if (st + AHEAD < 32) {
+            for (int st = 0; st < 4 * PF_NT; st++) {
+                if (st + AHEAD < 4 * PF_NT) {
                     unsigned* b = kb[(st + AHEAD) % (AHEAD + 1)];
                     ldsm_x4(k_addr(st + AHEAD), b[0], b[1], b[2], b[3]);
                 }
-                const int kp = st >> 3, nt = st & 7;
+                const int kp = st / PF_NT, nt = st % PF_NT;
                 const unsigned* b = kb[st % (AHEAD + 1)];
                 mma_f16(s[nt], qa[2 * kp][0], qa[2 * kp][1], qa[2 * kp][2], qa[2 * kp][3], b[0], b[1]);
                 mma_f16(s[nt], qa[2 * kp + 1][0], qa[2 * kp + 1][1], qa[2 * kp + 1][2], qa[2 * kp + 1][3], b[2], b[3]);
             }
             if (kv0 + PF_KV - 1 > pos0) { // the diagonal (and the sequence's end): position j > the row's → -inf
 #pragma unroll
-                for (int nt = 0; nt < 8; nt++) {
+                for (int nt = 0; nt < PF_NT; nt++) {
                     const int j = kv0 + nt * 8 + 2 * qd;
                     if (j > pos_lo) s[nt][0] = -INFINITY;
                     if (j + 1 > pos_lo) s[nt][1] = -INFINITY;
@@ -382,7 +395,7 @@ extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) atte
             // online softmax; every row has position 0 in tile 0, so the running max is finite from then on
             float mx_lo = m_lo, mx_hi = m_hi;
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
+            for (int nt = 0; nt < PF_NT; nt++) {
                 mx_lo = fmaxf(mx_lo, fmaxf(s[nt][0], s[nt][1]));
                 mx_hi = fmaxf(mx_hi, fmaxf(s[nt][2], s[nt][3]));
             }
@@ -395,7 +408,7 @@ extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) atte
             m_hi = mx_hi;
             float sum_lo = 0.f, sum_hi = 0.f;
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++) {
+            for (int nt = 0; nt < PF_NT; nt++) {
                 const float p0 = fast_exp2(s[nt][0] - mx_lo), p1 = fast_exp2(s[nt][1] - mx_lo);
                 const float p2 = fast_exp2(s[nt][2] - mx_hi), p3 = fast_exp2(s[nt][3] - mx_hi);
                 sum_lo += p0 + p1;
@@ -424,8 +437,8 @@ extern "C" __global__ void __launch_bounds__(PF_HEADS * 128, PF_MIN_BLOCKS) atte
 #pragma unroll
             for (int st = 0; st < AHEAD; st++) ldsm_x4_trans(v_addr(st), vb[st][0], vb[st][1], vb[st][2], vb[st][3]);
 #pragma unroll
-            for (int st = 0; st < 32; st++) {
-                if (st + AHEAD < 32) {
+            for (int st = 0; st < PF_KV / 2; st++) {
+                if (st + AHEAD < PF_KV / 2) {
                     unsigned* b = vb[(st + AHEAD) % (AHEAD + 1)];
                     ldsm_x4_trans(v_addr(st + AHEAD), b[0], b[1], b[2], b[3]);
                 }
