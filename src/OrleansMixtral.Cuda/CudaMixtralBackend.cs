@@ -64,7 +64,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     const int RunnerLogitRows = 512;
     // step inputs: one device block written by one copy per step, at fixed addresses (graph-safe)
     readonly DeviceBuffer _step;
-    readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _offTemperatures, _offUniforms, _stepBytes;
+    readonly long _offTokens, _offPositions, _offSeq, _offTables, _offLogitRows, _offTemperatures, _offUniforms, _offQueryTiles, _stepBytes;
+    int _queryTiles; // query tiles of the current step (attention_prefill), built by UploadStep
     readonly IntPtr _pinned, _pinnedSampled;
     readonly DeviceBuffer _sampled; // chosen token per logit row (device sampling)
     readonly int _maxBlocks;
@@ -119,7 +120,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _offLogitRows = _offSeq + 4L * T;
             _offTemperatures = _offLogitRows + 4L * T;
             _offUniforms = (_offTemperatures + 4L * T + 7) / 8 * 8;
-            _offTables = _offUniforms + 8L * T;
+            _offQueryTiles = _offUniforms + 8L * T;
+            _offTables = _offQueryTiles + 8L * T;
             _stepBytes = _offTables + 4L * _o.MaxSequences * _maxBlocks;
             _step = F(_stepBytes / 4);
             Cu.Check(Cu.cuMemAllocHost(out _pinned, (nuint)_stepBytes));
@@ -228,9 +230,10 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         b.Positions.AsSpan(0, T).CopyTo(new Span<int>(p + _offPositions, T));
         b.SequenceOfToken.AsSpan(0, T).CopyTo(new Span<int>(p + _offSeq, T));
         b.LogitTokens.AsSpan(0, b.LogitCount).CopyTo(new Span<int>(p + _offLogitRows, b.LogitCount));
+        _queryTiles = QueryTiles(b, new Span<int>(p + _offQueryTiles, 2 * T));
         for (var s = 0; s < b.SequenceCount; s++)
             b.BlockTables[s].AsSpan(0, _maxBlocks).CopyTo(new Span<int>(p + _offTables + 4L * s * _maxBlocks, _maxBlocks));
-        var bytes = _offTables + 4L * b.SequenceCount * _maxBlocks; // temperatures and draws sit before the tables
+        var bytes = _offTables + 4L * b.SequenceCount * _maxBlocks; // temperatures, draws and query tiles sit before the tables
         Cu.Check(Cu.cuMemcpyHtoDAsync(_step.Ptr, p, (nuint)bytes, _d.Stream));
     }
 
@@ -238,6 +241,28 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     ulong Positions => _step.At(_offPositions);
     ulong SeqOf => _step.At(_offSeq);
     ulong Tables => _step.At(_offTables);
+    ulong QueryTilesPtr => _step.At(_offQueryTiles);
+
+    /// <summary>
+    /// attention_prefill's query tiles (kernels/attention.cu): runs of one sequence's consecutive positions, contiguous in
+    /// the batch, cut into pieces of at most 64 tokens; tiles[2i] = first token, tiles[2i + 1] = count. Returns how many.
+    /// </summary>
+    public static int QueryTiles(ForwardBatch b, Span<int> tiles)
+    {
+        var n = 0;
+        for (var t = 0; t < b.TokenCount;)
+        {
+            var start = t++;
+            while (t < b.TokenCount && t - start < PrefillAttentionRows && b.SequenceOfToken[t] == b.SequenceOfToken[start]
+                   && b.Positions[t] == b.Positions[start] + (t - start)) t++;
+            tiles[2 * n] = start;
+            tiles[2 * n + 1] = t - start;
+            n++;
+        }
+        return n;
+    }
+
+    const int PrefillAttentionRows = 64; // PF_ROWS of kernels/attention.cu
     ulong LogitRows => _step.At(_offLogitRows);
     ulong Temperatures => _step.At(_offTemperatures);
     ulong Uniforms => _step.At(_offUniforms);
@@ -358,7 +383,10 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         // fills (fixed per T, so graph replays stay valid). More pairs fill it already: one block each, 16 warps for a
         // decode step, 4 for prompts (many blocks). H100, ctx 600: T = 1 10.5 µs split / 12.1 µs not; T = 8 35 / 24.
         var splits = Math.Min(AttentionSplits, 2 * _d.Multiprocessors / (_c.NumHeads * T));
-        if (T <= DecodeMaxTokens && splits >= 2)
+        if (T > DecodeMaxTokens && _c.HeadDim == 128) // prompts: flash-style on the tensor cores, query tiles of ≤ 64 rows
+            _d.Launch("attention_prefill", (uint)_queryTiles, (uint)_c.NumHeads, 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+                _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, QueryTilesPtr, _queryTiles);
+        else if (T <= DecodeMaxTokens && splits >= 2)
             _d.Launch("attention_split", ((uint)_c.NumHeads, (uint)T, (uint)splits), 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
         else
