@@ -250,15 +250,23 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_dense_i8(cons
     float acc[2][64];
     if (!wgmma_block(w_tile, xr, C, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
+    // 16 elements at a time: their old values (accumulate) are loaded together, not one round trip per element
+    // (the o projection's epilogue took 99 µs against 58 for the larger qkv: ncu, H200, 512 tokens)
 #pragma unroll
     for (int m = 0; m < 2; m++)
 #pragma unroll
-        for (int i = 0; i < 64; i++) {
-            const int r = r0 + 128 * c + 64 * m + acc_row(i), t = t0 + acc_token(i);
-            if (r >= R || t >= T) continue;
-            const float v = acc[m][i] * scales[r];
-            float* dst = y + (size_t)t * R + r;
-            *dst = accumulate ? *dst + v : v;
+        for (int i0 = 0; i0 < 64; i0 += 16) {
+            float old[16];
+#pragma unroll
+            for (int k = 0; k < 16; k++) {
+                const int r = r0 + 128 * c + 64 * m + acc_row(i0 + k), t = t0 + acc_token(i0 + k);
+                old[k] = accumulate && r < R && t < T ? y[(size_t)t * R + r] : 0.f;
+            }
+#pragma unroll
+            for (int k = 0; k < 16; k++) {
+                const int r = r0 + 128 * c + 64 * m + acc_row(i0 + k), t = t0 + acc_token(i0 + k);
+                if (r < R && t < T) y[(size_t)t * R + r] = old[k] + acc[m][i0 + k] * scales[r];
+            }
         }
 }
 
