@@ -343,7 +343,9 @@ public sealed partial class GatewayEndpoints(
                 if (s.ValueKind != JsonValueKind.String) throw new MixtralRequestException($"{name} must be a string", name, "invalid_type");
                 system = s.GetString();
             }
-            if (root.TryGetProperty("items", out var items) && items.ValueKind == JsonValueKind.Array && items.GetArrayLength() > 0)
+            if (root.TryGetProperty("items", out var items) && items.ValueKind is not (JsonValueKind.Array or JsonValueKind.Null))
+                throw new MixtralRequestException("items must be an array", "items", "invalid_type");
+            if (items.ValueKind == JsonValueKind.Array && items.GetArrayLength() > 0)
                 throw new MixtralRequestException("items are not supported: send the first messages with /v1/chat/completions", "items", "unsupported_parameter");
         }
         var id = ConversationIds.New(tenant);

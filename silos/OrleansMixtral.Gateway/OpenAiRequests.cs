@@ -24,6 +24,10 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
     public static JsonDocument ParseJson(ReadOnlyMemory<byte> body)
     {
         if (body.Length == 0) throw new MixtralRequestException("the request body is empty; send a JSON object", null, "invalid_json");
+        // JSON text is UTF-8 throughout (RFC 8259). The parser checks only the strings it is asked to decode, so bytes in a
+        // key or value this server never reads would pass: check the whole body once.
+        if (!System.Text.Unicode.Utf8.IsValid(body.Span))
+            throw new MixtralRequestException("the request body is not valid UTF-8", null, "invalid_json");
         try
         {
             var doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = MaxDepth, CommentHandling = JsonCommentHandling.Disallow, AllowTrailingCommas = false });
@@ -44,6 +48,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
 
     public ChatRequest ReadChat(JsonElement root)
     {
+        CheckTypes(root, "", ChatFields);
         var model = ReadModel(root);
         var messages = ReadMessages(root);
         RefuseChatFeatures(root);
@@ -63,12 +68,13 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
 
     public CompletionRequest ReadCompletion(JsonElement root)
     {
+        CheckTypes(root, "", CompletionFields);
         var model = ReadModel(root);
-        if (Prop(root, "suffix") is { ValueKind: JsonValueKind.String } suffix && suffix.GetString()!.Length > 0) throw Unsupported("suffix");
+        if (Prop(root, "suffix") is { } suffix && GetString(suffix, "suffix").Length > 0) throw Unsupported("suffix");
         if (Prop(root, "echo") is { } echo && ReadBool(echo, "echo")) throw Unsupported("echo");
         if (Prop(root, "logprobs") is { } logprobs && (logprobs.ValueKind != JsonValueKind.Number || !logprobs.TryGetInt32(out var lp) || lp != 0))
             throw Unsupported("logprobs");
-        if (Prop(root, "best_of") is { } bestOf && (!bestOf.TryGetInt32(out var b) || b != 1))
+        if (Prop(root, "best_of") is { } bestOf && ReadInt(bestOf, "best_of", 1, 128) != 1)
             throw new MixtralRequestException("best_of must be 1", "best_of", "unsupported_parameter");
         string? text = null;
         int[]? tokens = null;
@@ -143,6 +149,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         {
             var at = $"messages[{i}]";
             if (m.ValueKind != JsonValueKind.Object) throw Type(at, "an object");
+            CheckTypes(m, at + ".", MessageFields);
             if (Prop(m, "role") is not { } roleElement) throw new MixtralRequestException($"{at}.role is required", $"{at}.role", "missing_parameter");
             var roleName = GetString(roleElement, $"{at}.role");
             Tok.ChatRole role = roleName switch
@@ -176,6 +183,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
                 {
                     var p = $"{at}.content[{j++}]";
                     if (part.ValueKind != JsonValueKind.Object) throw Type(p, "a content part object");
+                    CheckTypes(part, p + ".", PartFields);
                     var type = Prop(part, "type") is { } t ? GetString(t, $"{p}.type") : throw new MixtralRequestException($"{p}.type is required", $"{p}.type", "missing_parameter");
                     if (type is not ("text" or "input_text"))
                         throw new MixtralRequestException($"{p}: content parts of type '{Clip(type)}' are not supported (text only)", $"{p}.type", "unsupported_parameter");
@@ -192,7 +200,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         foreach (var name in new[] { "tools", "functions" })
             if (Prop(root, name) is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0)) throw Unsupported(name);
         if (Prop(root, "logprobs") is { } logprobs && ReadBool(logprobs, "logprobs")) throw Unsupported("logprobs");
-        if (Prop(root, "top_logprobs") is { } top && (!top.TryGetInt32(out var k) || k != 0)) throw Unsupported("top_logprobs");
+        if (Prop(root, "top_logprobs") is { } top && ReadInt(top, "top_logprobs", 0, 20) != 0) throw Unsupported("top_logprobs");
         if (Prop(root, "response_format") is { } format)
         {
             if (format.ValueKind != JsonValueKind.Object) throw Type("response_format", "an object");
@@ -277,6 +285,96 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
             if (s.Length > options.MaxStopLength) throw new MixtralRequestException($"stop strings are at most {options.MaxStopLength} characters", "stop", "invalid_value");
         }
         return list;
+    }
+
+    // ---- the JSON type of every field read, checked in one place before any is read ----
+
+    [Flags]
+    enum Kinds { String = 1, Number = 2, Bool = 4, Array = 8, Object = 16 }
+
+    /// <summary>A field's JSON types and how an error names them.</summary>
+    readonly record struct FieldType(Kinds Kinds, string Expected);
+
+    static readonly FieldType AString = new(Kinds.String, "a string"), ANumber = new(Kinds.Number, "a number"),
+        AnInteger = new(Kinds.Number, "an integer"), ABool = new(Kinds.Bool, "a boolean"), AnObject = new(Kinds.Object, "an object"),
+        AnArray = new(Kinds.Array, "an array");
+
+    /// <summary>Fields both endpoints read.</summary>
+    static readonly Dictionary<string, FieldType> CommonFields = new()
+    {
+        ["model"] = AString,
+        ["stream"] = ABool,
+        ["stream_options"] = AnObject,
+        ["n"] = AnInteger,
+        ["max_tokens"] = AnInteger,
+        ["temperature"] = ANumber,
+        ["top_p"] = ANumber,
+        ["top_k"] = AnInteger,
+        ["presence_penalty"] = ANumber,
+        ["frequency_penalty"] = ANumber,
+        ["logit_bias"] = new(Kinds.Object, "an object of token ids to biases"),
+        ["seed"] = new(Kinds.Number, "an integer (64-bit)"),
+        ["stop"] = new(Kinds.String | Kinds.Array, "a string or an array of strings"),
+        ["ignore_eos"] = ABool,
+        ["user"] = AString,
+    };
+
+    static readonly Dictionary<string, FieldType> ChatFields = new(CommonFields)
+    {
+        ["messages"] = new(Kinds.Array, "an array of messages"),
+        ["metadata"] = new(Kinds.Object, "an object of strings"),
+        ["max_completion_tokens"] = AnInteger,
+        ["tools"] = AnArray,
+        ["functions"] = AnArray,
+        ["logprobs"] = ABool,
+        ["top_logprobs"] = AnInteger,
+        ["response_format"] = AnObject,
+        ["audio"] = AnObject,
+    };
+
+    static readonly Dictionary<string, FieldType> CompletionFields = new(CommonFields)
+    {
+        ["prompt"] = new(Kinds.String | Kinds.Array, "a string, an array of one string, or an array of token ids"),
+        ["suffix"] = AString,
+        ["echo"] = ABool,
+        ["logprobs"] = AnInteger,
+        ["best_of"] = AnInteger,
+    };
+
+    static readonly Dictionary<string, FieldType> MessageFields = new()
+    {
+        ["role"] = AString,
+        ["content"] = new(Kinds.String | Kinds.Array, "a string or an array of text parts"),
+        ["name"] = AString,
+        ["tool_calls"] = AnArray,
+    };
+
+    static readonly Dictionary<string, FieldType> PartFields = new()
+    {
+        ["type"] = AString,
+        ["text"] = AString,
+    };
+
+    /// <summary>
+    /// Throws invalid_type (param = <paramref name="prefix"/> + the field) for the first field of <paramref name="fields"/>
+    /// whose JSON type is not one it takes; null counts as not given, and fields not listed are not read at all.
+    /// </summary>
+    static void CheckTypes(JsonElement obj, string prefix, Dictionary<string, FieldType> fields)
+    {
+        foreach (var (name, type) in fields)
+        {
+            if (!obj.TryGetProperty(name, out var value)) continue;
+            var kind = value.ValueKind switch
+            {
+                JsonValueKind.Null => (Kinds)0,
+                JsonValueKind.String => Kinds.String,
+                JsonValueKind.Number => Kinds.Number,
+                JsonValueKind.True or JsonValueKind.False => Kinds.Bool,
+                JsonValueKind.Array => Kinds.Array,
+                _ => Kinds.Object,
+            };
+            if (kind != 0 && (type.Kinds & kind) == 0) throw Type(prefix + name, type.Expected);
+        }
     }
 
     /// <summary>A property, or null when it is missing or JSON null (OpenAI treats null as "not given").</summary>
