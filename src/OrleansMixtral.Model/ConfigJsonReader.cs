@@ -65,8 +65,16 @@ readonly struct ConfigJsonReader(JsonElement obj, string sourceName, string pref
         return new ConfigJsonReader(value, sourceName, prefix + field + ".");
     }
 
-    int ToInt(string field, JsonElement value) =>
-        value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int number)
-            ? number
-            : throw Error(field, $"must be an integer, found {value.GetRawText()}");
+    int ToInt(string field, JsonElement value)
+    {
+        if (value.ValueKind != JsonValueKind.Number) throw Error(field, $"must be an integer, found {value.GetRawText()}");
+        if (value.TryGetInt32(out int number)) return number;
+        // A whole number written as a float (32.0, 3.2e1) is an integer; one too large for a 32-bit integer (1e12) is out
+        // of range, not "not an integer".
+        bool parsed = value.TryGetDouble(out double d);
+        if (!parsed || double.IsInfinity(d)) throw Error(field, $"is out of range: {value.GetRawText()} does not fit a 32-bit integer");
+        if (d != Math.Floor(d)) throw Error(field, $"must be an integer, found {value.GetRawText()}");
+        if (d < int.MinValue || d > int.MaxValue) throw Error(field, $"is out of range: {value.GetRawText()} does not fit a 32-bit integer");
+        return (int)d;
+    }
 }

@@ -71,6 +71,9 @@ public sealed record MixtralConfig
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(sourceName, null, "config is not a JSON object");
             var fields = new ConfigJsonReader(document.RootElement, sourceName);
+            // Other architectures share many of these field names (a Llama or Mistral config would load as a broken model).
+            if (fields.OptionalString("model_type") is { } modelType && modelType != "mixtral")
+                throw fields.Error("model_type", $"'{modelType}' is not supported: only mixtral (MixtralForCausalLM) models");
 
             int hiddenSize = fields.Int("hidden_size");
             int numHeads = fields.Int("num_attention_heads");

@@ -92,6 +92,32 @@ public class ErrorTests
         }
     }
 
+    [Theory]
+    [InlineData("model_type", "\"llama\"", "only mixtral")]
+    [InlineData("hidden_size", "1e12", "out of range")]
+    public void A_config_of_another_architecture_or_out_of_range_is_one_clear_line(string field, string value, string problem)
+    {
+        string dir = Directory.CreateTempSubdirectory("mixtral-cli-").FullName;
+        try
+        {
+            foreach (var file in Directory.GetFiles(Cli.Model)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!;
+            config[field] = System.Text.Json.Nodes.JsonNode.Parse(value);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            var r = Cli.Run("generate", "--model", dir, "--prompt", "hi", "--max-tokens", "1");
+
+            Assert.True(r.ExitCode == 1, r.ToString());
+            string line = Assert.Single(r.ErrLines);
+            Assert.StartsWith("error: ", line);
+            Assert.Contains(field, line);
+            Assert.Contains(problem, line);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void Cuda_backend_without_a_gpu_is_one_clear_line()
     {

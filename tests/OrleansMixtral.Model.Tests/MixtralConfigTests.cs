@@ -180,6 +180,11 @@ public class MixtralConfigTests
     [InlineData("num_key_value_heads", "5", "does not divide")]
     [InlineData("vocab_size", "0", "must be positive")]
     [InlineData("rope_scaling", """{"rope_type":"yarn","factor":4.0}""", "not supported")]
+    [InlineData("model_type", "\"llama\"", "only mixtral")]
+    [InlineData("model_type", "7", "must be a string")]
+    [InlineData("hidden_size", "1e12", "out of range")]
+    [InlineData("num_hidden_layers", "-3000000000", "out of range")]
+    [InlineData("max_position_embeddings", "1e400", "out of range")]
     public void Wrong_type_or_value_names_the_field(string field, string valueJson, string problem)
     {
         JsonObject json = Mutable(Mixtral8x7BJson);
@@ -190,6 +195,22 @@ public class MixtralConfigTests
         Assert.Contains("the/config.json", error.Message);
         Assert.Contains(field, error.Message);
         Assert.Contains(problem, error.Message);
+    }
+
+    [Fact]
+    public void Integers_written_as_whole_floats_are_read_and_a_missing_model_type_is_accepted()
+    {
+        JsonObject json = Mutable(Mixtral8x7BJson);
+        json["num_hidden_layers"] = JsonNode.Parse("3.2e1");
+        json.Remove("model_type");
+
+        Assert.Equal(32, MixtralConfig.Parse(json.ToJsonString()).NumLayers);
+        var error = Assert.Throws<ModelFormatException>(() =>
+        {
+            json["hidden_size"] = JsonNode.Parse("1e12");
+            MixtralConfig.Parse(json.ToJsonString(), "big/config.json");
+        });
+        Assert.DoesNotContain("must be an integer", error.Message);
     }
 
     [Fact]
