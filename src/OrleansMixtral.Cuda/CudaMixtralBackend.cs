@@ -432,9 +432,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     }
 
     /// <summary>Bytes of weights on the device.</summary>
-    public long WeightBytes => _layers?.Sum(l => l.Qkv.Weight.Bytes + (l.Qkv.Scales?.Bytes ?? 0) + l.O.Weight.Bytes + (l.O.Scales?.Bytes ?? 0)
-        + l.W13.Bytes + (l.W13Scales?.Bytes ?? 0) + l.W2.Bytes + (l.W2Scales?.Bytes ?? 0) + l.Router.Bytes + l.AttnNorm.Bytes + l.FfnNorm.Bytes) ?? 0
-        + (_embed?.Bytes ?? 0) + (ReferenceEquals(_lmHead?.Weight, _embed) ? 0 : _lmHead?.Weight.Bytes ?? 0);
+    // Every term in its own parentheses: `??` binds looser than `+`, so `layers ?? 0 + embed + lm_head` left the
+    // embeddings and lm_head out whenever the layers were there.
+    public long WeightBytes =>
+        (_layers?.Sum(l => l.Qkv.Weight.Bytes + (l.Qkv.Scales?.Bytes ?? 0) + l.O.Weight.Bytes + (l.O.Scales?.Bytes ?? 0)
+            + l.W13.Bytes + (l.W13Scales?.Bytes ?? 0) + l.W2.Bytes + (l.W2Scales?.Bytes ?? 0) + l.Router.Bytes + l.AttnNorm.Bytes + l.FfnNorm.Bytes) ?? 0)
+        + (_embed?.Bytes ?? 0)
+        + (_finalNorm?.Bytes ?? 0)
+        + (ReferenceEquals(_lmHead?.Weight, _embed) ? 0 : (_lmHead?.Weight.Bytes ?? 0) + (_lmHead?.Scales?.Bytes ?? 0));
 
     public void Dispose()
     {
