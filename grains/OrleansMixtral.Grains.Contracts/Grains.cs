@@ -11,7 +11,10 @@ namespace OrleansMixtral.Grains;
 [Alias("mixtral.IConversationGrain")]
 public interface IConversationGrain : IGrainWithStringKey
 {
-    /// <summary>Sets the system message of a conversation that has no turns yet (null or empty: none).</summary>
+    /// <summary>
+    /// Starts the conversation (stores it: until then it does not exist), or sets the system message of one that has no
+    /// turns yet (null or empty: none). Starting one that exists with the same system message changes nothing.
+    /// </summary>
     [Alias("Start")]
     Task<ConversationSnapshot> Start(string? systemPrompt);
 
@@ -19,8 +22,8 @@ public interface IConversationGrain : IGrainWithStringKey
     /// Runs a turn and streams its chunks back to the caller (the direct path; the same chunks go to the conversation's
     /// token stream). The last chunk has <see cref="TokenChunk.End"/> set: a failure of the engine or its silo ends the
     /// turn with <see cref="TurnFinish.Error"/> there. Throws <see cref="TurnInProgressException"/> when a turn is already
-    /// running and <see cref="InvalidTurnException"/> for a request that can never run. Disposing the enumeration early
-    /// cancels the turn.
+    /// running, <see cref="InvalidTurnException"/> for a request that can never run and <see cref="ConversationNotFoundException"/>
+    /// when the conversation was never started (or its storage lost it). Disposing the enumeration early cancels the turn.
     /// </summary>
     [Alias("SendTurn")]
     IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, TurnOptions? options, CancellationToken cancellationToken = default);
@@ -29,7 +32,10 @@ public interface IConversationGrain : IGrainWithStringKey
     [AlwaysInterleave, Alias("CancelTurn")]
     Task<bool> CancelTurn();
 
-    /// <summary>The history and where its KV lives. Answers during a turn too (the running turn is not in it).</summary>
+    /// <summary>
+    /// The history and where its KV lives. Answers during a turn too (the running turn is not in it), and for a
+    /// conversation that does not exist (<see cref="ConversationSnapshot.Exists"/> false).
+    /// </summary>
     [AlwaysInterleave, Alias("GetSnapshot")]
     Task<ConversationSnapshot> GetSnapshot();
 

@@ -113,6 +113,11 @@ public sealed record ConversationSnapshot
     [Id(6)] public int? TurnInProgress { get; init; }
     /// <summary>The silo this conversation's grain runs on.</summary>
     [Id(7)] public string? GrainSilo { get; init; }
+    /// <summary>
+    /// The conversation was started and its storage has it. False: it was never started (or its storage lost it); the
+    /// rest of the snapshot is then empty, and its turns are refused with <see cref="ConversationNotFoundException"/>.
+    /// </summary>
+    [Id(8)] public bool Exists { get; init; }
 }
 
 /// <summary>An engine's load, for routing and dashboards.</summary>
@@ -188,4 +193,15 @@ public sealed class TurnInProgressException : Exception
 public sealed class InvalidTurnException : Exception
 {
     public InvalidTurnException(string message) : base(message) { }
+}
+
+/// <summary>The conversation does not exist: it was never started (<c>Start</c>), or its storage lost it.</summary>
+[GenerateSerializer, Alias("mixtral.ConversationNotFoundException")]
+public sealed class ConversationNotFoundException : Exception
+{
+    public ConversationNotFoundException(string conversationId)
+        : base($"conversation {conversationId} does not exist (it was never started, or its storage lost it)") =>
+        ConversationId = conversationId;
+
+    [Id(0)] public string ConversationId { get; init; }
 }

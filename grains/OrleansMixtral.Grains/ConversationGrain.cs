@@ -29,6 +29,11 @@ public sealed class ConversationState
     [Id(3)] public int KvTokens { get; set; }
     /// <summary>Completed turns.</summary>
     [Id(4)] public int Turns { get; set; }
+    /// <summary>
+    /// The conversation was started (<see cref="IConversationGrain.Start"/>). A grain whose storage has no record of it
+    /// does not exist: its turns, history, reset and cancel are refused with <see cref="ConversationNotFoundException"/>.
+    /// </summary>
+    [Id(5)] public bool Created { get; set; }
 }
 
 /// <summary>
@@ -98,19 +103,32 @@ public sealed partial class ConversationGrain(
         return _publisher?.WaitAsync(cancellationToken).ContinueWith(_ => { }, TaskScheduler.Current) ?? Task.CompletedTask;
     }
 
+    /// <summary>Started and in storage. A record stored before <see cref="ConversationState.Created"/> existed counts too.</summary>
+    bool Exists => state.State.Created || state.RecordExists;
+
+    ConversationNotFoundException NotFound() => new(Id);
+
     public async Task<ConversationSnapshot> Start(string? systemPrompt)
     {
         var messages = state.State.Messages;
         var hasSystem = messages.Count > 0 && messages[0].Role == ChatRole.System;
         var current = hasSystem ? messages[0].Content : null;
         var wanted = string.IsNullOrEmpty(systemPrompt) ? null : systemPrompt;
-        if (current != wanted)
+        var create = !Exists;
+        if (current != wanted || create)
         {
-            if (state.State.Turns > 0 || _run is not null)
+            if (current != wanted && (state.State.Turns > 0 || _run is not null))
                 throw new InvalidTurnException("the conversation already has turns; its system message cannot change");
-            if (hasSystem) messages.RemoveAt(0);
-            if (wanted is not null) messages.Insert(0, new ChatEntry(ChatRole.System, wanted));
-            await state.WriteStateAsync();
+            var before = (Messages: messages.ToList(), state.State.Created);
+            if (hasSystem && current != wanted) messages.RemoveAt(0);
+            if (wanted is not null && current != wanted) messages.Insert(0, new ChatEntry(ChatRole.System, wanted));
+            state.State.Created = true;
+            try { await state.WriteStateAsync(); }
+            catch
+            {
+                (state.State.Messages, state.State.Created) = before;
+                throw;
+            }
         }
         return Snapshot();
     }
@@ -121,9 +139,10 @@ public sealed partial class ConversationGrain(
 
     public async Task Reset()
     {
+        if (!Exists) throw NotFound();
         if (_run is not null) throw new TurnInProgressException($"conversation {Id}: a turn is running; cancel it first");
         var system = state.State.Messages.FirstOrDefault(m => m.Role == ChatRole.System);
-        state.State = new ConversationState { Messages = system is null ? [] : [system] };
+        state.State = new ConversationState { Messages = system is null ? [] : [system], Created = true };
         await state.WriteStateAsync();
     }
 
@@ -137,6 +156,7 @@ public sealed partial class ConversationGrain(
         KvTokens = state.State.KvTokens,
         TurnInProgress = _run?.Turn,
         GrainSilo = host.SiloKey,
+        Exists = Exists,
     };
 
     public async IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, TurnOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -160,13 +180,14 @@ public sealed partial class ConversationGrain(
 
     public Task<bool> CancelTurn()
     {
-        if (_run is not { } run) return Task.FromResult(false);
+        if (_run is not { } run) return Exists ? Task.FromResult(false) : throw NotFound();
         RequestCancel(run, "cancelled by the client");
         return Task.FromResult(true);
     }
 
     TurnRun StartTurn(string userMessage, TurnOptions options)
     {
+        if (!Exists) throw NotFound();
         if (_run is not null) throw new TurnInProgressException($"conversation {Id}: turn {_run.Turn} is still running");
         if (string.IsNullOrWhiteSpace(userMessage)) throw new InvalidTurnException("the message is empty");
         try
@@ -268,6 +289,7 @@ public sealed partial class ConversationGrain(
             KvSilo = end.Silo,
             KvTokens = run.Prompt.Length + output.Length,
             Turns = before.Turns + 1,
+            Created = true,
         };
         try { await state.WriteStateAsync(); }
         catch

@@ -3,8 +3,12 @@ namespace OrleansMixtral.Grains;
 /// <summary>Which compute backend a silo's engine runs on.</summary>
 public enum EngineBackendKind { Auto, Cpu, Cuda }
 
-/// <summary>Where conversation state is kept. External: the host registers the grain storage itself.</summary>
-public enum ConversationStorageKind { Memory, Redis, External }
+/// <summary>
+/// Where conversation state is kept: Sqlite (the default: a database file in <see cref="MixtralSiloOptions.DataDirectory"/>,
+/// shared by the silos of one machine), Redis, or Memory (lost with the silo that holds it; only when asked for). External:
+/// the host registers the grain storage itself.
+/// </summary>
+public enum ConversationStorageKind { Memory, Redis, External, Sqlite }
 
 /// <summary>
 /// What a silo's engine loads and how the grains route turns. Bound from the configuration section "Mixtral" by the
@@ -62,7 +66,24 @@ public sealed class MixtralSiloOptions
     /// <summary>Queues of the memory stream provider (each polled by one agent somewhere in the cluster).</summary>
     public int StreamQueues { get; set; } = 2;
 
-    public ConversationStorageKind Storage { get; set; } = ConversationStorageKind.Memory;
+    public ConversationStorageKind Storage { get; set; } = ConversationStorageKind.Sqlite;
+    /// <summary>
+    /// The silo's data directory: the conversation database (<see cref="DatabaseFileName"/>) with Sqlite storage, and the
+    /// local cluster's id. Null: <see cref="DefaultDataDirectory"/> under the working directory. Relative paths resolve
+    /// against the working directory.
+    /// </summary>
+    public string? DataDirectory { get; set; }
     /// <summary>Redis connection string for <see cref="ConversationStorageKind.Redis"/> storage (and Redis clustering in the host).</summary>
     public string? RedisConnectionString { get; set; }
+
+    public const string DefaultDataDirectory = "data";
+    /// <summary>The conversation database's file name in the data directory (Sqlite storage).</summary>
+    public const string DatabaseFileName = "conversations.db";
+
+    /// <summary>The data directory as an absolute path.</summary>
+    public string ResolveDataDirectory() =>
+        Path.GetFullPath(string.IsNullOrWhiteSpace(DataDirectory) ? DefaultDataDirectory : DataDirectory, Environment.CurrentDirectory);
+
+    /// <summary>The conversation database (Sqlite storage), an absolute path.</summary>
+    public string DatabasePath => Path.Combine(ResolveDataDirectory(), DatabaseFileName);
 }

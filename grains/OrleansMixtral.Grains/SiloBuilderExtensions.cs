@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Runtime;
@@ -6,7 +7,7 @@ using StackExchange.Redis;
 
 namespace OrleansMixtral.Grains;
 
-public static class SiloBuilderExtensions
+public static partial class SiloBuilderExtensions
 {
     /// <summary>
     /// Adds the serving grains to a silo: the silo's engine (loaded when the silo starts), the engine grain's placement,
@@ -34,8 +35,12 @@ public static class SiloBuilderExtensions
 
         switch (options.Storage)
         {
+            case ConversationStorageKind.Sqlite:
+                silo.AddSqliteGrainStorage(ConversationGrain.StorageName, o => o.DatabasePath = options.DatabasePath);
+                break;
             case ConversationStorageKind.Memory:
                 silo.AddMemoryGrainStorage(ConversationGrain.StorageName);
+                services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MemoryStorageWarning>();
                 break;
             case ConversationStorageKind.Redis:
                 if (string.IsNullOrWhiteSpace(options.RedisConnectionString))
@@ -47,6 +52,20 @@ public static class SiloBuilderExtensions
                 break; // the host registered a grain storage named ConversationGrain.StorageName itself
         }
         return silo;
+    }
+
+    /// <summary>Says, when the silo starts, that its conversations will not outlive it.</summary>
+    sealed partial class MemoryStorageWarning(ILogger<MemoryStorageWarning> log) : ILifecycleParticipant<ISiloLifecycle>
+    {
+        public void Participate(ISiloLifecycle lifecycle) =>
+            lifecycle.Subscribe(nameof(MemoryStorageWarning), ServiceLifecycleStage.RuntimeStorageServices, _ =>
+            {
+                LogMemoryStorage(log);
+                return Task.CompletedTask;
+            });
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Conversation storage is memory (Storage=memory): conversations live in the silos' memory and are lost when the silo holding them stops; use the default sqlite, or redis")]
+        static partial void LogMemoryStorage(ILogger log);
     }
 
     /// <summary>Creates the engine's metrics with the silo (the dashboard lists instruments that exist).</summary>

@@ -51,6 +51,7 @@ foreach (var (label, publish, poll, interval) in configurations)
     {
         Model = model, Threads = threads, KvCacheMegabytes = 64, PublishTokenStream = publish,
         StreamPollMilliseconds = poll, StreamPublishIntervalMilliseconds = poll, DirectChunkIntervalMilliseconds = interval,
+        Storage = ConversationStorageKind.Memory, // measures the token path; nothing to keep
     };
     var name = $"bench-{configuration++}";
     var (siloPort, gatewayPort) = (FreePort(), FreePort());

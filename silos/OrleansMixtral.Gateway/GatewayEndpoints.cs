@@ -43,6 +43,12 @@ public sealed partial class GatewayEndpoints(
         catch (MixtralRequestException e) { (status, message, code, param) = (400, e.Message, e.Code, e.Param); }
         catch (InvalidTurnException e) { (status, message, code) = (400, e.Message, "invalid_request"); }
         catch (TurnInProgressException e) { (status, message, code) = (409, e.Message + "; wait for it to end or cancel it", "conversation_busy"); }
+        catch (ConversationNotFoundException)
+        {
+            // Started by this tenant once (its id checks out), but not in the cluster's storage: never an empty conversation.
+            var e = NotFound(ctx.Request.RouteValues["id"] as string ?? ctx.Request.Headers[GatewayHost.ConversationHeader].ToString());
+            (status, message, code, param) = (e.Status, e.Message, e.Code!, e.Param);
+        }
         catch (MixtralOverloadedException e) { (status, message, code, retry) = (429, e.Message, "rate_limit_exceeded", admission.RetryAfterSeconds); }
         catch (MixtralUnavailableException e) { (status, message, code, retry) = (503, e.Message, "service_unavailable", admission.RetryAfterSeconds); }
         catch (Exception e)
@@ -90,7 +96,7 @@ public sealed partial class GatewayEndpoints(
         new(413, $"the request body is larger than this server's limit of {limit} bytes", "request_too_large");
 
     static GatewayException NotFound(string id) =>
-        new(404, $"conversation '{(id.Length > 64 ? id[..64] + "..." : id)}' not found", "conversation_not_found", "conversation_id");
+        new(404, id.Length == 0 ? "conversation not found" : $"conversation '{(id.Length > 64 ? id[..64] + "..." : id)}' not found", "conversation_not_found", "conversation_id");
 
     // ---- /v1/chat/completions, /v1/completions ----
 
@@ -125,7 +131,7 @@ public sealed partial class GatewayEndpoints(
             publicId = named;
             key = ConversationIds.GrainKey(tenant, named) ?? throw NotFound(named);
         }
-        var turn = await service.PrepareTurnAsync(key, request.Messages);
+        var turn = await service.PrepareTurnAsync(key, request.Messages, create: named == "new");
         await RunAsync(ctx, "chat", "conversation", arrived, chat: true, request.Stream, request.IncludeUsage, publicId,
             ct => service.SendTurnAsync(turn, request.Options, ct));
     });
@@ -350,11 +356,8 @@ public sealed partial class GatewayEndpoints(
         }
         var id = ConversationIds.New(tenant);
         var key = ConversationIds.GrainKey(tenant, id)!;
-        if (!string.IsNullOrEmpty(system))
-        {
-            service.CheckPromptLength(service.Tokenizer.Encode(system).Length);
-            await service.Client.Conversation(key).Start(system);
-        }
+        if (!string.IsNullOrEmpty(system)) service.CheckPromptLength(service.Tokenizer.Encode(system).Length);
+        await service.Client.Conversation(key).Start(system); // stored now: from here on the id exists
         await WriteJsonAsync(ctx, 200, w =>
         {
             w.WriteStartObject();
@@ -430,6 +433,7 @@ public sealed partial class GatewayEndpoints(
     public Task SubscribeAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
     {
         var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
+        _ = await service.Client.FindConversationAsync(key) ?? throw NotFound(id);
         var chunks = Channel.CreateBounded<TokenChunk>(new BoundedChannelOptions(8192) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
         await using var subscription = await service.Client.SubscribeAsync(key, c =>
         {

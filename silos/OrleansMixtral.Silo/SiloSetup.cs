@@ -70,12 +70,14 @@ public static class SiloSetup
         if (config["Int8"] is { } int8) mixtral.Int8 = bool.Parse(int8);
         var redis = config["Redis"] ?? mixtral.RedisConnectionString;
         mixtral.RedisConnectionString = redis;
-        mixtral.Storage = (config["Storage"] ?? "memory").ToLowerInvariant() switch
+        mixtral.Storage = (config["Storage"] ?? "sqlite").ToLowerInvariant() switch
         {
+            "sqlite" => ConversationStorageKind.Sqlite,
             "memory" => ConversationStorageKind.Memory,
             "redis" => ConversationStorageKind.Redis,
-            var other => throw new ArgumentException($"--Storage must be memory or redis, not '{other}'"),
+            var other => throw new ArgumentException($"--Storage must be sqlite, redis or memory, not '{other}'"),
         };
+        mixtral.DataDirectory = config["DataDirectory"] ?? mixtral.DataDirectory;
         var redisClustering = (config["Clustering"] ?? "localhost").ToLowerInvariant() switch
         {
             "localhost" => false,

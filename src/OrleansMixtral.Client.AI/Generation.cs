@@ -42,5 +42,8 @@ public sealed class MixtralOverloadedException(string message) : Exception(messa
 /// <summary>No engine of the cluster answers (OpenAI's 503).</summary>
 public sealed class MixtralUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
 
-/// <summary>The next turn of a conversation, as worked out from a request's messages by <see cref="MixtralChatService.PrepareTurnAsync"/>.</summary>
-public sealed record ConversationTurn(string ConversationKey, string UserMessage, string? NewSystemMessage, ConversationSnapshot Before);
+/// <summary>
+/// The next turn of a conversation, as worked out from a request's messages by <see cref="MixtralChatService.PrepareTurnAsync"/>;
+/// <paramref name="Create"/>: the conversation does not exist yet and the turn starts it.
+/// </summary>
+public sealed record ConversationTurn(string ConversationKey, string UserMessage, string? NewSystemMessage, ConversationSnapshot Before, bool Create = false);

@@ -137,7 +137,7 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
     async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<Tok.ChatMessage> messages, GenerationOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var turn = await service.PrepareTurnAsync(key, messages);
+        var turn = await service.PrepareTurnAsync(key, messages, create: true); // the caller names its conversations: the first turn starts one
         await foreach (var u in service.SendTurnAsync(turn, options, cancellationToken)) yield return u;
     }
 

@@ -343,12 +343,15 @@ public sealed class MixtralChatService
     /// <item>only the new user message, optionally after a system message (which sets the conversation's system message
     /// while it has no turns).</item>
     /// </list>
-    /// Anything else is a <see cref="MixtralRequestException"/> (code conversation_mismatch).
+    /// Anything else is a <see cref="MixtralRequestException"/> (code conversation_mismatch). A conversation that does not
+    /// exist is <see cref="ConversationNotFoundException"/>, unless <paramref name="create"/>: the turn then starts it.
     /// </summary>
-    public async Task<ConversationTurn> PrepareTurnAsync(string conversationKey, IReadOnlyList<Tok.ChatMessage> messages)
+    public async Task<ConversationTurn> PrepareTurnAsync(string conversationKey, IReadOnlyList<Tok.ChatMessage> messages, bool create = false)
     {
         ValidateMessages(messages);
-        var snapshot = await Client.GetHistoryAsync(conversationKey);
+        var found = await Client.FindConversationAsync(conversationKey);
+        if (found is null && !create) throw new ConversationNotFoundException(conversationKey);
+        var snapshot = found ?? new ConversationSnapshot { ConversationId = conversationKey };
         var stored = snapshot.Messages;
         var user = messages[^1].Content;
         var fullHistory = messages.Count - 1 == stored.Length;
@@ -375,7 +378,7 @@ public sealed class MixtralChatService
             ? [new Tok.ChatMessage(Tok.ChatRole.User, user)]
             : [new Tok.ChatMessage(Tok.ChatRole.System, newSystem), new Tok.ChatMessage(Tok.ChatRole.User, user)]);
         CheckPromptLength(turnIds.Length);
-        return new ConversationTurn(conversationKey, user, newSystem, snapshot);
+        return new ConversationTurn(conversationKey, user, newSystem, snapshot, Create: found is null);
     }
 
     static Tok.ChatRole ToTokenizer(ChatRole role) => role switch
@@ -394,7 +397,7 @@ public sealed class MixtralChatService
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var grain = Client.Conversation(turn.ConversationKey);
-        if (turn.NewSystemMessage is not null)
+        if (turn.NewSystemMessage is not null || turn.Create)
         {
             try { await grain.Start(turn.NewSystemMessage); }
             catch (InvalidTurnException e) { throw new MixtralRequestException(e.Message, "messages[0]", "conversation_mismatch"); }

@@ -62,6 +62,11 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
             if (conversationId is not null && snapshot.Turns == 0 && snapshot.Messages.Length == 0 && SystemPrompt is not null)
                 snapshot = await client.StartConversationAsync(conversationId, SystemPrompt);
         }
+        catch (ConversationNotFoundException)
+        {
+            error.WriteLine($"error: conversation {conversationId} does not exist (it was never started, or its storage lost it); leave out --conversation to start a new one");
+            return ExitError;
+        }
         catch (Exception e)
         {
             error.WriteLine("error: the cluster does not answer: " + e.Message);
@@ -131,7 +136,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
                 error.WriteLine($"({end.Finish.ToString().ToLowerInvariant()}: {end.Error}; the conversation is as it was before this message)");
             }
         }
-        catch (Exception e) when (e is TurnInProgressException or InvalidTurnException)
+        catch (Exception e) when (e is TurnInProgressException or InvalidTurnException or ConversationNotFoundException)
         {
             error.WriteLine("error: " + e.Message);
         }

@@ -29,21 +29,34 @@ public sealed class MixtralClient(IClusterClient client)
 
     public IConversationGrain Conversation(string conversationId) => client.GetGrain<IConversationGrain>(conversationId);
 
-    /// <summary>Starts (or resumes) a conversation; a new id when <paramref name="conversationId"/> is null.</summary>
+    /// <summary>
+    /// Starts a conversation (a new id when <paramref name="conversationId"/> is null), or returns the one that has that
+    /// id. A conversation exists once started: turns, history, reset and cancel of an id never started throw
+    /// <see cref="ConversationNotFoundException"/>.
+    /// </summary>
     public Task<ConversationSnapshot> StartConversationAsync(string? conversationId = null, string? systemPrompt = null) =>
         Conversation(conversationId ?? Guid.NewGuid().ToString("N")).Start(systemPrompt);
 
-    /// <summary>The conversation's history and KV handle.</summary>
-    public Task<ConversationSnapshot> GetHistoryAsync(string conversationId) => Conversation(conversationId).GetSnapshot();
+    /// <summary>The conversation's history and KV handle; <see cref="ConversationNotFoundException"/> when it does not exist.</summary>
+    public async Task<ConversationSnapshot> GetHistoryAsync(string conversationId) =>
+        await FindConversationAsync(conversationId) ?? throw new ConversationNotFoundException(conversationId);
 
-    /// <summary>Cancels the conversation's running turn; false when none was running.</summary>
+    /// <summary>The conversation's history and KV handle, or null when it does not exist (never started, or lost).</summary>
+    public async Task<ConversationSnapshot?> FindConversationAsync(string conversationId)
+    {
+        var snapshot = await Conversation(conversationId).GetSnapshot();
+        return snapshot.Exists ? snapshot : null;
+    }
+
+    /// <summary>Cancels the conversation's running turn; false when none was running, <see cref="ConversationNotFoundException"/> when it does not exist.</summary>
     public Task<bool> CancelAsync(string conversationId) => Conversation(conversationId).CancelTurn();
 
     /// <summary>
     /// Sends a user message and streams the reply's chunks as they are generated. The last chunk has
     /// <see cref="TokenChunk.End"/> set; when the cluster fails under the turn (its silo dies), the enumeration still
     /// ends with such a chunk, with <see cref="TurnFinish.Error"/>. Cancelling <paramref name="cancellationToken"/>
-    /// cancels the turn. Throws <see cref="TurnInProgressException"/> and <see cref="InvalidTurnException"/> as the grain does.
+    /// cancels the turn. Throws <see cref="TurnInProgressException"/>, <see cref="InvalidTurnException"/> and
+    /// <see cref="ConversationNotFoundException"/> as the grain does.
     /// </summary>
     public async IAsyncEnumerable<TokenChunk> SendAsync(string conversationId, string message, TurnOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -68,7 +81,7 @@ public sealed class MixtralClient(IClusterClient client)
                 {
                     if (!await MoveNextOrAbandon(chunks, abandon.Task)) failure = "the turn's stream ended without a final chunk";
                 }
-                catch (Exception e) when (e is TurnInProgressException or InvalidTurnException) { throw; }
+                catch (Exception e) when (e is TurnInProgressException or InvalidTurnException or ConversationNotFoundException) { throw; }
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && progress.LostReason is null)
                 {
                     _ = CancelQuietlyAsync(grain);

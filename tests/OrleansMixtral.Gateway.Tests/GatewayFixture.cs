@@ -50,6 +50,7 @@ public sealed class GatewayFixture : IAsyncLifetime
         MaxRunningSequences = 32,
         ProbeTimeoutMilliseconds = 1500,
         StallProbeMilliseconds = 2000,
+        Storage = ConversationStorageKind.Memory, // nothing outlives the fixture (the silo's default, sqlite, writes a file)
     };
 
     public async ValueTask InitializeAsync()
