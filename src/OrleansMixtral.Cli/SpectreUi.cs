@@ -39,10 +39,11 @@ static class SpectreUi
     }
 
     /// <summary>A table written to <paramref name="writer"/>.</summary>
-    public static void WriteTable(TextWriter writer, bool isTerminal, string? title, string[] columns, IEnumerable<string[]> rows)
+    /// <param name="fileWidth">The width when the writer is a file or pipe (a wide table needs more than 120 for its headers).</param>
+    public static void WriteTable(TextWriter writer, bool isTerminal, string? title, string[] columns, IEnumerable<string[]> rows, int fileWidth = 120)
     {
         IAnsiConsole ansi = Create(writer, isTerminal);
-        if (!isTerminal) ansi.Profile.Width = 120; // a file or pipe has no width; 80 would squeeze the headers
+        if (!isTerminal) ansi.Profile.Width = fileWidth; // a file or pipe has no width; 80 would squeeze the headers
         var table = new Table();
         if (title is not null) table.Title(Markup.Escape(title));
         foreach (string c in columns) table.AddColumn(new TableColumn(Markup.Escape(c)).RightAligned());

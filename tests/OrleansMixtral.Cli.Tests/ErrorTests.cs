@@ -18,6 +18,22 @@ public class ErrorTests
         ["bench", "--model", "x", "--prompt-tokens", "16,x"],
         ["bench", "--model", "x", "--prompt-tokens", "0"],
         ["bench", "--model", "x", "--prefill-chunk", "15"],
+        ["bench", "--model", "x", "--rate", "2", "--concurrency", "1,2"],   // exclusive
+        ["bench", "--model", "x", "--rate", "0"],
+        ["bench", "--model", "x", "--rate", "-1"],
+        ["bench", "--model", "x", "--rate", "1,fast"],
+        ["bench", "--model", "x", "--rate", "NaN"],
+        ["bench", "--model", "x", "--rate", "20000"],
+        ["bench", "--model", "x", "--rate"],
+        ["bench", "--model", "x", "--rate", "2", "--requests", "0"],
+        ["bench", "--model", "x", "--rate", "2", "--duration", "0"],
+        ["bench", "--model", "x", "--rate", "2", "--duration", "-3"],
+        ["bench", "--model", "x", "--rate", "2", "--duration", "soon"],
+        ["bench", "--model", "x", "--rate", "2", "--requests", "5", "--duration", "3"],
+        ["bench", "--model", "x", "--rate", "10000", "--duration", "86400"], // too many arrivals to hold
+        ["bench", "--model", "x", "--rate", "2", "--prompt-tokens", "16,32"],
+        ["bench", "--model", "x", "--requests", "5"],                         // no --rate
+        ["bench", "--model", "x", "--duration", "5"],
         ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "8"],
         ["generate", "--model", "x", "--prompt", "hi", "--prefill-chunk", "big"],
         ["chat", "--cluster", "127.0.0.1:30000", "--prefill-chunk", "64"],  // a cluster's silos set their own
@@ -38,6 +54,20 @@ public class ErrorTests
         Assert.True(r.ExitCode == 2, r.ToString());
         Assert.Contains("Usage:", r.Err);
         Assert.Equal("", r.Out);
+    }
+
+    [Theory]
+    [InlineData("--concurrency", "1", "--rate and --concurrency are exclusive")]
+    [InlineData("--requests", "5", "--requests and --duration are exclusive")]
+    public void Load_flags_in_conflict_say_so(string option, string value, string message)
+    {
+        string[] args = option == "--requests"
+            ? ["bench", "--model", "x", "--rate", "2", "--duration", "3", option, value]
+            : ["bench", "--model", "x", "--rate", "2", option, value];
+        var r = Cli.Run(args);
+
+        Assert.True(r.ExitCode == 2, r.ToString());
+        Assert.Contains(message, r.Err);
     }
 
     [Fact]

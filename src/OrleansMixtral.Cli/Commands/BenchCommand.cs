@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using OrleansMixtral.Engine;
+using OrleansMixtral.LoadBench;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Cli.Commands;
@@ -13,13 +13,14 @@ namespace OrleansMixtral.Cli.Commands;
 /// <c>mixtral bench</c>: synthetic load on one engine. Each request is a prompt of exactly N random token ids (BOS
 /// first, seeded, distinct per request so nothing is served from the prefix cache), greedy, EOS ignored, so every
 /// request generates exactly M tokens. Each concurrency level submits that many requests at once; with several
-/// prompt lengths, every level runs at every length.
+/// prompt lengths, every level runs at every length. With <c>--rate</c> it is a load benchmark instead: requests
+/// arrive at random (Poisson) at each rate, see BenchCommand.Load.cs.
 /// </summary>
-static class BenchCommand
+static partial class BenchCommand
 {
     public static Command Create(CliConsole console)
     {
-        var command = new Command("bench", "Measure time to first token and tokens/s at several concurrency levels");
+        var command = new Command("bench", "Measure time to first token and tokens/s at several concurrency levels, or under Poisson arrivals at several rates (--rate)");
         var model = new ModelOptions(command, prefillChunk: true);
         var promptTokens = new Option<int[]>("--prompt-tokens")
         {
@@ -36,13 +37,23 @@ static class BenchCommand
             CustomParser = r => ParseList(r, "--concurrency", "level", 4096),
             HelpName = "1,2,4,8",
         };
-        var seed = new Option<int>("--seed") { Description = "Seed of the synthetic prompts", DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the synthetic prompts (and of the arrivals with --rate)", DefaultValueFactory = _ => 0 };
         var json = new Option<FileInfo?>("--json") { Description = "Also write every figure and the machine's details to this JSON file", HelpName = "FILE" };
-        var plot = new Option<FileInfo?>("--plot") { Description = "Also draw per-request and aggregate tok/s against concurrency to this PNG", HelpName = "FILE.png" };
-        foreach (Option o in new Option[] { promptTokens, outputTokens, concurrency, seed, json, plot }) command.Options.Add(o);
+        var plot = new Option<FileInfo?>("--plot")
+        {
+            Description = "Also draw per-request and aggregate tok/s against concurrency (with --rate: latency against throughput) to this PNG",
+            HelpName = "FILE.png",
+        };
+        var load = new LoadOptions();
+        foreach (Option o in new Option[] { promptTokens, outputTokens, concurrency, seed, json, plot, load.Rate, load.Requests, load.Duration }) command.Options.Add(o);
+        load.AddValidators(command, concurrency, promptTokens);
 
         command.SetAction(async (r, ct) =>
         {
+            if (r.GetResult(load.Rate) is not null)
+                return await RunLoad(r, console, model, load.Settings(r, r.GetRequiredValue(promptTokens)[0], r.GetValue(outputTokens), r.GetValue(seed)),
+                    r.GetValue(json), r.GetValue(plot), ct);
+
             int[] lengths = r.GetRequiredValue(promptTokens);
             int output = r.GetValue(outputTokens);
             var settings = new BenchSettings(lengths.Length == 1 ? lengths[0] : null, lengths, output, r.GetRequiredValue(concurrency), r.GetValue(seed));
@@ -219,19 +230,10 @@ static class BenchCommand
             double[] ttfts = requests.Select(q => q.TtftMs).Order().ToArray();
             int outputs = requests.Sum(q => q.OutputTokens);
             return new LevelReport(promptTokens, concurrency, Math.Round(wall.TotalSeconds, 4), outputs, Math.Round(outputs / wall.TotalSeconds, 3),
-                Math.Round(Percentile(ttfts, 0.5), 3), Math.Round(Percentile(ttfts, 0.9), 3), Math.Round(ttfts.Average(), 3),
+                Math.Round(Percentiles.OfSorted(ttfts, 0.5), 3), Math.Round(Percentiles.OfSorted(ttfts, 0.9), 3), Math.Round(ttfts.Average(), 3),
                 Math.Round(requests.Average(q => q.PerceivedTokensPerSecond), 3), Math.Round(requests.Average(q => q.TotalTokensPerSecond), 3),
                 requests);
         }
-    }
-
-    /// <summary>Linear interpolation between the closest ranks of sorted values.</summary>
-    internal static double Percentile(double[] sorted, double q)
-    {
-        if (sorted.Length == 0) return double.NaN;
-        double rank = q * (sorted.Length - 1);
-        int lo = (int)Math.Floor(rank), hi = (int)Math.Ceiling(rank);
-        return sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo);
     }
 
     sealed record ModelInfo(string Name, string Path, int Layers, int Experts, int ExpertsPerToken, int HiddenSize, int Context, int VocabSize, bool PreQuantized);
@@ -245,30 +247,6 @@ static class BenchCommand
         {
             var (free, total) = b.Device.MemoryInfo();
             return new GpuMemory(b.Device.Name, b.WeightBytes, total - free, total);
-        }
-    }
-
-    sealed record MachineInfo(int Cores, string Os, string Architecture, string Runtime, string? Cpu, long MemoryBytes, string Host)
-    {
-        public static MachineInfo Current() => new(
-            Environment.ProcessorCount,
-            RuntimeInformation.OSDescription,
-            RuntimeInformation.ProcessArchitecture.ToString(),
-            RuntimeInformation.FrameworkDescription,
-            CpuModel(),
-            GC.GetGCMemoryInfo().TotalAvailableMemoryBytes,
-            Environment.MachineName);
-
-        static string? CpuModel()
-        {
-            try
-            {
-                if (!File.Exists("/proc/cpuinfo")) return null;
-                foreach (string line in File.ReadLines("/proc/cpuinfo"))
-                    if (line.StartsWith("model name", StringComparison.Ordinal) && line.IndexOf(':') is > 0 and var i) return line[(i + 1)..].Trim();
-            }
-            catch (IOException) { }
-            return null;
         }
     }
 }

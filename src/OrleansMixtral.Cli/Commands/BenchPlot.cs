@@ -1,3 +1,5 @@
+using OrleansMixtral.LoadBench;
+
 namespace OrleansMixtral.Cli.Commands;
 
 /// <summary>The bench's PNG: per-request (perceived) and aggregate output tokens/s against concurrency, or TTFT against prompt length.</summary>
@@ -5,7 +7,7 @@ static class BenchPlot
 {
     public static void Save(string path, string title, (int Concurrency, double PerRequest, double Aggregate)[] levels)
     {
-        var plot = NewPlot();
+        var plot = PlotFiles.NewPlot();
         double[] xs = levels.Select(l => Math.Log2(l.Concurrency)).ToArray();
         var perRequest = plot.Add.Scatter(xs, levels.Select(l => l.PerRequest).ToArray());
         perRequest.LegendText = "per request (perceived tok/s)";
@@ -16,13 +18,13 @@ static class BenchPlot
             xs, levels.Select(l => l.Concurrency.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
         plot.Axes.Bottom.Label.Text = "concurrent requests";
         plot.Axes.Left.Label.Text = "tokens / s";
-        Finish(plot, path, title);
+        PlotFiles.Save(plot, path, title);
     }
 
     /// <summary>With several prompt lengths: TTFT (p50) against prompt length, one line per concurrency level.</summary>
     public static void SaveTtft(string path, string title, (int PromptTokens, int Concurrency, double TtftP50Ms)[] levels)
     {
-        var plot = NewPlot();
+        var plot = PlotFiles.NewPlot();
         int[] lengths = levels.Select(l => l.PromptTokens).Distinct().Order().ToArray();
         foreach (var group in levels.GroupBy(l => l.Concurrency))
         {
@@ -35,26 +37,6 @@ static class BenchPlot
             lengths.Select(l => Math.Log2(l)).ToArray(), lengths.Select(l => l.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
         plot.Axes.Bottom.Label.Text = "prompt tokens";
         plot.Axes.Left.Label.Text = "time to first token, p50 (ms)";
-        Finish(plot, path, title);
-    }
-
-    static ScottPlot.Plot NewPlot()
-    {
-        var plot = new ScottPlot.Plot();
-        // A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.
-        if (Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font))
-        {
-            ScottPlot.Fonts.AddFontFile("bench", font);
-            plot.Font.Set("bench");
-        }
-        return plot;
-    }
-
-    static void Finish(ScottPlot.Plot plot, string path, string title)
-    {
-        plot.Title(title.Length > 90 ? title[..90] + "…" : title);
-        plot.ShowLegend();
-        if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } dir) Directory.CreateDirectory(dir);
-        plot.SavePng(path, 1000, 600);
+        PlotFiles.Save(plot, path, title);
     }
 }
