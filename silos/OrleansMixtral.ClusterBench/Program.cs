@@ -8,15 +8,21 @@ using Microsoft.Extensions.Logging;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
+using OrleansMixtral.LoadBench;
 using Tok = OrleansMixtral.Tokenization;
 
 // dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- [--runs 12] [--tokens 128] [--prompt-words 80]
 //     [--threads 0] [--model DIR | synthetic:mixtral-8x7b] [--one-silo]
+// Load mode (LoadMode.cs), the same load as `mixtral bench --rate` through the Orleans client:
+//     --rate R1,R2,... [--requests 200 | --duration S] [--prompt-tokens 512] [--output-tokens 128] [--seed 0]
+//     [--json FILE] [--plot FILE.png] [--threads 0] [--model DIR | synthetic:mixtral-8x7b]
 // --one-silo: only the default silo settings (direct path, stream at 20 ms), and the in-process path uses that silo's
 // engine, so the model is loaded once (the 8x7B on one GPU).
 // The same turns (one at a time, greedy, fixed length) through: the engine in-process; a one-silo cluster (silo in this
 // process, the client over the loopback gateway, as a remote client) on the direct path; and its token stream at two
 // polling periods. Prints medians; per-turn overhead = what the caller saw minus what the engine measured for that turn.
+if (LoadModeAsked(args)) return await RunLoadAsync(args);
+
 var runs = Arg("--runs", 12);
 var tokens = Arg("--tokens", 128);
 var promptWords = Arg("--prompt-words", 80);
@@ -53,19 +59,8 @@ foreach (var (label, publish, poll, interval) in configurations)
         StreamPollMilliseconds = poll, StreamPublishIntervalMilliseconds = poll, DirectChunkIntervalMilliseconds = interval,
         Storage = ConversationStorageKind.Memory, // measures the token path; nothing to keep
     };
-    var name = $"bench-{configuration++}";
-    var (siloPort, gatewayPort) = (FreePort(), FreePort());
-    var siloBuilder = Host.CreateApplicationBuilder();
-    siloBuilder.Logging.SetMinimumLevel(LogLevel.Error);
-    siloBuilder.UseOrleans(silo =>
-    {
-        silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: name, clusterId: name);
-        silo.AddMixtral(options);
-    });
-    var silo = siloBuilder.Build();
-    await silo.StartAsync();
-    var clientHost = await ClusterConnection.ConnectAsync($"localhost:{gatewayPort}", clusterId: name, serviceId: name, logLevel: LogLevel.Error);
-    clusters.Add((label, publish, silo, clientHost, clientHost.Services.GetRequiredService<MixtralClient>()));
+    var (silo, clientHost, client) = await StartOneSiloAsync($"bench-{configuration++}", options);
+    clusters.Add((label, publish, silo, clientHost, client));
 }
 InferenceEngine engine;
 Tok.MistralTokenizer tokenizer;
@@ -173,22 +168,8 @@ string ArgText(string name, string? fallback)
     return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback!;
 }
 static double Ms(long from, long to) => Stopwatch.GetElapsedTime(from, to).TotalMilliseconds;
-static double Median(IEnumerable<double> values) => Percentile(values, 0.5);
-static double Percentile(IEnumerable<double> values, double q)
-{
-    var sorted = values.Order().ToArray();
-    if (sorted.Length == 0) return double.NaN;
-    var pos = q * (sorted.Length - 1);
-    var lo = (int)Math.Floor(pos);
-    var hi = (int)Math.Ceiling(pos);
-    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
-}
-static int FreePort()
-{
-    using var l = new TcpListener(IPAddress.Loopback, 0);
-    l.Start();
-    return ((IPEndPoint)l.LocalEndpoint).Port;
-}
+static double Median(IEnumerable<double> values) => Percentiles.Of(values, 0.5);
+static double Percentile(IEnumerable<double> values, double q) => Percentiles.Of(values, q);
 
 /// <summary>One turn as the caller saw it: time to the first token, first-to-last token time, tokens; and the engine's own TTFT.</summary>
 record Sample(double Ttft, double DecodeMs, int Tokens, double EngineTtft, double EngineElapsed)
@@ -219,6 +200,33 @@ sealed class Watcher
 
 partial class Program
 {
+    /// <summary>
+    /// A one-silo cluster in this process (silo and gateway on free loopback ports) and an Orleans client connected through
+    /// that gateway over TCP, as a remote client would be.
+    /// </summary>
+    static async Task<(IHost Silo, IHost ClientHost, MixtralClient Client)> StartOneSiloAsync(string name, MixtralSiloOptions options)
+    {
+        var (siloPort, gatewayPort) = (FreePort(), FreePort());
+        var siloBuilder = Host.CreateApplicationBuilder();
+        siloBuilder.Logging.SetMinimumLevel(LogLevel.Error);
+        siloBuilder.UseOrleans(silo =>
+        {
+            silo.UseLocalhostClustering(siloPort, gatewayPort, serviceId: name, clusterId: name);
+            silo.AddMixtral(options);
+        });
+        var silo = siloBuilder.Build();
+        await silo.StartAsync();
+        var clientHost = await ClusterConnection.ConnectAsync($"localhost:{gatewayPort}", clusterId: name, serviceId: name, logLevel: LogLevel.Error);
+        return (silo, clientHost, clientHost.Services.GetRequiredService<MixtralClient>());
+    }
+
+    static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
     static readonly string[] Words =
     [
         "the", "river", "ran", "past", "a", "small", "town", "where", "people", "told", "stories", "about", "old", "ships",

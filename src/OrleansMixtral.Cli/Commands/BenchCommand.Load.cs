@@ -144,7 +144,7 @@ static partial class BenchCommand
             console.Out.WriteLine($"GPU memory: {gpu.WeightBytes / 1e9:F2} GB of weights, {gpu.UsedBytes / 1e9:F2} GB used of {gpu.TotalBytes / 1e9:F2} GB");
         if (png is not null)
         {
-            LoadPlot.Save(png.FullName, title, reports);
+            LoadPlot.Save(png.FullName, $"{loaded.Name} on {loaded.Backend.Name}: Poisson arrivals, {prompt} + {output} tokens per request", reports);
             console.Error.WriteLine($"wrote {png.FullName}");
         }
         if (json is not null)
