@@ -68,6 +68,11 @@ public sealed record TurnEnd
     [Id(5)] public double EngineElapsedMs { get; init; }
     /// <summary>The whole reply text (what is appended to the history when the turn succeeded).</summary>
     [Id(6)] public string Text { get; init; } = "";
+    /// <summary>
+    /// The turn did not start because every engine that could take it had a full queue (an Error, before any token): the
+    /// cluster is overloaded, not broken; retry later (OpenAI's 429).
+    /// </summary>
+    [Id(7)] public bool Overloaded { get; init; }
 
     public bool Succeeded => Finish is TurnFinish.Stop or TurnFinish.Length;
 }

@@ -304,6 +304,8 @@ public sealed partial class ConversationGrain(
     {
         var tried = new List<string>();
         string? lastError = null;
+        var busy = false; // the last engine tried refused because its queue was full: the turn ends Overloaded (429), not failed
+        string? refusedKv = null; // the KV engine refused only because it was asked to when busy: it may still queue the turn
         var target = state.State.KvSilo is { } kv && engines.IsActive(kv) ? kv : null;
         var affinity = target is not null;
         while (true)
@@ -313,20 +315,23 @@ public sealed partial class ConversationGrain(
             {
                 target = await engines.PickAsync(Id, tried);
                 affinity = false;
+                if (target is null && refusedKv is not null) (target, refusedKv) = (refusedKv, null); // no other engine: queue there
                 if (target is null)
-                    return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError ?? "no engine is available in the cluster" }, []);
+                    return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError ?? "no engine is available in the cluster", Overloaded = busy }, []);
             }
             var attempt = await StreamFromEngineAsync(run, target, refuseIfBusy: affinity);
             if (attempt.End is { } end) return (end, attempt.Output);
             LogRerouted(log, Id, run.Turn, target, attempt.RetryReason);
             lastError = attempt.RetryReason;
+            busy = attempt.Busy;
+            if (attempt.Busy && affinity) refusedKv = target;
             tried.Add(target);
             target = null;
-            if (tried.Count > 3) return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError }, []);
+            if (tried.Count > 3) return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError, Overloaded = busy }, []);
         }
     }
 
-    readonly record struct Attempt(TurnEnd? End, int[] Output, string? RetryReason);
+    readonly record struct Attempt(TurnEnd? End, int[] Output, string? RetryReason, bool Busy = false);
 
     async Task<Attempt> StreamFromEngineAsync(TurnRun run, string silo, bool refuseIfBusy)
     {
@@ -356,7 +361,7 @@ public sealed partial class ConversationGrain(
             {
                 bool more;
                 try { more = await MoveNextOrAbandon(enumerator, run.Abandon.Task); }
-                catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message); }
+                catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message, Busy: true); }
                 catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = silo }, [], null); }
                 catch (Exception e) when (!anyToken && !run.IsCancelRequested)
                 {

@@ -81,7 +81,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             Threads = options.Threads > 0 ? options.Threads : null,
             PrefillChunkTokens = options.PrefillChunkTokens,
         });
-        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences });
+        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting) });
         return (engine, loaded.Tokenizer, directory);
     }
 

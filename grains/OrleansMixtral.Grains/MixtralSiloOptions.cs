@@ -29,6 +29,11 @@ public sealed class MixtralSiloOptions
     /// <summary>Sequences decoded together in one engine step.</summary>
     public int MaxRunningSequences { get; set; } = 64;
     /// <summary>
+    /// Requests waiting for the engine (beyond those running) before it refuses more: the gateway then answers 429 with
+    /// Retry-After, stateless requests and conversation turns alike.
+    /// </summary>
+    public int MaxWaiting { get; set; } = 1024;
+    /// <summary>
     /// Prompt tokens of one sequence per step (chunked prefill); null = the backend's default (512 on the CPU, 2048 on
     /// a GPU). The backend's forward size follows from it (the chunk plus the decodes that share its step).
     /// </summary>

@@ -169,6 +169,7 @@ public sealed partial class GatewayEndpoints(
             // Failed before any text (a conversation whose turn found no engine able to take it, a silo lost at once):
             // still a plain error response, with Retry-After.
             if (early.Finish == TurnFinish.Cancelled) throw new GatewayException(409, "the reply was cancelled before it began", "cancelled");
+            if (early.Overloaded) throw new MixtralOverloadedException("every engine's queue is full; retry later");
             throw new MixtralUnavailableException("the reply could not start: " + early.Error);
         }
 

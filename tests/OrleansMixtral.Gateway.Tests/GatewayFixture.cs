@@ -73,7 +73,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     }
 
     /// <summary>Starts a gateway over <paramref name="client"/> on 127.0.0.1 (a free port unless urls says otherwise).</summary>
-    public static async Task<(WebApplication App, Uri Url)> StartGatewayAsync(IClusterClient client, Dictionary<string, string?> settings, ILoggerProvider? logs = null)
+    public static async Task<(WebApplication App, Uri Url)> StartGatewayAsync(IClusterClient? client, Dictionary<string, string?> settings, ILoggerProvider? logs = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, EnvironmentName = "Testing" });
         var all = new Dictionary<string, string?> { ["urls"] = "http://127.0.0.1:0", ["Model"] = RepoPaths.TinyModel };
@@ -92,6 +92,24 @@ public sealed class GatewayFixture : IAsyncLifetime
     }
 
     readonly List<WebApplication> _extra = [];
+    readonly List<IAsyncDisposable> _later = [];
+
+    /// <summary>
+    /// A gateway over another cluster's client (null: its own client, connected as its settings say), stopped with the
+    /// fixture (see <see cref="StartExtraGatewayAsync"/>).
+    /// </summary>
+    public async Task<(WebApplication App, Uri Url)> StartGatewayOverAsync(IClusterClient? client, Dictionary<string, string?> settings, ILoggerProvider? logs = null)
+    {
+        var (app, url) = await StartGatewayAsync(client, settings, logs);
+        lock (_extra) _extra.Add(app);
+        return (app, url);
+    }
+
+    /// <summary>Disposes <paramref name="item"/> (a test's own cluster) with the fixture, after the gateways.</summary>
+    public void DisposeLater(IAsyncDisposable item)
+    {
+        lock (_later) _later.Add(item);
+    }
 
     /// <summary>
     /// Another gateway over the same cluster, stopped with the fixture. Not earlier: the gateways of one process share
@@ -116,6 +134,11 @@ public sealed class GatewayFixture : IAsyncLifetime
         {
             await Gateway.StopAsync();
             await Gateway.DisposeAsync();
+        }
+        foreach (var item in _later)
+        {
+            try { await item.DisposeAsync(); }
+            catch (Exception) { } // a test's cluster with a killed silo
         }
         if (Cluster is not null) await Cluster.DisposeAsync();
     }
