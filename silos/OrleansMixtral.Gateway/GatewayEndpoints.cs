@@ -42,24 +42,83 @@ public sealed partial class GatewayEndpoints(
         catch (GatewayException e) { (status, message, code, param) = (e.Status, e.Message, e.Code ?? "error", e.Param); }
         catch (MixtralRequestException e) { (status, message, code, param) = (400, e.Message, e.Code, e.Param); }
         catch (InvalidTurnException e) { (status, message, code) = (400, e.Message, "invalid_request"); }
-        catch (TurnInProgressException e) { (status, message, code) = (409, e.Message + "; wait for it to end or cancel it", "conversation_busy"); }
+        catch (TurnInProgressException) { (status, message, code) = (409, "the conversation is generating another turn; wait for it to end or cancel it", "conversation_busy"); }
         catch (ConversationNotFoundException)
         {
             // Started by this tenant once (its id checks out), but not in the cluster's storage: never an empty conversation.
             var e = NotFound(ctx.Request.RouteValues["id"] as string ?? ctx.Request.Headers[GatewayHost.ConversationHeader].ToString());
             (status, message, code, param) = (e.Status, e.Message, e.Code!, e.Param);
         }
-        catch (MixtralOverloadedException e) { (status, message, code, retry) = (429, e.Message, "rate_limit_exceeded", admission.RetryAfterSeconds); }
-        catch (MixtralUnavailableException e) { (status, message, code, retry) = (503, e.Message, "service_unavailable", admission.RetryAfterSeconds); }
+        catch (MixtralOverloadedException e)
+        {
+            LogRefused(log, ctx.Request.Method, endpoint, 429, e.Message);
+            (status, message, code, retry) = (429, "every engine's queue is full; retry later", "rate_limit_exceeded", admission.RetryAfterSeconds);
+        }
+        catch (MixtralUnavailableException e)
+        {
+            // Its message names silos and what Orleans said: for the log, not the client.
+            LogRefused(log, ctx.Request.Method, endpoint, 503, e.Message);
+            (status, message, code, retry) = (503, Unavailable, "service_unavailable", admission.RetryAfterSeconds);
+        }
+        catch (Exception e) when (IsClusterFault(e))
+        {
+            // A silo went away under the call (rejected, or no answer within the budget): the client may retry at once.
+            LogClusterFault(log, ctx.Request.Method, endpoint, e);
+            (status, message, code, retry) = (503, Unavailable, "service_unavailable", admission.RetryAfterSeconds);
+        }
         catch (Exception e)
         {
             LogFailed(log, ctx.Request.Method, endpoint, e);
             (status, message, code) = (500, "the server failed to process the request", "internal_error");
         }
-        if (status == 429 && retry is null) retry = admission.RetryAfterSeconds;
+        if (status is 429 or 503 && retry is null) retry = admission.RetryAfterSeconds;
         metrics.Refused(status.ToString(System.Globalization.CultureInfo.InvariantCulture), Tags(ctx, endpoint, null));
         await OpenAiResponses.WriteErrorAsync(ctx, status, message, code, param, retryAfterSeconds: retry);
     }
+
+    const string Unavailable = "the cluster cannot serve this request now (no engine could take it, or a silo failed); retry shortly";
+
+    /// <summary>Failures of the cluster rather than of the request: Orleans' rejections and timeouts (a silo that died).</summary>
+    static bool IsClusterFault(Exception e) => e switch
+    {
+        TimeoutException or Orleans.Runtime.OrleansException => true,
+        AggregateException { InnerExceptions.Count: 1 } a => IsClusterFault(a.InnerExceptions[0]),
+        _ => false,
+    };
+
+    /// <summary>
+    /// One call to the cluster (a conversation's history, start, reset, cancel), bounded by
+    /// <see cref="GatewayOptions.ClusterCallTimeoutMilliseconds"/>: a call rejected because a silo is gone is tried again
+    /// (through another silo, once the client or the cluster knows) while the budget lasts; a call still unanswered at the
+    /// end of it is a <see cref="TimeoutException"/> (503), not a wait for Orleans' 30 s response timeout. Only for calls
+    /// that may run twice.
+    /// </summary>
+    async Task<T> ClusterAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
+    {
+        var budget = TimeSpan.FromMilliseconds(options.ClusterCallTimeoutMilliseconds);
+        var started = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            var left = budget - Stopwatch.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero) throw new TimeoutException($"the cluster did not answer within {budget.TotalMilliseconds:F0} ms");
+            var task = call();
+            try { return await task.WaitAsync(left, cancellationToken); }
+            catch (TimeoutException) when (!task.IsCompleted)
+            {
+                _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
+                throw new TimeoutException($"the cluster did not answer within {budget.TotalMilliseconds:F0} ms");
+            }
+            catch (Orleans.Runtime.OrleansMessageRejectionException) when (Stopwatch.GetElapsedTime(started) + RetryPause < budget)
+            {
+                await Task.Delay(RetryPause, cancellationToken);
+            }
+        }
+    }
+
+    async Task ClusterAsync(Func<Task> call, CancellationToken cancellationToken) =>
+        await ClusterAsync(async () => { await call(); return true; }, cancellationToken);
+
+    static readonly TimeSpan RetryPause = TimeSpan.FromMilliseconds(200);
 
     static KeyValuePair<string, object?>[] Tags(HttpContext ctx, string endpoint, string? mode) =>
     [
@@ -131,7 +190,7 @@ public sealed partial class GatewayEndpoints(
             publicId = named;
             key = ConversationIds.GrainKey(tenant, named) ?? throw NotFound(named);
         }
-        var turn = await service.PrepareTurnAsync(key, request.Messages, create: named == "new");
+        var turn = await ClusterAsync(() => service.PrepareTurnAsync(key, request.Messages, create: named == "new"), ctx.RequestAborted);
         await RunAsync(ctx, "chat", "conversation", arrived, chat: true, request.Stream, request.IncludeUsage, publicId,
             ct => service.SendTurnAsync(turn, request.Options, ct));
     });
@@ -169,7 +228,7 @@ public sealed partial class GatewayEndpoints(
             // Failed before any text (a conversation whose turn found no engine able to take it, a silo lost at once):
             // still a plain error response, with Retry-After.
             if (early.Finish == TurnFinish.Cancelled) throw new GatewayException(409, "the reply was cancelled before it began", "cancelled");
-            if (early.Overloaded) throw new MixtralOverloadedException("every engine's queue is full; retry later");
+            if (early.Overloaded) throw new MixtralOverloadedException("every engine's queue is full: " + early.Error);
             throw new MixtralUnavailableException("the reply could not start: " + early.Error);
         }
 
@@ -236,17 +295,20 @@ public sealed partial class GatewayEndpoints(
             }
             else
             {
-                // No [DONE]: the reply is incomplete.
-                await sse.WriteErrorAsync(end.Finish == TurnFinish.Cancelled ? "the reply was cancelled" : "the reply failed: " + end.Error,
+                // No [DONE]: the reply is incomplete. The client gets one short line; what failed (silos, Orleans' words) goes
+                // to the log.
+                if (end.Finish != TurnFinish.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
+                await sse.WriteErrorAsync(end.Finish == TurnFinish.Cancelled ? "the reply was cancelled" : ReplyFailed,
                     end.Finish == TurnFinish.Cancelled ? "cancelled" : "generation_failed");
             }
             return;
         }
         if (!end.Succeeded)
         {
+            if (end.Finish != TurnFinish.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
             throw end.Finish == TurnFinish.Cancelled
                 ? new GatewayException(409, "the reply was cancelled", "cancelled")
-                : new GatewayException(503, "the reply failed: " + end.Error, "generation_failed");
+                : new GatewayException(503, ReplyFailed, "generation_failed");
         }
         ctx.Response.StatusCode = 200;
         ctx.Response.ContentType = "application/json";
@@ -358,7 +420,7 @@ public sealed partial class GatewayEndpoints(
         var id = ConversationIds.New(tenant);
         var key = ConversationIds.GrainKey(tenant, id)!;
         if (!string.IsNullOrEmpty(system)) service.CheckPromptLength(service.Tokenizer.Encode(system).Length);
-        await service.Client.Conversation(key).Start(system); // stored now: from here on the id exists
+        await ClusterAsync(() => service.Client.Conversation(key).Start(system), ctx.RequestAborted); // stored now: from here on the id exists
         await WriteJsonAsync(ctx, 200, w =>
         {
             w.WriteStartObject();
@@ -375,7 +437,7 @@ public sealed partial class GatewayEndpoints(
     public Task GetConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
     {
         var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
-        var s = await service.Client.GetHistoryAsync(key);
+        var s = await ClusterAsync(() => service.Client.GetHistoryAsync(key), ctx.RequestAborted);
         await WriteJsonAsync(ctx, 200, w =>
         {
             w.WriteStartObject();
@@ -402,7 +464,7 @@ public sealed partial class GatewayEndpoints(
     public Task DeleteConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
     {
         var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
-        await service.Client.Conversation(key).Reset();
+        await ClusterAsync(() => service.Client.Conversation(key).Reset(), ctx.RequestAborted);
         await WriteJsonAsync(ctx, 200, w =>
         {
             w.WriteStartObject();
@@ -417,7 +479,7 @@ public sealed partial class GatewayEndpoints(
     public Task CancelConversationAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
     {
         var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
-        var cancelled = await service.Client.CancelAsync(key);
+        var cancelled = await ClusterAsync(() => service.Client.CancelAsync(key), ctx.RequestAborted);
         await WriteJsonAsync(ctx, 200, w =>
         {
             w.WriteStartObject();
@@ -434,13 +496,22 @@ public sealed partial class GatewayEndpoints(
     public Task SubscribeAsync(HttpContext ctx, string id) => GuardAsync(ctx, "conversations", async () =>
     {
         var key = ConversationIds.GrainKey(TenantOf(ctx), id) ?? throw NotFound(id);
-        _ = await service.Client.FindConversationAsync(key) ?? throw NotFound(id);
+        _ = await ClusterAsync(() => service.Client.FindConversationAsync(key), ctx.RequestAborted) ?? throw NotFound(id);
         var chunks = Channel.CreateBounded<TokenChunk>(new BoundedChannelOptions(8192) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
-        await using var subscription = await service.Client.SubscribeAsync(key, c =>
+        var subscribing = service.Client.SubscribeAsync(key, c =>
         {
             chunks.Writer.TryWrite(c);
             return Task.CompletedTask;
         });
+        IAsyncDisposable subscribed;
+        try { subscribed = await subscribing.WaitAsync(TimeSpan.FromMilliseconds(options.ClusterCallTimeoutMilliseconds), ctx.RequestAborted); }
+        catch (Exception) when (!subscribing.IsCompleted)
+        {
+            // Given up on (503, or the client left): a subscription made after all must not outlive the request.
+            _ = subscribing.ContinueWith(t => t.IsCompletedSuccessfully ? t.Result.DisposeAsync().AsTask() : Task.CompletedTask, TaskScheduler.Default);
+            throw;
+        }
+        await using var subscription = subscribed;
         var sse = new OpenAiResponses.EventStream(ctx);
         sse.Start(id);
         await sse.WriteCommentAsync("subscribed to " + id);
@@ -477,6 +548,17 @@ public sealed partial class GatewayEndpoints(
         catch (OperationCanceledException) when (until.IsCancellationRequested) { }
     });
 
+    const string ReplyFailed = "the reply was interrupted: the engine or silo generating it failed; retry the request";
+
     [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Endpoint} failed")]
     static partial void LogFailed(ILogger log, string method, string endpoint, Exception error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Endpoint}: the cluster failed under the request (503)")]
+    static partial void LogClusterFault(ILogger log, string method, string endpoint, Exception error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Endpoint}: refused with {Status}: {Reason}")]
+    static partial void LogRefused(ILogger log, string method, string endpoint, int status, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Endpoint} ({Mode}): the reply failed: {Reason}")]
+    static partial void LogReplyFailed(ILogger log, string endpoint, string mode, string? reason);
 }

@@ -112,6 +112,11 @@ public static partial class GatewayHost
         {
             o.Model = options.Model;
             o.ModelId = options.ModelId;
+            // A generation silent for half the cluster-call budget has its silo probed for the other half: a killed silo
+            // fails a request that had no text yet within the budget (503), never after Orleans' 30 s response timeout.
+            o.StallCheckMilliseconds = Math.Max(100, options.ClusterCallTimeoutMilliseconds / 2);
+            o.ProbeTimeoutMilliseconds = Math.Max(100, options.ClusterCallTimeoutMilliseconds / 2);
+            o.EngineTimeoutMilliseconds = options.ClusterCallTimeoutMilliseconds;
         });
         services.AddSingleton<GatewayAdmission>();
         services.AddSingleton<GatewayMetrics>();
@@ -134,6 +139,7 @@ public static partial class GatewayHost
         options.ApiKeysFile = config["ApiKeysFile"] ?? options.ApiKeysFile;
         if (options.MaxRequestBodyBytes < 1024) throw new ArgumentException("Gateway:MaxRequestBodyBytes must be at least 1024");
         if (options.MaxConcurrentRequests < 1) throw new ArgumentException("Gateway:MaxConcurrentRequests must be at least 1");
+        if (options.ClusterCallTimeoutMilliseconds < 200) throw new ArgumentException("Gateway:ClusterCallTimeoutMilliseconds must be at least 200");
         if (options.MaxQueuedRequests < 0) throw new ArgumentException("Gateway:MaxQueuedRequests must be at least 0");
         if (options.ModelId is { } id && string.IsNullOrWhiteSpace(id)) throw new ArgumentException("ModelId must not be empty");
         return options;

@@ -42,6 +42,13 @@ public sealed class GatewayOptions
     /// <summary>How long start-up waits for the cluster (the gateway may start before the silos).</summary>
     public int ConnectTimeoutSeconds { get; set; } = 120;
 
+    /// <summary>
+    /// How long one call to the cluster (a conversation's history, start, reset, cancel) may take, retries through another
+    /// silo included; beyond it the request is a 503 with Retry-After. Half of it is also how long a generation may stay
+    /// silent before its silo is asked whether it still works on it (for the other half).
+    /// </summary>
+    public int ClusterCallTimeoutMilliseconds { get; set; } = 1500;
+
     /// <summary>Silo and Orleans gateway ports of the embedded silo (Cluster=embedded).</summary>
     public int EmbeddedSiloPort { get; set; } = 11111;
     public int EmbeddedGatewayPort { get; set; } = 30000;

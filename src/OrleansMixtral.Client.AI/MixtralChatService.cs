@@ -22,6 +22,14 @@ public sealed class MixtralChatServiceOptions
     public int LoadCacheMilliseconds { get; set; } = 250;
     /// <summary>A load query or a cancel that takes longer than this counts as failed.</summary>
     public int EngineTimeoutMilliseconds { get; set; } = 3000;
+    /// <summary>
+    /// A generation that has sent nothing for this long has its engine's silo (stateless requests) or its conversation's
+    /// grain (turns) asked whether it still works on it: a silo killed without goodbye would otherwise leave the call
+    /// waiting until the cluster declares the silo dead or Orleans' response timeout (30 s) passes.
+    /// </summary>
+    public int StallCheckMilliseconds { get; set; } = 10_000;
+    /// <summary>How long that question may take before the generation counts as lost; 0: <see cref="StallCheckMilliseconds"/>.</summary>
+    public int ProbeTimeoutMilliseconds { get; set; }
 }
 
 /// <summary>
@@ -57,8 +65,11 @@ public sealed class MixtralChatService
         Tokenizer = Tok.MistralTokenizer.Load(tokenizerFile);
         ContextLength = ReadContextLength(Path.Combine(directory, "config.json"));
         ModelId = string.IsNullOrWhiteSpace(options.ModelId) ? Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar)) : options.ModelId;
-        Client = new MixtralClient(cluster);
+        Client = new MixtralClient(cluster) { StallCheck = StallCheck, ProbeTimeout = ProbeTimeout };
     }
+
+    TimeSpan StallCheck => TimeSpan.FromMilliseconds(Math.Max(50, _options.StallCheckMilliseconds));
+    TimeSpan ProbeTimeout => _options.ProbeTimeoutMilliseconds > 0 ? TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds) : StallCheck;
 
     public string ModelId { get; }
     /// <summary>Prompt plus reply tokens the model takes (config.json's max_position_embeddings).</summary>
@@ -181,7 +192,7 @@ public sealed class MixtralChatService
                     yield break;
                 }
                 yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, null);
-                var (next, error) = await NextAsync(chunks);
+                var (next, error) = await NextAsync(chunks, silo);
                 if (next is null)
                 {
                     ended = true;
@@ -206,10 +217,57 @@ public sealed class MixtralChatService
         }
     }
 
-    static async Task<(EngineChunk? Chunk, string? Error)> NextAsync(IAsyncEnumerator<EngineChunk> chunks)
+    async Task<(EngineChunk? Chunk, string? Error)> NextAsync(IAsyncEnumerator<EngineChunk> chunks, string silo)
     {
-        try { return await chunks.MoveNextAsync() ? (chunks.Current, null) : (null, null); }
+        try { return await MoveNextWatchedAsync(chunks, silo) ? (chunks.Current, null) : (null, null); }
         catch (Exception e) { return (null, e.Message); }
+    }
+
+    /// <summary>
+    /// The next chunk of an engine's stream; after each <see cref="StallCheck"/> of silence the engine's silo is asked for
+    /// its load, and a silo that does not answer within <see cref="ProbeTimeout"/> fails the wait with
+    /// <see cref="TimeoutException"/> (a call in flight to a silo killed without goodbye would wait for Orleans' 30 s).
+    /// </summary>
+    /// <param name="window">
+    /// When set, the first stall check and probe together take at most this long (half each); after a probe is answered,
+    /// the usual periods.
+    /// </param>
+    async Task<bool> MoveNextWatchedAsync(IAsyncEnumerator<EngineChunk> chunks, string silo, TimeSpan? window = null)
+    {
+        var next = chunks.MoveNextAsync();
+        if (next.IsCompleted) return await next;
+        var task = next.AsTask();
+        while (true)
+        {
+            if (await Task.WhenAny(task, Task.Delay(window / 2 ?? StallCheck)) == task) return await task;
+            var answered = window is { } w ? await ProbeAsync(silo, w / 2) : await EngineAnswersAsync(silo);
+            window = null;
+            if (answered) continue; // a queue or a long prompt, not a failure
+            _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
+            throw new TimeoutException($"the engine on {silo} does not answer");
+        }
+    }
+
+    readonly ConcurrentDictionary<string, (long Started, Task<bool> Answered)> _probes = new();
+
+    /// <summary>Whether the engine of <paramref name="silo"/> answers a load query in time (one query per silo at a time, shared).</summary>
+    Task<bool> EngineAnswersAsync(string silo)
+    {
+        var now = Environment.TickCount64;
+        var fresh = StallCheck.TotalMilliseconds / 2;
+        return _probes.AddOrUpdate(silo,
+            _ => (now, ProbeAsync(silo, ProbeTimeout)),
+            (_, old) => now - old.Started < fresh ? old : (now, ProbeAsync(silo, ProbeTimeout))).Answered;
+    }
+
+    async Task<bool> ProbeAsync(string silo, TimeSpan timeout)
+    {
+        try
+        {
+            await _cluster.GetGrain<IEngineGrain>(silo).GetLoad().WaitAsync(timeout);
+            return true;
+        }
+        catch (Exception) { return false; }
     }
 
     /// <summary>
@@ -223,17 +281,25 @@ public sealed class MixtralChatService
         if (candidates.Count == 0) throw new MixtralUnavailableException("no engine of the cluster answers");
         Exception? last = null;
         var busy = 0;
+        // Engines that do not answer cost a stall check and a probe each; all of them together get at most a little more
+        // than one engine's worth, so that a request that cannot start is refused in about that time, not in a multiple.
+        var lost = TimeSpan.Zero;
+        var lostBudget = (StallCheck + ProbeTimeout) * 1.1;
         for (var i = 0; i < candidates.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            var window = lostBudget - lost;
+            if (window < TimeSpan.FromMilliseconds(100)) break;
             var silo = candidates[i];
             var refuse = i < candidates.Count - 1;
             _inFlight.AddOrUpdate(silo, 1, (_, n) => n + 1);
             var chunks = _cluster.GetGrain<IEngineGrain>(silo)
                 .Generate(request with { RefuseIfBusy = refuse }, cancellationToken).GetAsyncEnumerator(cancellationToken);
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
-                if (await chunks.MoveNextAsync()) return (silo, chunks, chunks.Current);
+                if (await MoveNextWatchedAsync(chunks, silo, window < StallCheck + ProbeTimeout ? window : null))
+                    return (silo, chunks, chunks.Current);
                 last = new InvalidOperationException($"the engine on {silo} ended the stream without a result");
             }
             catch (InvalidTurnException e)
@@ -249,6 +315,15 @@ public sealed class MixtralChatService
                 _ = CancelQuietlyAsync(silo, request.ConversationId);
                 _ = DisposeQuietlyAsync(chunks);
                 throw;
+            }
+            catch (TimeoutException e)
+            {
+                // Its silo does not answer: do not wait on disposing the call either.
+                last = e;
+                lost += System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                Release(silo);
+                _ = DisposeQuietlyAsync(chunks);
+                continue;
             }
             catch (Exception e) { last = e; }
             Release(silo);
@@ -292,7 +367,10 @@ public sealed class MixtralChatService
         lock (_lock)
         {
             if (!fresh && Environment.TickCount64 - _loadsAt < _options.LoadCacheMilliseconds) return Task.FromResult(_loads);
-            return _refreshing ??= Task.Run(RefreshLoadsAsync);
+            var refreshing = _refreshing ??= Task.Run(RefreshLoadsAsync);
+            // Stale loads serve a request at once while they are refreshed: a silo that does not answer (the refresh waits
+            // up to EngineTimeoutMilliseconds for it) must not hold up every request.
+            return !fresh && _loads.Count > 0 ? Task.FromResult(_loads) : refreshing;
         }
     }
 

@@ -25,6 +25,9 @@ public sealed class MixtralClient(IClusterClient client)
     /// </summary>
     public TimeSpan StallCheck { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long that check may take before the turn counts as lost; null: <see cref="StallCheck"/>.</summary>
+    public TimeSpan? ProbeTimeout { get; init; }
+
     public IClusterClient Cluster => client;
 
     public IConversationGrain Conversation(string conversationId) => client.GetGrain<IConversationGrain>(conversationId);
@@ -208,7 +211,7 @@ public sealed class MixtralClient(IClusterClient client)
                 if (progress.Silence < StallCheck) continue;
                 try
                 {
-                    var snapshot = await grain.GetSnapshot().WaitAsync(StallCheck, stop.Token);
+                    var snapshot = await grain.GetSnapshot().WaitAsync(ProbeTimeout ?? StallCheck, stop.Token);
                     var gone = progress.Turn >= 0 && snapshot.TurnInProgress != progress.Turn;
                     if (gone && !suspect)
                     {

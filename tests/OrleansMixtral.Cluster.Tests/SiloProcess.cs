@@ -23,6 +23,7 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <summary>The silo's address as its engine grain key (from its start-up line).</summary>
     public string? SiloKey { get; private set; }
     public bool HasExited => _process.HasExited;
+    public int ProcessId => _process.Id;
     public string Log { get { lock (_log) return _log.ToString(); } }
 
     /// <summary>The silo host's program, built in the same configuration as these tests (the test project builds it).</summary>
@@ -38,10 +39,11 @@ public sealed class SiloProcess : IAsyncDisposable
         }
     }
 
-    public static SiloProcess Start(IEnumerable<string> arguments)
+    public static SiloProcess Start(IEnumerable<string> arguments) => Start(arguments, RedisServer.FreePort(), RedisServer.FreePort());
+
+    /// <summary>A silo on the given ports (a local cluster's primary silo is the one started with --PrimarySiloPort its own port).</summary>
+    public static SiloProcess Start(IEnumerable<string> arguments, int siloPort, int gatewayPort)
     {
-        var siloPort = RedisServer.FreePort();
-        var gatewayPort = RedisServer.FreePort();
         var httpPort = RedisServer.FreePort();
         var psi = new ProcessStartInfo("dotnet")
         {
