@@ -6,10 +6,10 @@ using OrleansMixtral.Silo;
 // standard --urls). See docs/CLUSTER.md.
 // appsettings.json beside the program, whatever the working directory (model paths still resolve from the latter).
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
-if (!SiloSetup.TryConfigure(builder, out var error))
+if (!SiloSetup.TryConfigure(builder, out var error, out var exitCode))
 {
     Console.Error.WriteLine("error: " + error);
-    return 2;
+    return exitCode; // 2: unusable settings; 1: a port in use, an unusable data directory
 }
 var app = builder.Build();
 SiloSetup.MapEndpoints(app);

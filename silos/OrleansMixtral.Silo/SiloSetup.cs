@@ -14,27 +14,62 @@ public static class SiloSetup
 {
     public const string DashboardPath = "/dashboard";
 
+    /// <summary>The ClusterId of a silo with Redis clustering when none is given (the silos of all machines share it).</summary>
+    public const string DefaultClusterId = "mixtral";
+    public const string DefaultServiceId = "mixtral";
+
+    /// <param name="ClusterId">Given (--ClusterId), or null until derived from the data directory.</param>
     sealed record Settings(MixtralSiloOptions Mixtral, bool RedisClustering, int SiloPort, int GatewayPort, int PrimarySiloPort,
-        string ClusterId, string ServiceId, string? AdvertisedHost);
+        string? ClusterId, string ServiceId, string? AdvertisedHost);
 
     /// <summary>Configures the host; false with a one-line reason when the settings are unusable.</summary>
-    public static bool TryConfigure(WebApplicationBuilder builder, out string error)
+    public static bool TryConfigure(WebApplicationBuilder builder, out string error) => TryConfigure(builder, out error, out _);
+
+    /// <summary>
+    /// Configures the host; false with a one-line reason and the exit code: 2 for unusable settings, 1 for what the
+    /// machine refuses (a port in use, a data directory that cannot be written). Nothing is loaded yet: the model loads
+    /// when the silo starts.
+    /// </summary>
+    public static bool TryConfigure(WebApplicationBuilder builder, out string error, out int exitCode)
     {
         Settings s;
         try { s = Read(builder.Configuration); }
         catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or ModelFormatException)
         {
-            error = e.Message;
+            (error, exitCode) = (e.Message, 2);
             return false;
         }
-        error = "";
+        try
+        {
+            if (PortInUse(builder.Configuration, s) is { } busy)
+            {
+                (error, exitCode) = (busy, 1);
+                return false;
+            }
+            // A local cluster's id is its data directory's: clusters started on other directories never merge with it.
+            s = s with { ClusterId = s.ClusterId ?? (s.RedisClustering ? DefaultClusterId : LocalClusters.ClusterIdFor(s.Mixtral.ResolveDataDirectory())) };
+            if (PrimaryProblem(s) is { } primary)
+            {
+                (error, exitCode) = (primary, 1);
+                return false;
+            }
+            // Clients given this machine's gateway port and no cluster id find the id here (removed when the silo stops;
+            // ignored once this process is gone). Registered now, so that silos joining this one can check the id early.
+            LocalClusters.Register(new LocalClusterEntry(s.ClusterId!, s.ServiceId, s.GatewayPort, s.SiloPort, s.Mixtral.ResolveDataDirectory(), Environment.ProcessId));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            (error, exitCode) = ($"the data directory {s.Mixtral.ResolveDataDirectory()} cannot be used: {e.Message}", 1);
+            return false;
+        }
+        (error, exitCode) = ("", 0);
 
         builder.UseOrleans(silo =>
         {
             if (s.RedisClustering)
             {
                 silo.UseRedisClustering(s.Mixtral.RedisConnectionString!);
-                silo.Configure<ClusterOptions>(o => { o.ClusterId = s.ClusterId; o.ServiceId = s.ServiceId; });
+                silo.Configure<ClusterOptions>(o => { o.ClusterId = s.ClusterId!; o.ServiceId = s.ServiceId; });
                 if (s.AdvertisedHost is { } host)
                     silo.ConfigureEndpoints(ResolveAddress(host), s.SiloPort, s.GatewayPort, listenOnAnyHostAddress: true);
                 else
@@ -44,7 +79,7 @@ public static class SiloSetup
             {
                 // One machine: the silo on PrimarySiloPort keeps the membership table; others join it.
                 var primary = s.PrimarySiloPort == s.SiloPort ? null : new IPEndPoint(IPAddress.Loopback, s.PrimarySiloPort);
-                silo.UseLocalhostClustering(s.SiloPort, s.GatewayPort, primary, s.ServiceId, s.ClusterId);
+                silo.UseLocalhostClustering(s.SiloPort, s.GatewayPort, primary, s.ServiceId, s.ClusterId!);
             }
             silo.AddMixtral(s.Mixtral);
             silo.Services.Configure<ClusterMembershipOptions>(builder.Configuration.GetSection("Membership"));
@@ -52,6 +87,7 @@ public static class SiloSetup
             silo.AddDashboard();
         });
         builder.Services.AddSingleton(s.Mixtral);
+        builder.Services.AddSingleton(s);
         return true;
     }
 
@@ -91,8 +127,83 @@ public static class SiloSetup
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
         var siloPort = Port(config, "SiloPort", 11111);
-        return new Settings(mixtral, redisClustering, siloPort, Port(config, "GatewayPort", 30000), Port(config, "PrimarySiloPort", 11111),
-            config["ClusterId"] ?? "mixtral", config["ServiceId"] ?? "mixtral", config["AdvertisedHost"]);
+        var gatewayPort = Port(config, "GatewayPort", 30000);
+        if (siloPort == gatewayPort) throw new ArgumentException($"--SiloPort and --GatewayPort must differ (both are {siloPort})");
+        var clusterId = config["ClusterId"];
+        if (clusterId is not null && string.IsNullOrWhiteSpace(clusterId)) throw new ArgumentException("--ClusterId must not be empty");
+        return new Settings(mixtral, redisClustering, siloPort, gatewayPort, Port(config, "PrimarySiloPort", 11111),
+            clusterId, config["ServiceId"] ?? DefaultServiceId, config["AdvertisedHost"]);
+    }
+
+    /// <summary>
+    /// A one-line reason when a port the silo is to listen on is taken (Orleans' silo and gateway ports, the dashboard's
+    /// HTTP addresses), else null. Checked before anything loads: Orleans opens its gateway, and ASP.NET Core its HTTP
+    /// port, only after the model has loaded.
+    /// </summary>
+    static string? PortInUse(IConfiguration config, Settings s)
+    {
+        // Localhost clustering listens on the loopback address; Redis clustering on every address.
+        var orleans = s.RedisClustering ? IPAddress.Any : IPAddress.Loopback;
+        var checks = new List<(IPAddress Address, int Port, string What)>
+        {
+            (orleans, s.SiloPort, "the silo port, --SiloPort"),
+            (orleans, s.GatewayPort, "the Orleans gateway port, --GatewayPort"),
+        };
+        checks.AddRange(HttpEndpoints(config).Select(e => (e.Address, e.Port, "the dashboard's HTTP port, --urls")));
+        foreach (var (address, port, what) in checks)
+        {
+            if (!LocalClusters.IsPortInUse(address, port)) continue;
+            var where = address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any) ? "" : $" on {address}";
+            return $"port {port} ({what}) is already in use{where}: is another silo running? Stop it, or give this one other ports (--SiloPort, --GatewayPort, --urls)";
+        }
+        return null;
+    }
+
+    static readonly TimeSpan PrimaryWait = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// With localhost clustering, a silo that joins another (--PrimarySiloPort) fails at once, in one line, where Orleans
+    /// would retry for minutes: when nothing listens on the primary's port, or the silo there is another cluster's (it
+    /// refuses connections of other cluster ids, so the clusters never merge). A primary started at the same moment has
+    /// <see cref="PrimaryWait"/> to open its port.
+    /// </summary>
+    static string? PrimaryProblem(Settings s)
+    {
+        if (s.RedisClustering || s.PrimarySiloPort == s.SiloPort) return null;
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!LocalClusters.IsPortInUse(IPAddress.Loopback, s.PrimarySiloPort))
+        {
+            if (waited.Elapsed > PrimaryWait)
+                return $"no silo listens on port {s.PrimarySiloPort}, the primary silo this one joins (--PrimarySiloPort): start the cluster's first silo before the others";
+            Thread.Sleep(250);
+        }
+        if (LocalClusters.FindBySiloPort(s.PrimarySiloPort) is { } primary && primary.ClusterId != s.ClusterId)
+            return $"the silo on port {s.PrimarySiloPort} (--PrimarySiloPort) is another cluster's ({primary.ClusterId}, data directory {primary.DataDirectory}); " +
+                   $"this silo's cluster is {s.ClusterId} (data directory {s.Mixtral.ResolveDataDirectory()}): give --DataDirectory {primary.DataDirectory} to join it";
+        return null;
+    }
+
+    /// <summary>The addresses ASP.NET Core will listen on: --urls (or ASPNETCORE_URLS, HTTP_PORTS), else its default http://localhost:5000.</summary>
+    static IEnumerable<(IPAddress Address, int Port)> HttpEndpoints(IConfiguration config)
+    {
+        var urls = config["urls"];
+        if (string.IsNullOrWhiteSpace(urls))
+        {
+            var ports = string.Join(';', new[] { config["http_ports"], config["https_ports"] }.Where(p => !string.IsNullOrWhiteSpace(p)));
+            urls = ports.Length > 0
+                ? string.Join(';', ports.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => $"http://*:{p}"))
+                : "http://localhost:5000";
+        }
+        foreach (var url in urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var text = url.Replace("://*", "://0.0.0.0", StringComparison.Ordinal).Replace("://+", "://0.0.0.0", StringComparison.Ordinal);
+            if (!Uri.TryCreate(text, UriKind.Absolute, out var uri) || uri.Port <= 0) continue;
+            var host = uri.Host.Trim('[', ']');
+            // Kestrel binds a host name other than localhost on every address.
+            var address = host.Equals("localhost", StringComparison.OrdinalIgnoreCase) ? IPAddress.Loopback
+                : IPAddress.TryParse(host, out var ip) ? ip : IPAddress.Any;
+            yield return (address, uri.Port);
+        }
     }
 
     static int Port(IConfiguration config, string key, int fallback)
@@ -116,11 +227,19 @@ public static class SiloSetup
         {
             var host = app.Services.GetRequiredService<EngineHost>();
             var options = app.Services.GetRequiredService<MixtralSiloOptions>();
+            var s = app.Services.GetRequiredService<Settings>();
             var load = host.GetLoad();
             var url = app.Urls.FirstOrDefault() ?? "http://localhost:5000";
-            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}), KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {options.Storage.ToString().ToLowerInvariant()}");
+            var storage = options.Storage switch
+            {
+                ConversationStorageKind.Sqlite => $"sqlite ({options.DatabasePath})",
+                ConversationStorageKind.Memory => "memory (conversations are lost when the silo stops)",
+                var other => other.ToString().ToLowerInvariant(),
+            };
+            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}), KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");
             Console.WriteLine($"  dashboard: {url.TrimEnd('/')}{DashboardPath}/   engines: {url.TrimEnd('/')}/engines");
             Console.Out.Flush();
         });
+        app.Lifetime.ApplicationStopping.Register(() => LocalClusters.Unregister(app.Services.GetRequiredService<Settings>().GatewayPort));
     }
 }

@@ -22,18 +22,25 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
     /// <summary>Print "> " before each line (when the input is a terminal).</summary>
     public bool Prompt { get; init; }
 
-    /// <summary>Connects to <paramref name="cluster"/> (see <see cref="ClusterConnection"/>) and runs the chat.</summary>
+    /// <summary>
+    /// Connects to <paramref name="cluster"/> (see <see cref="ClusterConnection"/>; <paramref name="clusterId"/> null: the
+    /// local silo's registered id, else the default) and runs the chat.
+    /// </summary>
     public static async Task<int> RunAsync(string cluster, string? conversationId, string? systemPrompt, TurnOptions? options,
-        TextReader input, TextWriter output, TextWriter error, bool prompt = false, CancellationToken cancellationToken = default)
+        TextReader input, TextWriter output, TextWriter error, bool prompt = false, CancellationToken cancellationToken = default,
+        string? clusterId = null)
     {
         Microsoft.Extensions.Hosting.IHost host;
         try
         {
-            host = await ClusterConnection.ConnectAsync(cluster, TimeSpan.FromSeconds(15), logLevel: LogLevel.Error, cancellationToken: cancellationToken);
+            host = await ClusterConnection.ConnectAsync(cluster, TimeSpan.FromSeconds(15), clusterId, logLevel: LogLevel.Error, cancellationToken: cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            error.WriteLine($"error: cannot connect to the cluster at {cluster}: {e.Message}");
+            string ids;
+            try { ids = ClusterConnection.ResolveIds(cluster, clusterId).ClusterId; }
+            catch (Exception) { ids = "?"; }
+            error.WriteLine($"error: cannot connect to the cluster at {cluster} (cluster id {ids}; a silo prints its own when ready): {e.Message}");
             return ExitError;
         }
         using (host)

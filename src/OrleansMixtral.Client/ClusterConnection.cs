@@ -16,19 +16,42 @@ namespace OrleansMixtral.Client;
 /// <item><c>HOST:PORT[,HOST:PORT...]</c>: these gateways;</item>
 /// <item><c>redis://HOST:PORT</c> (or <c>redis:CONNECTION-STRING</c>): the gateways the silos registered in that Redis.</item>
 /// </list>
+/// The cluster id: the one given, else, for gateways on this machine, the id their silo registered
+/// (<see cref="LocalClusters"/>: a local cluster's id belongs to its data directory), else <see cref="DefaultClusterId"/>.
 /// </summary>
 public static class ClusterConnection
 {
+    /// <summary>The cluster id of silos with Redis clustering unless they are given one (and of clients that find no local registration).</summary>
     public const string DefaultClusterId = "mixtral";
     public const string DefaultServiceId = "mixtral";
 
+    /// <summary>
+    /// The cluster and service ids a client of <paramref name="cluster"/> uses: <paramref name="clusterId"/> when given;
+    /// else, when every gateway is on this machine, those of the silo registered on the first gateway's port; else the
+    /// defaults.
+    /// </summary>
+    public static (string ClusterId, string ServiceId) ResolveIds(string cluster, string? clusterId = null, string? serviceId = null)
+    {
+        if (!string.IsNullOrWhiteSpace(clusterId)) return (clusterId, serviceId ?? DefaultServiceId);
+        LocalClusterEntry? local = null;
+        if (!cluster.Trim().StartsWith("redis:", StringComparison.OrdinalIgnoreCase))
+        {
+            var gateways = Gateways(cluster.Trim());
+            if (gateways.All(g => IPAddress.IsLoopback(g.Address)))
+                local = gateways.Select(g => LocalClusters.Find(g.Port)).FirstOrDefault(e => e is not null);
+        }
+        return (local?.ClusterId ?? DefaultClusterId, serviceId ?? local?.ServiceId ?? DefaultServiceId);
+    }
+
     /// <summary>Configures an Orleans client for the cluster named by <paramref name="cluster"/>, with the token streams.</summary>
+    /// <param name="clusterId">The cluster's id; null: see <see cref="ResolveIds"/>.</param>
     /// <exception cref="ArgumentException">The cluster string is not one of the forms above.</exception>
     public static IClientBuilder UseMixtralCluster(this IClientBuilder client, string cluster,
-        string clusterId = DefaultClusterId, string serviceId = DefaultServiceId)
+        string? clusterId = null, string? serviceId = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(cluster);
         cluster = cluster.Trim();
+        (clusterId, serviceId) = ResolveIds(cluster, clusterId, serviceId);
         if (cluster.StartsWith("redis:", StringComparison.OrdinalIgnoreCase))
         {
             var connection = cluster["redis:".Length..].TrimStart('/');
@@ -74,8 +97,8 @@ public static class ClusterConnection
     /// Starts a client host connected to the cluster (retrying until <paramref name="timeout"/>). Dispose the host to
     /// disconnect; its <see cref="MixtralClient"/> is in the host's services.
     /// </summary>
-    public static async Task<IHost> ConnectAsync(string cluster, TimeSpan? timeout = null, string clusterId = DefaultClusterId,
-        string serviceId = DefaultServiceId, LogLevel logLevel = LogLevel.Warning, CancellationToken cancellationToken = default)
+    public static async Task<IHost> ConnectAsync(string cluster, TimeSpan? timeout = null, string? clusterId = null,
+        string? serviceId = null, LogLevel logLevel = LogLevel.Warning, CancellationToken cancellationToken = default)
     {
         var until = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
         while (true)

@@ -43,7 +43,8 @@ public class ErrorTests
         ["tokenize", "--model", "x", "--jsonl", "text too"],
         ["chat"],                                                          // neither --model nor --cluster
         ["chat", "--model", "x", "--cluster", "127.0.0.1:30000"],          // both
-        ["chat", "--model", "x", "--conversation", "c1"]);                 // --conversation without --cluster
+        ["chat", "--model", "x", "--conversation", "c1"],                  // --conversation without --cluster
+        ["chat", "--model", "x", "--cluster-id", "mixtral-1"]);            // --cluster-id without --cluster
 
     [Theory]
     [MemberData(nameof(BadArguments))]

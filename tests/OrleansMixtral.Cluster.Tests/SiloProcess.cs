@@ -42,9 +42,9 @@ public sealed class SiloProcess : IAsyncDisposable
     public static SiloProcess Start(IEnumerable<string> arguments) => Start(arguments, RedisServer.FreePort(), RedisServer.FreePort());
 
     /// <summary>A silo on the given ports (a local cluster's primary silo is the one started with --PrimarySiloPort its own port).</summary>
-    public static SiloProcess Start(IEnumerable<string> arguments, int siloPort, int gatewayPort)
+    public static SiloProcess Start(IEnumerable<string> arguments, int siloPort, int gatewayPort, int? dashboardPort = null)
     {
-        var httpPort = RedisServer.FreePort();
+        var httpPort = dashboardPort ?? RedisServer.FreePort();
         var psi = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
@@ -78,6 +78,14 @@ public sealed class SiloProcess : IAsyncDisposable
     }
 
     public Task<string> Ready(TimeSpan timeout) => _ready.Task.WaitAsync(timeout);
+
+    /// <summary>Waits for the process to exit by itself and returns its exit code.</summary>
+    public async Task<int> Exited(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cts.Token);
+        return _process.ExitCode;
+    }
 
     /// <summary>Kills the process at once (SIGKILL): no goodbye to the cluster.</summary>
     public void Kill()

@@ -24,13 +24,19 @@ static class ChatCommand
             HelpName = "ADDRESS",
         };
         var conversation = new Option<string?>("--conversation") { Description = "With --cluster: resume this conversation id", HelpName = "ID" };
-        foreach (Option o in new Option[] { system, cluster, conversation }) command.Options.Add(o);
+        var clusterId = new Option<string?>("--cluster-id")
+        {
+            Description = "With --cluster: the cluster's id (default: the one a silo on this machine registered for that gateway port, else mixtral)",
+            HelpName = "ID",
+        };
+        foreach (Option o in new Option[] { system, cluster, conversation, clusterId }) command.Options.Add(o);
         command.Validators.Add(r =>
         {
             var hasModel = r.GetResult(model.Model) is not null;
             var hasCluster = r.GetResult(cluster) is not null;
             if (hasModel == hasCluster) r.AddError("give either --model DIR (a local engine) or --cluster ADDRESS (a running cluster)");
             if (r.GetResult(conversation) is not null && !hasCluster) r.AddError("--conversation needs --cluster");
+            if (r.GetResult(clusterId) is not null && !hasCluster) r.AddError("--cluster-id needs --cluster");
             if (r.GetResult(model.PrefillChunkTokens) is not null && hasCluster) r.AddError("--prefill-chunk needs --model (a cluster's silos set their own)");
         });
         var sampling = new SamplingOptions(command, defaultMaxTokens: 512, defaultTemperature: 0.7f);
@@ -48,7 +54,7 @@ static class ChatCommand
                     StopStrings = [.. p.StopStrings], IgnoreEos = p.IgnoreEos,
                 };
                 return await ClusterChat.RunAsync(address, r.GetValue(conversation), systemText, options,
-                    console.In, console.Out, console.Error, console.InputIsTerminal, ct);
+                    console.In, console.Out, console.Error, console.InputIsTerminal, ct, r.GetValue(clusterId));
             }
             int context = ModelLoader.ReadConfig(model.Directory(r)).MaxPositionEmbeddings;
             // Room for the conversation so far (cached) and the next turn's new blocks.
