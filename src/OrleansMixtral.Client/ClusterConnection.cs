@@ -28,9 +28,11 @@ public static class ClusterConnection
     /// <summary>
     /// The cluster and service ids a client of <paramref name="cluster"/> uses: <paramref name="clusterId"/> when given;
     /// else, when every gateway is on this machine, those of the silo registered on the first gateway's port; else the
-    /// defaults.
+    /// defaults. <paramref name="waitForLocalSilo"/>: while no local gateway is registered nor listens, wait up to this
+    /// long for one (a client that starts before its silo; a silo registers before it opens its gateway).
     /// </summary>
-    public static (string ClusterId, string ServiceId) ResolveIds(string cluster, string? clusterId = null, string? serviceId = null)
+    public static (string ClusterId, string ServiceId) ResolveIds(string cluster, string? clusterId = null, string? serviceId = null,
+        TimeSpan waitForLocalSilo = default)
     {
         if (!string.IsNullOrWhiteSpace(clusterId)) return (clusterId, serviceId ?? DefaultServiceId);
         LocalClusterEntry? local = null;
@@ -38,20 +40,36 @@ public static class ClusterConnection
         {
             var gateways = Gateways(cluster.Trim());
             if (gateways.All(g => IPAddress.IsLoopback(g.Address)))
-                local = gateways.Select(g => LocalClusters.Find(g.Port)).FirstOrDefault(e => e is not null);
+            {
+                var waited = System.Diagnostics.Stopwatch.StartNew();
+                while ((local = gateways.Select(g => LocalClusters.Find(g.Port)).FirstOrDefault(e => e is not null)) is null
+                       && waited.Elapsed < waitForLocalSilo && !gateways.Any(IsListening))
+                    Thread.Sleep(250);
+            }
         }
         return (local?.ClusterId ?? DefaultClusterId, serviceId ?? local?.ServiceId ?? DefaultServiceId);
     }
 
+    /// <summary>Whether something accepts connections there (a connect, not a bind: a bind could take the port from a silo starting now).</summary>
+    static bool IsListening(IPEndPoint endpoint)
+    {
+        try
+        {
+            using var socket = new System.Net.Sockets.Socket(endpoint.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            return socket.ConnectAsync(endpoint).Wait(TimeSpan.FromSeconds(1)) && socket.Connected;
+        }
+        catch (Exception e) when (e is AggregateException or System.Net.Sockets.SocketException) { return false; }
+    }
+
     /// <summary>Configures an Orleans client for the cluster named by <paramref name="cluster"/>, with the token streams.</summary>
-    /// <param name="clusterId">The cluster's id; null: see <see cref="ResolveIds"/>.</param>
+    /// <param name="clusterId">The cluster's id; null: see <see cref="ResolveIds"/>, when the client starts.</param>
+    /// <param name="waitForLocalSilo">With no <paramref name="clusterId"/>: how long a client of a local gateway waits for its silo to register (see <see cref="ResolveIds"/>).</param>
     /// <exception cref="ArgumentException">The cluster string is not one of the forms above.</exception>
     public static IClientBuilder UseMixtralCluster(this IClientBuilder client, string cluster,
-        string? clusterId = null, string? serviceId = null)
+        string? clusterId = null, string? serviceId = null, TimeSpan waitForLocalSilo = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(cluster);
         cluster = cluster.Trim();
-        (clusterId, serviceId) = ResolveIds(cluster, clusterId, serviceId);
         if (cluster.StartsWith("redis:", StringComparison.OrdinalIgnoreCase))
         {
             var connection = cluster["redis:".Length..].TrimStart('/');
@@ -63,11 +81,8 @@ public static class ClusterConnection
             var gateways = Gateways(cluster);
             client.UseStaticClustering(gateways.ToArray());
         }
-        client.Configure<ClusterOptions>(o =>
-        {
-            o.ClusterId = clusterId;
-            o.ServiceId = serviceId;
-        });
+        // Resolved when the client starts, not now: a silo started meanwhile has registered by then.
+        client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = ResolveIds(cluster, clusterId, serviceId, waitForLocalSilo));
         client.AddMemoryStreams(TokenStreams.Provider);
         return client;
     }

@@ -183,6 +183,38 @@ public sealed class LocalClusterTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact(Timeout = 30_000)]
+    public async Task A_client_started_before_its_silo_waits_for_the_registration_but_not_for_a_silo_that_has_none()
+    {
+        var port = RedisServer.FreePort();
+        var entry = new LocalClusterEntry("mixtral-late" + port, "mixtral", port, RedisServer.FreePort(), _data, Environment.ProcessId);
+        try
+        {
+            var register = Task.Run(async () =>
+            {
+                await Task.Delay(700);
+                LocalClusters.Register(entry);
+            });
+            var waited = Stopwatch.StartNew();
+            Assert.Equal(entry.ClusterId, ClusterConnection.ResolveIds($"localhost:{port}", waitForLocalSilo: TimeSpan.FromSeconds(20)).ClusterId);
+            Assert.InRange(waited.Elapsed.TotalSeconds, 0.6, 10);
+            await register;
+        }
+        finally { LocalClusters.Unregister(port); }
+
+        // Something listens there without registering (another user's silo, an older build): the default at once.
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var listening = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var sw = Stopwatch.StartNew();
+        Assert.Equal("mixtral", ClusterConnection.ResolveIds($"localhost:{listening}", waitForLocalSilo: TimeSpan.FromSeconds(20)).ClusterId);
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(5), $"took {sw.Elapsed}");
+        // Nothing at all: the default once the wait is over.
+        sw.Restart();
+        Assert.Equal("mixtral", ClusterConnection.ResolveIds($"localhost:{RedisServer.FreePort()}", waitForLocalSilo: TimeSpan.FromSeconds(1)).ClusterId);
+        Assert.InRange(sw.Elapsed.TotalSeconds, 0.9, 5);
+    }
+
+    [Fact(Timeout = 30_000)]
     public void A_data_directory_keeps_its_cluster_id_and_another_gets_another()
     {
         var id = LocalClusters.ClusterIdFor(_data);
