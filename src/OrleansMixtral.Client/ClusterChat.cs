@@ -93,21 +93,29 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
             if (line is null) break;
             var trimmed = line.Trim();
             if (trimmed.Length == 0) continue;
-            switch (trimmed)
+            try
             {
-                case "/exit" or "/quit":
-                    return ExitOk;
-                case "/id":
-                    error.WriteLine(id);
-                    continue;
-                case "/reset":
-                    await client.Conversation(id).Reset();
-                    error.WriteLine("(conversation cleared)");
-                    continue;
-                case "/history":
-                    foreach (var m in (await client.GetHistoryAsync(id)).Messages)
-                        error.WriteLine($"[{m.Role.ToString().ToLowerInvariant()}] {m.Content}");
-                    continue;
+                switch (trimmed)
+                {
+                    case "/exit" or "/quit":
+                        return ExitOk;
+                    case "/id":
+                        error.WriteLine(id);
+                        continue;
+                    case "/reset":
+                        await client.Conversation(id).Reset();
+                        error.WriteLine("(conversation cleared)");
+                        continue;
+                    case "/history":
+                        foreach (var m in (await client.GetHistoryAsync(id)).Messages)
+                            error.WriteLine($"[{m.Role.ToString().ToLowerInvariant()}] {m.Content}");
+                        continue;
+                }
+            }
+            catch (Exception e) when (e is ConversationNotFoundException or TurnInProgressException)
+            {
+                error.WriteLine("error: " + e.Message); // a conversation its storage lost (memory storage), a turn still running
+                continue;
             }
             if (trimmed.StartsWith('/') && !trimmed.Contains(' '))
             {
