@@ -16,6 +16,7 @@ public sealed partial class GatewayEndpoints(
     GatewayMetrics metrics,
     OpenAiRequests requests,
     IHostApplicationLifetime lifetime,
+    HttpConnectionShaping shaping,
     ILogger<GatewayEndpoints> log)
 {
     static readonly long StartedAt = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -134,6 +135,7 @@ public sealed partial class GatewayEndpoints(
         if (ctx.Request.ContentLength is { } declared && declared > limit) throw TooLarge(limit);
         using var body = new MemoryStream();
         var buffer = ArrayPool<byte>.Shared.Rent(16 << 10);
+        using var watch = shaping.WatchBody(ctx); // a client that half-closes in the middle of its body gets a 400
         try
         {
             while (true)
@@ -142,10 +144,20 @@ public sealed partial class GatewayEndpoints(
                 try { n = await ctx.Request.Body.ReadAsync(buffer, ctx.RequestAborted); }
                 catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge) { throw TooLarge(limit); }
                 catch (BadHttpRequestException e) { throw new GatewayException(400, "the request body could not be read: " + e.Message, "invalid_body"); }
+                catch (OperationCanceledException) when (watch.Ended && !ctx.RequestAborted.IsCancellationRequested)
+                {
+                    // Nothing more will come: answer, then close (the rest of this request can never be read). On starting:
+                    // the error response clears the headers set before it.
+                    ctx.Response.OnStarting(static c => { ((HttpContext)c).Response.Headers.Connection = "close"; return Task.CompletedTask; }, ctx);
+                    throw new GatewayException(400, ctx.Request.ContentLength is { } length
+                        ? $"the request body ended after {body.Length} of the {length} bytes its Content-Length declares (the client closed its side)"
+                        : "the request body ended before its last chunk (the client closed its side)", "invalid_body");
+                }
                 if (n == 0) break;
                 if (body.Length + n > limit) throw TooLarge(limit);
                 body.Write(buffer, 0, n);
             }
+            watch.Complete = true;
         }
         finally { ArrayPool<byte>.Shared.Return(buffer); }
         return body.ToArray();

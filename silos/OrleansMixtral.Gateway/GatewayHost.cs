@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
@@ -62,9 +63,13 @@ public static partial class GatewayHost
 
         var urls = ListenUrls(builder.Configuration, keys.IsEmpty);
         builder.WebHost.UseUrls([.. urls]);
+        var shaping = new HttpConnectionShaping();
+        builder.Services.AddSingleton(shaping);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
+            // Kestrel's own refusals in OpenAI's shape, and a 400 for a body cut short by a half-close (HttpConnectionShaping).
+            k.ConfigureEndpointDefaults(shaping.Apply);
             // The gateway enforces its own body limit (413 in OpenAI's shape) while reading. Kestrel's own limit stays off so
             // that it drains (within its drain timeout) the rest of a refused body: the client then reads the 413 instead of
             // a connection reset in the middle of its upload.
@@ -118,6 +123,7 @@ public static partial class GatewayHost
             o.ProbeTimeoutMilliseconds = Math.Max(100, options.ClusterCallTimeoutMilliseconds / 2);
             o.EngineTimeoutMilliseconds = options.ClusterCallTimeoutMilliseconds;
         });
+        services.TryAddSingleton<HttpConnectionShaping>(); // does nothing without its Kestrel middleware (TryConfigure adds both)
         services.AddSingleton<GatewayAdmission>();
         services.AddSingleton<GatewayMetrics>();
         services.AddSingleton(sp =>
@@ -182,6 +188,12 @@ public static partial class GatewayHost
         var keys = app.Services.GetRequiredService<ApiKeys>();
         var service = app.Services.GetRequiredService<MixtralChatService>(); // loads the tokenizer now, not on the first request
         var log = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("OrleansMixtral.Gateway");
+        var shaping = app.Services.GetRequiredService<HttpConnectionShaping>();
+        app.Use((ctx, next) =>
+        {
+            shaping.BeginRequest(ctx);
+            return next(ctx);
+        });
 
         // Bodiless errors (unknown paths, wrong methods) in OpenAI's shape too.
         app.UseStatusCodePages(async context =>

@@ -39,6 +39,7 @@ public static class OpenAiResponses
             WriteError(w, message, type ?? ErrorType(status), param, code);
             w.WriteEndObject();
         }
+        ctx.Response.ContentLength = buffer.WrittenCount; // whole, not chunked: also for a client that reads only to Content-Length
         try { await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted); }
         catch (OperationCanceledException) { }
     }
