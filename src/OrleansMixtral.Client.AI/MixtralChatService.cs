@@ -276,15 +276,24 @@ public sealed class MixtralChatService
     /// </summary>
     async Task<(string Silo, IAsyncEnumerator<EngineChunk> Chunks, EngineChunk First)> OpenAsync(EngineRequest request, CancellationToken cancellationToken)
     {
-        var candidates = await RankEnginesAsync();
-        if (candidates.Count == 0) candidates = await RankEnginesAsync(fresh: true);
+        // Waiting on a cluster that does not answer (the engines' loads, engines whose silo is gone) costs a request at most
+        // one stall check and probe in all: one that cannot start is refused in about that time, not in a multiple of it.
+        var lostBudget = StallCheck + ProbeTimeout;
+        var opened = System.Diagnostics.Stopwatch.GetTimestamp();
+        List<string> candidates = [];
+        try
+        {
+            // Cached loads answer at once; with none cached (the last refresh reached no engine) this waits on a refresh.
+            candidates = await RankEnginesAsync().WaitAsync(lostBudget, cancellationToken);
+            if (candidates.Count == 0)
+                candidates = await RankEnginesAsync(fresh: true).WaitAsync(lostBudget - System.Diagnostics.Stopwatch.GetElapsedTime(opened), cancellationToken);
+        }
+        catch (TimeoutException) { }
+        catch (ArgumentOutOfRangeException) { } // no time left
         if (candidates.Count == 0) throw new MixtralUnavailableException("no engine of the cluster answers");
         Exception? last = null;
         var busy = 0;
-        // Engines that do not answer cost a stall check and a probe each; all of them together get at most a little more
-        // than one engine's worth, so that a request that cannot start is refused in about that time, not in a multiple.
-        var lost = TimeSpan.Zero;
-        var lostBudget = (StallCheck + ProbeTimeout) * 1.1;
+        var lost = System.Diagnostics.Stopwatch.GetElapsedTime(opened);
         for (var i = 0; i < candidates.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -298,7 +307,7 @@ public sealed class MixtralChatService
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
-                if (await MoveNextWatchedAsync(chunks, silo, window < StallCheck + ProbeTimeout ? window : null))
+                if (await MoveNextWatchedAsync(chunks, silo, window < lostBudget ? window : null))
                     return (silo, chunks, chunks.Current);
                 last = new InvalidOperationException($"the engine on {silo} ended the stream without a result");
             }
@@ -388,10 +397,16 @@ public sealed class MixtralChatService
             IReadOnlyList<EngineLoad> loads;
             try
             {
-                var hosts = await _cluster.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(timeout);
-                var answers = await Task.WhenAll(hosts.Keys.Select(async silo =>
+                List<string> silos;
+                try { silos = [.. (await _cluster.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true).WaitAsync(timeout)).Keys.Select(s => s.ToParsableString())]; }
+                catch (Exception)
                 {
-                    try { return await _cluster.GetGrain<IEngineGrain>(silo.ToParsableString()).GetLoad().WaitAsync(timeout); }
+                    // The membership does not answer (its silo may be the one that failed): ask the engines known so far.
+                    lock (_lock) silos = [.. _loads.Select(l => l.Silo)];
+                }
+                var answers = await Task.WhenAll(silos.Select(async silo =>
+                {
+                    try { return await _cluster.GetGrain<IEngineGrain>(silo).GetLoad().WaitAsync(timeout); }
                     catch (Exception) { return null; }
                 }));
                 loads = [.. answers.Where(l => l is not null && l.Backend != "loading").Select(l => l!).OrderBy(l => l.Silo, StringComparer.Ordinal)];
