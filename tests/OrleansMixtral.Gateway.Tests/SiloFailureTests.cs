@@ -136,7 +136,7 @@ public sealed class SiloFailureTests(GatewayFixture fixture, ITestOutputHelper o
             // A frozen silo's connections stay open and the gateway's static gateway list keeps it: Orleans' client routes the
             // grains it had placed there to it until the process goes (not within a test); what must hold is the bound.
             while (fault == "kill" ? !succeeded.ContainsKey(c.Id) && Stopwatch.GetElapsedTime(killedAt) < TimeSpan.FromSeconds(60)
-                       : Stopwatch.GetElapsedTime(killedAt) < TimeSpan.FromSeconds(8))
+                       : Stopwatch.GetElapsedTime(killedAt) < TimeSpan.FromSeconds(5))
             {
                 await Send("get", () => new HttpRequestMessage(HttpMethod.Get, $"/v1/conversations/{c.Id}"));
                 var turn = await Send("turn", () => Post("/v1/chat/completions", GatewayFixture.ChatBody("Again, briefly", 4), c.Id));
@@ -148,7 +148,7 @@ public sealed class SiloFailureTests(GatewayFixture fixture, ITestOutputHelper o
         }).ToList();
         var others = Task.Run(async () =>
         {
-            while (Stopwatch.GetElapsedTime(killedAt) < TimeSpan.FromSeconds(8))
+            while (Stopwatch.GetElapsedTime(killedAt) < TimeSpan.FromSeconds(5))
             {
                 await Send("create", () => Post("/v1/conversations", "{}", null));
                 await Send("new", () => Post("/v1/chat/completions", GatewayFixture.ChatBody("Hello", 4), "new"));
