@@ -492,7 +492,8 @@ public sealed class MixtralChatService
         var grain = Client.Conversation(turn.ConversationKey);
         if (turn.NewSystemMessage is not null || turn.Create)
         {
-            try { await grain.Start(turn.NewSystemMessage); }
+            // Bounded like the turn's own silences: a silo gone under the call is a TimeoutException (503), not a 30 s wait.
+            try { await grain.Start(turn.NewSystemMessage).WaitAsync(StallCheck + ProbeTimeout, cancellationToken); }
             catch (InvalidTurnException e) { throw new MixtralRequestException(e.Message, "messages[0]", "conversation_mismatch"); }
         }
         await using var chunks = Client.SendAsync(turn.ConversationKey, turn.UserMessage, ToTurnOptions(options, null), cancellationToken)
