@@ -48,6 +48,13 @@ public static partial class GatewayHost
                 embedded = new MixtralSiloOptions();
                 builder.Configuration.GetSection("Mixtral").Bind(embedded);
                 embedded.Model = options.Model;
+                // Orleans' listeners share a taken port on Linux (SO_REUSEPORT) instead of failing: refuse before anything loads.
+                foreach (var (port, name) in new[] { (options.EmbeddedSiloPort, "EmbeddedSiloPort"), (options.EmbeddedGatewayPort, "EmbeddedGatewayPort") })
+                    if (LocalClusters.IsPortInUse(System.Net.IPAddress.Loopback, port))
+                        throw new InvalidOperationException($"port {port} (Gateway:{name} of the embedded silo) is already in use: is a silo running? Stop it, serve from it (--Cluster localhost), or give other ports");
+                // A local cluster's id is its data directory's, as for the silo host (clusters of other directories never merge).
+                options.ClusterId ??= LocalClusters.ClusterIdFor(embedded.ResolveDataDirectory());
+                options.ServiceId ??= ClusterConnection.DefaultServiceId;
             }
             else if (cluster is null && string.IsNullOrWhiteSpace(options.Cluster))
             {
@@ -81,16 +88,21 @@ public static partial class GatewayHost
         {
             builder.UseOrleans(silo =>
             {
-                silo.UseLocalhostClustering(options.EmbeddedSiloPort, options.EmbeddedGatewayPort);
+                silo.UseLocalhostClustering(options.EmbeddedSiloPort, options.EmbeddedGatewayPort, serviceId: options.ServiceId!, clusterId: options.ClusterId!);
                 silo.AddMixtral(embedded);
             });
+            // `mixtral chat --cluster localhost:PORT` finds this cluster's id without being told.
+            var entry = new LocalClusterEntry(options.ClusterId!, options.ServiceId!, options.EmbeddedGatewayPort, options.EmbeddedSiloPort,
+                embedded.ResolveDataDirectory(), Environment.ProcessId);
+            builder.Services.AddHostedService(sp => new LocalClusterRegistration(entry));
         }
         else
         {
             var until = DateTime.UtcNow.AddSeconds(options.ConnectTimeoutSeconds);
             builder.UseOrleansClient(client =>
             {
-                client.UseMixtralCluster(options.Cluster);
+                // A local silo started after the gateway has its cluster id read when it registers (within the connect timeout).
+                client.UseMixtralCluster(options.Cluster, options.ClusterId, options.ServiceId, TimeSpan.FromSeconds(options.ConnectTimeoutSeconds));
                 client.UseConnectionRetryFilter(async (_, ct) =>
                 {
                     if (DateTime.UtcNow > until) return false;
@@ -140,6 +152,8 @@ public static partial class GatewayHost
         var options = new GatewayOptions();
         config.GetSection("Gateway").Bind(options);
         options.Cluster = config["Cluster"] ?? options.Cluster;
+        options.ClusterId = config["ClusterId"] ?? options.ClusterId;
+        options.ServiceId = config["ServiceId"] ?? options.ServiceId;
         options.Model = config["Model"] ?? options.Model;
         options.ModelId = config["ModelId"] ?? options.ModelId;
         options.ApiKeysFile = config["ApiKeysFile"] ?? options.ApiKeysFile;
@@ -296,5 +310,21 @@ public sealed class EnginePoller(MixtralChatService service, GatewayOptions opti
             try { await Task.Delay(period, stoppingToken); }
             catch (OperationCanceledException) { return; }
         }
+    }
+}
+
+/// <summary>Registers the embedded silo's gateway port for the clients of this machine (<see cref="LocalClusters"/>) while it runs.</summary>
+public sealed class LocalClusterRegistration(LocalClusterEntry entry) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        LocalClusters.Register(entry);
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        LocalClusters.Unregister(entry.GatewayPort);
+        return Task.CompletedTask;
     }
 }

@@ -13,6 +13,13 @@ public sealed class GatewayOptions
     /// model itself (one command for development; section "Mixtral" configures its engine as in the silo host).
     /// </summary>
     public string Cluster { get; set; } = "localhost";
+    /// <summary>
+    /// The cluster's Orleans ids (<c>--ClusterId</c>, <c>--ServiceId</c>); null: for gateways on this machine the ids their
+    /// silo registered, else <c>mixtral</c> (see <see cref="Client.ClusterConnection.ResolveIds"/>). With <c>embedded</c>:
+    /// null is the id of the data directory (<c>Mixtral:DataDirectory</c>), as for the silo host.
+    /// </summary>
+    public string? ClusterId { get; set; }
+    public string? ServiceId { get; set; }
     /// <summary>The model directory the cluster serves (the gateway reads only its tokenizer.json and config.json).</summary>
     public string Model { get; set; } = "models/tiny-mixtral";
     /// <summary>The model's id in the API; null: the directory's name (tiny-mixtral).</summary>
