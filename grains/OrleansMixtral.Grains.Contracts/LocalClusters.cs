@@ -77,19 +77,28 @@ public static class LocalClusters
 
     static string EntryPath(int gatewayPort) => Path.Combine(RegistryDirectory, $"gateway-{gatewayPort}.json");
 
-    /// <summary>Registers a silo's gateway port (best effort: false, and nothing else, when the registry cannot be written).</summary>
+    /// <summary>
+    /// Registers a silo's gateway port (best effort: false, and nothing else, when the registry cannot be written), and
+    /// removes the registrations of processes that are gone (killed silos leave theirs).
+    /// </summary>
     public static bool Register(LocalClusterEntry entry)
     {
+        var path = EntryPath(entry.GatewayPort);
         try
         {
             Directory.CreateDirectory(RegistryDirectory);
-            var path = EntryPath(entry.GatewayPort);
             var temporary = path + "." + Environment.ProcessId + ".tmp";
             File.WriteAllText(temporary, JsonSerializer.Serialize(entry));
             File.Move(temporary, path, overwrite: true);
-            return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+        try
+        {
+            foreach (var stale in Directory.EnumerateFiles(RegistryDirectory, "gateway-*.json"))
+                if (stale != path && Read(stale) is { } other && !IsRunning(other.ProcessId)) File.Delete(stale);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        return true;
     }
 
     /// <summary>Removes the registration of <paramref name="gatewayPort"/> if it is still this process's.</summary>

@@ -172,7 +172,14 @@ public sealed class LocalClusterTests(ITestOutputHelper output) : IDisposable
             using var gone = Process.Start(new ProcessStartInfo("true"))!;
             await gone.WaitForExitAsync();
             Assert.True(LocalClusters.Register(entry with { ProcessId = gone.Id }));
+            var file = Path.Combine(LocalClusters.RegistryDirectory, $"gateway-{port}.json");
+            Assert.True(File.Exists(file));
             Assert.Equal(("mixtral", "mixtral"), ClusterConnection.ResolveIds($"localhost:{port}"));
+            // and the next registration (of any port) removes it.
+            var next = RedisServer.FreePort();
+            Assert.True(LocalClusters.Register(entry with { GatewayPort = next }));
+            LocalClusters.Unregister(next);
+            Assert.False(File.Exists(file));
         }
         finally
         {
