@@ -98,7 +98,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
             _pairs = F((long)T * K * h);                     // weighted expert output per (token, choice)
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
-            _slots = F((long)T * K); _tiles = F(3L * MaxExpertTiles(T)); _tileCount = F(1); // prompt experts grouped on the device
+            _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, GemmTokens)); _tileCount = F(1); // prompt experts grouped on the device
             _xl16 = F((long)T * h, 2);
             _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel("wgmma_dense_i8");
             if (_wgmma)
@@ -289,7 +289,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
 
     static uint Blocks(long n, int per) => (uint)((n + per - 1) / per);
 
-    int MaxExpertTiles(int T) => T * _c.NumExpertsPerToken / 64 + _c.NumExperts; // 64-slot pieces of each expert's run
+    // Most tiles moe_group cuts a step's (token, choice) pairs into: tileSlots-slot pieces of each expert's run
+    int ExpertTiles(int T, int tileSlots) => T * _c.NumExpertsPerToken / tileSlots + _c.NumExperts;
+    const int GemmTokens = 64; // GEMM_TOKENS of kernels/gemm.cu: slots of a tile there
 
     /// <summary>
     /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
@@ -354,7 +356,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
         if (_wgmma && L.W13Scales is not null)
         {
-            var groups = (uint)(T * K / WgmmaTokens + E); // 128-slot tiles
+            var groups = (uint)ExpertTiles(T, WgmmaTokens);
             _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, WgmmaTokens, _slots, _tiles, _tileCount);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
             // gate/up writes h in down's input order
@@ -364,8 +366,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
                 L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
             return;
         }
-        var tiles = (uint)MaxExpertTiles(T);
-        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, 64, _slots, _tiles, _tileCount);
+        var tiles = (uint)ExpertTiles(T, GemmTokens);
+        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, GemmTokens, _slots, _tiles, _tileCount);
         _d.Launch($"moe_gemm_gate_up_{kind}", tiles, Blocks(inter, 128), 256, // tiles fastest: an expert's tiles share its weight reads
             L.W13, L.W13Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
         _d.Launch($"moe_gemm_down_{kind}", tiles, Blocks(h, 256), 256,
