@@ -166,6 +166,11 @@ public sealed record EngineRequest
     /// over its redirect threshold, so that the conversation can go to a less loaded silo.
     /// </summary>
     [Id(4)] public bool RefuseIfBusy { get; init; }
+    /// <summary>
+    /// A request of no conversation (the gateway's stateless requests, named "stateless-…" for the engine): nothing of it
+    /// outlives the request, so it never counts as a conversation resident on the engine.
+    /// </summary>
+    [Id(5)] public bool Stateless { get; init; }
 }
 
 /// <summary>One piece of an engine's output for a turn; the last has <see cref="End"/> set.</summary>

@@ -121,7 +121,8 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
         catch (EngineOverloadedException e) { throw new EngineBusyException(e.Message); }
         var key = (request.ConversationId, request.Turn);
         _running[key] = stream;
-        _resident[request.ConversationId] = Stopwatch.GetTimestamp();
+        // A conversation's KV prefix stays here for its next turn; a stateless request's is nobody's.
+        if (!request.Stateless) _resident[request.ConversationId] = Stopwatch.GetTimestamp();
         _ = stream.Completion.ContinueWith(_ => _running.TryRemove(new KeyValuePair<(string, int), GenerationStream>(key, stream)),
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         return stream;

@@ -177,6 +177,7 @@ public sealed class MixtralChatService
             Turn = 0,
             PromptTokens = prompt,
             Options = ToTurnOptions(options, prompt.Length),
+            Stateless = true,
         };
         var (silo, chunks, first) = await OpenAsync(request, cancellationToken);
         var ended = false;
