@@ -43,6 +43,13 @@ public interface IConversationGrain : IGrainWithStringKey
     [AlwaysInterleave, Alias("GetTokens")]
     Task<int[]> GetTokens();
 
+    /// <summary>
+    /// The events of the latest turn this activation published on the conversation's token stream, in order (empty: none
+    /// yet). A running turn's replay for a watcher who subscribes mid-turn; the turn has ended when the last one is final.
+    /// </summary>
+    [AlwaysInterleave, Alias("GetPublishedTurn")]
+    Task<TokenChunk[]> GetPublishedTurn();
+
     /// <summary>Forgets the history (keeps the system message) and clears the stored state.</summary>
     [Alias("Reset")]
     Task Reset();

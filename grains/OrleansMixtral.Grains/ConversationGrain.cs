@@ -61,6 +61,11 @@ public sealed partial class ConversationGrain(
     TurnRun? _run;
     Channel<TokenChunk>? _publish;
     Task? _publisher;
+    /// <summary>
+    /// The token stream's events of the latest turn published by this activation, as published: a watcher who subscribes
+    /// mid-turn gets them first (<see cref="GetPublishedTurn"/>), so it sees the turn from its first chunk.
+    /// </summary>
+    List<TokenChunk> _published = [];
 
     string Id => this.GetPrimaryKeyString();
 
@@ -136,6 +141,8 @@ public sealed partial class ConversationGrain(
     public Task<ConversationSnapshot> GetSnapshot() => Task.FromResult(Snapshot());
 
     public Task<int[]> GetTokens() => Task.FromResult(state.State.Tokens);
+
+    public Task<TokenChunk[]> GetPublishedTurn() => Task.FromResult(_published.ToArray());
 
     public async Task Reset()
     {
@@ -522,11 +529,13 @@ public sealed partial class ConversationGrain(
         {
             while (reader.TryPeek(out var next))
             {
-                // One event holds the chunks of one turn, up to and including its final chunk.
+                // One event holds the chunks of one turn, up to and including its final chunk. A turn's first event starts
+                // the replay list afresh (turn numbers start again at 0 after a reset: a final event ends its turn).
                 if (next.Turn != turn)
                 {
                     turn = next.Turn;
                     sequence = 0;
+                    _published = [];
                 }
                 text.Clear();
                 ids.Clear();
@@ -539,6 +548,9 @@ public sealed partial class ConversationGrain(
                     end = c.End;
                 }
                 var merged = new TokenChunk { ConversationId = Id, Turn = turn, Sequence = sequence++, Text = text.ToString(), TokenIds = [.. ids], End = end };
+                // Kept before it is sent: whoever subscribes after this line gets it from the replay, before it the stream.
+                _published.Add(merged);
+                if (end is not null) turn = -1;
                 try { await stream.OnNextAsync(merged); }
                 catch (Exception e) { LogPublishFailed(log, Id, merged.Turn, merged.Sequence, e.Message); }
                 if (interval > TimeSpan.Zero && end is null) await Task.Delay(interval);

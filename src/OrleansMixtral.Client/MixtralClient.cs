@@ -163,13 +163,88 @@ public sealed class MixtralClient(IClusterClient client)
 
     /// <summary>
     /// Subscribes to the conversation's token stream: every chunk of every turn from now on, in order, for any number of
-    /// subscribers. Dispose the result to unsubscribe.
+    /// subscribers; a turn running when the subscription starts comes whole, from its first chunk (the conversation
+    /// replays what it already published). A watcher gets whole turns only, each numbered 0, 1, 2, ... without gaps.
+    /// Dispose the result to unsubscribe.
     /// </summary>
     public async Task<IAsyncDisposable> SubscribeAsync(string conversationId, Func<TokenChunk, Task> onChunk)
     {
         var stream = client.GetStreamProvider(TokenStreams.Provider).GetStream<TokenChunk>(TokenStreams.For(conversationId));
-        var handle = await stream.SubscribeAsync((chunk, _) => onChunk(chunk));
+        var cursor = new WatchCursor(onChunk);
+        var handle = await stream.SubscribeAsync((chunk, _) => cursor.OnLiveAsync(chunk));
+        try
+        {
+            // Asked after subscribing: what the conversation published before this line is in the replay, the rest comes live.
+            await cursor.StartAsync(await Conversation(conversationId).GetPublishedTurn());
+        }
+        catch
+        {
+            await handle.UnsubscribeAsync();
+            throw;
+        }
         return new Subscription(handle);
+    }
+
+    /// <summary>
+    /// Joins a conversation's replay (the events of its latest turn, published before the subscription was asked about)
+    /// with its live stream: live events that come before the replay is delivered are held, those of the replayed turn it
+    /// already holds are skipped, and a turn whose first event the watcher did not see is left out whole.
+    /// </summary>
+    sealed class WatchCursor(Func<TokenChunk, Task> deliver)
+    {
+        readonly SemaphoreSlim _gate = new(1, 1);
+        List<TokenChunk>? _held = [];
+        int _turn = -1;
+        int _next;
+        bool _closed = true; // no turn open yet: a live event must be a turn's first to open one
+
+        public async Task OnLiveAsync(TokenChunk chunk)
+        {
+            await _gate.WaitAsync();
+            try
+            {
+                if (_held is not null) _held.Add(chunk);
+                else await OfferAsync(chunk);
+            }
+            finally { _gate.Release(); }
+        }
+
+        public async Task StartAsync(TokenChunk[] replay)
+        {
+            await _gate.WaitAsync();
+            try
+            {
+                var held = _held!;
+                _held = null;
+                if (replay.Length == 0)
+                {
+                    foreach (var c in held) await OfferAsync(c);
+                    return;
+                }
+                // The replay is the latest turn published: held events of other turns are older, and an ended turn is
+                // not this watcher's (it would get its tail only).
+                var turn = replay[0].Turn;
+                if (replay[^1].IsFinal)
+                {
+                    (_turn, _closed) = (turn, true);
+                    return;
+                }
+                foreach (var c in replay) await OfferAsync(c);
+                foreach (var c in held.Where(c => c.Turn == turn)) await OfferAsync(c);
+            }
+            finally { _gate.Release(); }
+        }
+
+        async Task OfferAsync(TokenChunk chunk)
+        {
+            if (chunk.Turn == _turn && !_closed)
+            {
+                if (chunk.Sequence < _next) return; // replayed already
+            }
+            else if (chunk.Sequence != 0) return; // a turn that began before this watcher (or one it has whole already)
+            (_turn, _next, _closed) = (chunk.Turn, chunk.Sequence + 1, chunk.IsFinal);
+            await deliver(chunk);
+        }
     }
 
     /// <summary>The loads of the engines of all active silos.</summary>

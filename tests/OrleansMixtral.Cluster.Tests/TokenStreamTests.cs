@@ -58,6 +58,78 @@ public sealed class TokenStreamTests(ClusterFixture fixture)
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_watcher_who_joins_mid_turn_gets_the_running_turn_from_its_first_chunk_then_every_later_turn()
+    {
+        var client = fixture.Client;
+        var c = await client.StartConversationAsync();
+        var direct = new ConcurrentQueue<TokenChunk>();
+        var underway = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var turn = Task.Run(async () =>
+        {
+            await foreach (var chunk in client.SendAsync(c.ConversationId, "Write about rivers", ClusterFixture.Long(600)))
+            {
+                direct.Enqueue(chunk);
+                if (direct.Count >= 8) underway.TrySetResult();
+            }
+        });
+        await underway.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        // Well into the turn: the stream has published several events that a plain subscription would never see.
+        var grain = client.Conversation(c.ConversationId);
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while ((await grain.GetPublishedTurn()).Length < 3)
+        {
+            Assert.True(DateTime.UtcNow < until, "the stream published no events");
+            await Task.Delay(10);
+        }
+
+        var late = new Subscriber { Expected = 2 };
+        await using var subscription = await client.SubscribeAsync(c.ConversationId, late.On);
+        Assert.False(turn.IsCompleted, "the turn ended before the watcher joined: nothing was tested");
+        await turn;
+        var next = await ClusterFixture.ReadAll(client.SendAsync(c.ConversationId, "And lakes", ClusterFixture.Short(20)));
+        await late.Finals.Task.WaitAsync(TimeSpan.FromSeconds(20));
+
+        var all = direct.Concat(next).ToList();
+        Assert.All(all.Where(ch => ch.IsFinal), ch => Assert.True(ch.End!.Succeeded, ch.End.Error));
+        var got = late.Chunks.ToList();
+        Assert.Equal([0, 1], got.Select(ch => ch.Turn).Distinct());
+        foreach (var watched in got.GroupBy(ch => ch.Turn))
+        {
+            var mine = all.Where(ch => ch.Turn == watched.Key).ToList();
+            Assert.Equal(Enumerable.Range(0, watched.Count()), watched.Select(ch => ch.Sequence));
+            Assert.Single(watched, ch => ch.IsFinal);
+            Assert.True(watched.Last().IsFinal);
+            Assert.Equal(string.Concat(mine.Select(ch => ch.Text)), string.Concat(watched.Select(ch => ch.Text)));
+            Assert.Equal(mine.SelectMany(ch => ch.TokenIds), watched.SelectMany(ch => ch.TokenIds));
+        }
+        Assert.Equal(600, got.Where(ch => ch.Turn == 0).Sum(ch => ch.TokenIds.Length));
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_watcher_who_joins_after_a_turn_ended_gets_none_of_it()
+    {
+        var client = fixture.Client;
+        var c = await client.StartConversationAsync();
+        Assert.True((await client.SendAndCollectAsync(c.ConversationId, "One", ClusterFixture.Short(8))).Succeeded);
+        var grain = client.Conversation(c.ConversationId);
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while ((await grain.GetPublishedTurn()) is not [.., { IsFinal: true }])
+        {
+            Assert.True(DateTime.UtcNow < until, "the turn's final event was not published");
+            await Task.Delay(10);
+        }
+        var late = new Subscriber();
+        await using var subscription = await client.SubscribeAsync(c.ConversationId, late.On);
+        await Task.Delay(300);
+        Assert.Empty(late.Chunks);
+        Assert.True((await client.SendAndCollectAsync(c.ConversationId, "Two", ClusterFixture.Short(8))).Succeeded);
+        await late.Finals.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        var got = late.Chunks.ToList();
+        Assert.All(got, ch => Assert.Equal(1, ch.Turn));
+        Assert.Equal(Enumerable.Range(0, got.Count), got.Select(ch => ch.Sequence));
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task Unsubscribed_watchers_get_nothing_more()
     {
         var client = fixture.Client;
