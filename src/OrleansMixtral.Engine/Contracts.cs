@@ -16,6 +16,23 @@ public sealed record SamplingParams
     /// <summary>Strings that end generation; the output is cut before the stop string.</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     public bool IgnoreEos { get; init; }
+    /// <summary>
+    /// Log-probabilities of each generated token and of this many most likely alternatives at its position (0-20, as
+    /// OpenAI's top_logprobs); null: none. They are the log-softmax of the logits the token was sampled from (before
+    /// temperature), so asking for them keeps sampling off the device (<see cref="IDeviceSampling"/>).
+    /// </summary>
+    public int? Logprobs { get; init; }
+    /// <summary>
+    /// The same for every prompt token after the first (scored by the logits before it; the prompt is then computed
+    /// whole, without the prefix cache, and at most a step's logit rows at a time); null: none. OpenAI's echo + logprobs.
+    /// </summary>
+    public int? PromptLogprobs { get; init; }
+
+    /// <summary>The most alternatives <see cref="Logprobs"/> and <see cref="PromptLogprobs"/> may ask for.</summary>
+    public const int MaxLogprobs = 20;
+
+    /// <summary>Whether the engine must see this request's logits (logprobs): then no device sampling for its steps.</summary>
+    public bool NeedsLogits => Logprobs is not null || PromptLogprobs is not null;
 
     public static SamplingParams Greedy(int maxTokens) => new() { MaxTokens = maxTokens };
 
@@ -27,6 +44,8 @@ public sealed record SamplingParams
         if (TopK < 0) throw new InvalidRequestException($"top_k must be >= 0, got {TopK}");
         if (MaxTokens < 1) throw new InvalidRequestException($"max_tokens must be >= 1, got {MaxTokens}");
         if (StopStrings.Any(string.IsNullOrEmpty)) throw new InvalidRequestException("stop strings must not be empty");
+        if (Logprobs is < 0 or > MaxLogprobs) throw new InvalidRequestException($"logprobs must be in [0, {MaxLogprobs}], got {Logprobs}");
+        if (PromptLogprobs is < 0 or > MaxLogprobs) throw new InvalidRequestException($"prompt logprobs must be in [0, {MaxLogprobs}], got {PromptLogprobs}");
     }
 }
 
@@ -34,12 +53,29 @@ public sealed record SamplingParams
 /// One generation: the whole token history of a conversation (the engine reuses the longest prefix it still
 /// holds in its KV cache, so a follow-up turn computes only the new tokens) and how to sample.
 /// </summary>
-public sealed record GenerationRequest(IReadOnlyList<int> PromptTokens, SamplingParams Sampling);
+public sealed record GenerationRequest(IReadOnlyList<int> PromptTokens, SamplingParams Sampling)
+{
+    /// <summary>
+    /// The output continues the prompt's text (a completion): its text is what it adds to the prompt's, a leading space
+    /// kept ("The history of the city" → " is the most…"). False: a reply that starts a text of its own (chat), whose
+    /// first space, like the dummy prefix's, is not written.
+    /// </summary>
+    public bool ContinuesPrompt { get; init; }
+}
 
 public enum FinishReason { Stop, Length, Cancelled, Error }
 
-/// <summary>A piece of the output stream: one sampled token and the text it completes (may be empty).</summary>
-public readonly record struct GeneratedToken(int Index, int TokenId, string Text);
+/// <summary>
+/// A piece of the output stream: one sampled token and the text it completes (may be empty), with its logprobs when
+/// asked for (<see cref="SamplingParams.Logprobs"/>).
+/// </summary>
+public readonly record struct GeneratedToken(int Index, int TokenId, string Text, TokenLogprobs? Logprobs = null);
+
+/// <summary>
+/// What the model gave one token at one position: its log-probability (log-softmax of the logits there) and the most
+/// likely tokens at that position with theirs, best first.
+/// </summary>
+public sealed record TokenLogprobs(int TokenId, float Logprob, int[] TopTokenIds, float[] TopLogprobs);
 
 public sealed record GenerationUsage(int PromptTokens, int CachedPromptTokens, int CompletionTokens);
 

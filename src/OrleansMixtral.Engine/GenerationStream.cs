@@ -20,6 +20,13 @@ public sealed class GenerationStream
     /// <summary>Completes when generation ends: finish reason, usage, timings, the whole output.</summary>
     public Task<GenerationResult> Completion => _completion.Task;
 
+    /// <summary>
+    /// With <see cref="SamplingParams.PromptLogprobs"/>: entry i scores prompt token i (entry 0, which nothing precedes,
+    /// is null). Set before the first token is written and before <see cref="Completion"/> completes; null otherwise.
+    /// </summary>
+    public IReadOnlyList<TokenLogprobs?>? PromptLogprobs { get => Volatile.Read(ref _promptLogprobs); internal set => Volatile.Write(ref _promptLogprobs, value); }
+    IReadOnlyList<TokenLogprobs?>? _promptLogprobs;
+
     /// <summary>Stops generation at the next step and frees the sequence's KV blocks.</summary>
     public void Cancel() => _cancel.Cancel();
 

@@ -39,7 +39,12 @@ public sealed class InferenceEngine : IAsyncDisposable
         public long SubmittedAt { get; } = Stopwatch.GetTimestamp();
         public long FirstTokenAt { get; set; }
         public int BatchSlot { get; set; } = -1;
+        /// <summary>This step's logit row to sample from, or -1.</summary>
         public int LogitRow { get; set; } = -1;
+        /// <summary>This step's first logit row: with prompt logprobs, one row per token of the chunk.</summary>
+        public int FirstLogitRow { get; set; } = -1;
+        /// <summary>With prompt logprobs: [i] scores prompt token i, filled as the chunks are computed.</summary>
+        public TokenLogprobs?[]? PromptScores { get; init; }
         public int Generated => Length - PromptLength;
         public IReadOnlyList<int> TokenList => new ArraySegment<int>(Tokens, 0, Length);
     }
@@ -51,6 +56,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     readonly KvCacheManager _kv;
     readonly ForwardBatch _batch;
     readonly float[] _logits;
+    readonly int _logitRows;  // rows of _logits: one per sequence of a step, or a prompt chunk's to score
     readonly Sampler _sampler;
     readonly IDeviceSampling? _deviceSampling;
     readonly float[] _temperatures;  // per logit row, for device sampling
@@ -88,7 +94,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         // one logit row per sequence of a step
         var maxSeqs = Math.Min(_options.MaxRunningSequences, Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows));
         _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
-        _logits = new float[(long)maxSeqs * c.VocabSize];
+        _logitRows = maxSeqs;
+        _logits = new float[(long)_logitRows * c.VocabSize];
         _sampler = new Sampler(c.VocabSize);
         _deviceSampling = backend as IDeviceSampling;
         _temperatures = new float[maxSeqs];
@@ -133,7 +140,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         var stream = new GenerationStream(Interlocked.Increment(ref _nextId));
         var seq = new Sequence(stream, request, tokens, prompt.Count, maxLength)
         {
-            Detokenizer = _tokenizer.CreateStreamingDetokenizer(),
+            Detokenizer = request.ContinuesPrompt
+                ? _tokenizer.CreateContinuationDetokenizer(tokens.AsSpan(0, prompt.Count))
+                : _tokenizer.CreateStreamingDetokenizer(),
+            PromptScores = request.Sampling.PromptLogprobs is null ? null : new TokenLogprobs?[prompt.Count],
             Stops = new StopStringMatcher(request.Sampling.StopStrings),
             Rng = new SplitMix64(request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()),
         };
@@ -196,7 +206,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         {
             var s = first.Value;
             KvAllocation? kv;
-            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength); }
+            // prompt logprobs need the logits of every prompt position, so such a prompt is computed whole
+            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength, reusePrefix: s.PromptScores is null); }
             catch (KvCapacityException e)
             {
                 _waiting.RemoveFirst();
@@ -228,10 +239,18 @@ public sealed class InferenceEngine : IAsyncDisposable
                 var pending = s.Length - s.Kv!.ComputedTokens;
                 if ((pending == 1) != pass || budget == 0) continue;
                 var n = Math.Min(pending, Math.Min(budget, pass ? 1 : _prefillChunk));
-                s.BatchSlot = _batch.AddSequence(s.Kv.Blocks);
                 var start = s.Kv.ComputedTokens;
+                var scoring = s.PromptScores is not null && start < s.PromptLength - 1;
+                if (scoring)
+                {
+                    // a row per token of the chunk, leaving one for every running sequence not yet in the batch
+                    n = Math.Min(n, _logitRows - _batch.LogitCount - (_running.Count - _inBatch.Count - 1));
+                    if (n < 1) continue;
+                }
+                s.BatchSlot = _batch.AddSequence(s.Kv.Blocks);
+                s.FirstLogitRow = _batch.LogitCount;
                 for (var i = 0; i < n; i++)
-                    _batch.AddToken(s.BatchSlot, s.Tokens[start + i], start + i, wantLogits: start + i == s.Length - 1);
+                    _batch.AddToken(s.BatchSlot, s.Tokens[start + i], start + i, wantLogits: scoring || start + i == s.Length - 1);
                 s.LogitRow = start + n == s.Length ? _batch.LogitCount - 1 : -1;
                 budget -= n;
                 if (pass) decoding++;
@@ -243,9 +262,10 @@ public sealed class InferenceEngine : IAsyncDisposable
 
         // where the backend can, the next tokens are chosen next to the logits and only their ids come back; the
         // draws are the engine's (one per sampled row, as the host sampler takes), so a seed gives the same text
+        // (not when a request wants logprobs: they are computed here, from the logits)
         var onDevice = _deviceSampling is not null;
         foreach (var s in _inBatch)
-            if (s.LogitRow >= 0 && !Sampler.OnDevice(s.Request.Sampling)) onDevice = false;
+            if (s.Request.Sampling.NeedsLogits || (s.LogitRow >= 0 && !Sampler.OnDevice(s.Request.Sampling))) onDevice = false;
         if (onDevice)
         {
             foreach (var s in _inBatch)
@@ -263,12 +283,21 @@ public sealed class InferenceEngine : IAsyncDisposable
         var vocab = _backend.Config.VocabSize;
         foreach (var s in _inBatch)
         {
-            var computed = s.Kv!.ComputedTokens + CountTokens(s);
+            var before = s.Kv!.ComputedTokens;
+            var computed = before + CountTokens(s);
             _kv.Advance(s.Kv, s.TokenList, computed);
+            if (s.PromptScores is { } scores && s.Stream.PromptLogprobs is null)
+            {
+                // the logits at position p score prompt token p + 1
+                var top = s.Request.Sampling.PromptLogprobs!.Value;
+                for (var p = before; p < Math.Min(computed, s.PromptLength - 1); p++)
+                    scores[p + 1] = LogSoftmax.Of(new ReadOnlySpan<float>(_logits, (s.FirstLogitRow + p - before) * vocab, vocab), s.Tokens[p + 1], top);
+                if (computed >= s.PromptLength - 1) s.Stream.PromptLogprobs = scores;
+            }
             if (s.LogitRow < 0) continue;
-            var token = onDevice ? _sampled[s.LogitRow]
-                : _sampler.Sample(new ReadOnlySpan<float>(_logits, s.LogitRow * vocab, vocab), s.Request.Sampling, ref s.Rng);
-            Accept(s, token);
+            var logits = onDevice ? default : new ReadOnlySpan<float>(_logits, s.LogitRow * vocab, vocab);
+            var token = onDevice ? _sampled[s.LogitRow] : _sampler.Sample(logits, s.Request.Sampling, ref s.Rng);
+            Accept(s, token, s.Request.Sampling.Logprobs is { } k ? LogSoftmax.Of(logits, token, k) : null);
         }
         _inBatch.Clear();
 
@@ -287,7 +316,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         return n;
     }
 
-    void Accept(Sequence s, int token)
+    void Accept(Sequence s, int token, TokenLogprobs? logprobs)
     {
         var p = s.Request.Sampling;
         Interlocked.Increment(ref _tokensGenerated);
@@ -299,7 +328,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
         s.Tokens[s.Length++] = token;
         var text = s.Stops.Append(s.Detokenizer.Push(token));
-        s.Stream.Emit(new GeneratedToken(s.Generated - 1, token, text));
+        s.Stream.Emit(new GeneratedToken(s.Generated - 1, token, text, logprobs));
         if (s.Stops.Stopped) Finish(s, FinishReason.Stop, null);
         else if (s.Generated >= p.MaxTokens || s.Length >= s.MaxLength) Finish(s, FinishReason.Length, null);
     }

@@ -1,3 +1,5 @@
+using OrleansMixtral.Engine.Sampling;
+
 namespace OrleansMixtral.Engine;
 
 /// <summary>
@@ -80,21 +82,12 @@ public sealed class ModelRunner
             Run(window, allPositions: true, (pos, logits) =>
             {
                 if (pos + 1 >= window.Count) return;
-                nll -= LogSoftmaxAt(logits, window[pos + 1]);
+                nll -= LogSoftmax.At(logits, window[pos + 1]);
                 count++;
             });
             progress?.Invoke(w + 1, windows);
         }
         return new PerplexityResult(Math.Exp(nll / count), count, windows, nll);
-    }
-
-    static double LogSoftmaxAt(ReadOnlySpan<float> logits, int target)
-    {
-        double max = logits[0];
-        foreach (var v in logits) if (v > max) max = v;
-        double sum = 0;
-        foreach (var v in logits) sum += Math.Exp(v - max);
-        return logits[target] - max - Math.Log(sum);
     }
 }
 

@@ -174,6 +174,40 @@ public sealed class MistralTokenizer
     public StreamingDetokenizer CreateStreamingDetokenizer(bool skipSpecial = true) => new(this, skipSpecial);
 
     /// <summary>
+    /// A detokenizer for the ids generated after <paramref name="prompt"/> whose output is the text that
+    /// <see cref="Decode"/> of prompt + output adds to <see cref="Decode"/> of the prompt: what a completion returns, so
+    /// that prompt + completion reads as one text ("The history of the city" → " is the most…", its space kept).
+    /// </summary>
+    public StreamingDetokenizer CreateContinuationDetokenizer(ReadOnlySpan<int> prompt, bool skipSpecial = true)
+    {
+        var detokenizer = new StreamingDetokenizer(this, skipSpecial);
+        detokenizer.ContinueAfter(prompt);
+        return detokenizer;
+    }
+
+    /// <summary>
+    /// The bytes one token stands for in decoded text: a &lt;0xXX&gt; piece its byte, any other piece its UTF-8 with "▁" as a
+    /// space (special tokens their piece, "&lt;/s&gt;"). What OpenAI's logprobs call a token's <c>bytes</c>.
+    /// </summary>
+    public byte[] TokenBytes(int id)
+    {
+        CheckId(id);
+        return _byteOfId[id] >= 0 ? [(byte)_byteOfId[id]] : Encoding.UTF8.GetBytes(_decodedPieces[id]);
+    }
+
+    /// <summary>
+    /// One token as text, for logprobs: its piece with "▁" as a space (" is"); a &lt;0xXX&gt; piece that is not a character by
+    /// itself is written as OpenAI writes such tokens, "bytes:\xe2".
+    /// </summary>
+    public string TokenText(int id)
+    {
+        CheckId(id);
+        int b = _byteOfId[id];
+        if (b < 0) return _decodedPieces[id];
+        return b < 0x80 ? ((char)b).ToString() : $"bytes:\\x{b:x2}";
+    }
+
+    /// <summary>
     /// The prompt ids of a conversation under the Mixtral-Instruct template: &lt;s&gt; and &lt;/s&gt; as ids, each text
     /// between them encoded on its own (with its own dummy prefix), as Hugging Face does. After a final user turn the
     /// ids end with "[/INST]", ready for generation.

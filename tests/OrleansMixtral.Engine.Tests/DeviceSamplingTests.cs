@@ -87,6 +87,28 @@ public sealed class DeviceSamplingTests
     }
 
     [Fact]
+    public async Task Logprobs_in_the_batch_keep_the_whole_step_on_the_host_with_the_same_tokens()
+    {
+        // logprobs come from the logits, so the engine takes the logits path for the steps of such a request
+        SamplingParams[] requests =
+        [
+            new() { Temperature = 0.9f, Seed = 7, MaxTokens = 12, IgnoreEos = true, Logprobs = 2 },
+            new() { Temperature = 1.1f, Seed = 5, MaxTokens = 12, IgnoreEos = true },
+        ];
+        var host = await Generate(TinyModel.Backend(), requests);
+        var device = new SamplingBackend(TinyModel.Backend());
+        var viaDevice = await Generate(device, requests);
+        Assert.Equal(host, viaDevice);
+        Assert.Equal(0, device.DeviceSteps);
+        Assert.True(device.HostSteps > 0);
+
+        // and without logprobs the same requests sample on the device again
+        var plain = new SamplingBackend(TinyModel.Backend());
+        Assert.Equal(host, await Generate(plain, [.. requests.Select(r => r with { Logprobs = null })]));
+        Assert.True(plain.DeviceSteps > 0 && plain.HostSteps == 0);
+    }
+
+    [Fact]
     public void The_draw_picks_the_first_token_whose_cumulative_probability_passes_it()
     {
         // probabilities 0.1, 0.2, 0.3, 0.4 at temperature 1: cumulative 0.1, 0.3, 0.6, 1.0

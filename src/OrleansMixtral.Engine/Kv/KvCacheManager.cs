@@ -55,16 +55,17 @@ public sealed class KvCacheManager
     /// <summary>
     /// Reserves blocks for a sequence whose prompt is <paramref name="prompt"/> and which may grow to
     /// <paramref name="totalTokens"/>. Returns null when the blocks are not free now (try again after
-    /// others finish); throws <see cref="KvCapacityException"/> when they never could be.
+    /// others finish); throws <see cref="KvCapacityException"/> when they never could be. Without
+    /// <paramref name="reusePrefix"/> nothing comes from the prefix cache: the whole prompt is computed.
     /// </summary>
-    public KvAllocation? TryAllocate(IReadOnlyList<int> prompt, int totalTokens)
+    public KvAllocation? TryAllocate(IReadOnlyList<int> prompt, int totalTokens, bool reusePrefix = true)
     {
         var needed = (totalTokens + BlockSize - 1) / BlockSize;
         if (needed > _blocks.Length)
             throw new KvCapacityException($"the request needs {totalTokens} tokens of KV cache; the engine holds {CapacityTokens}");
 
         // Longest cached prefix, leaving at least one prompt token to compute (its logits start generation).
-        var reusable = prompt.Count - 1;
+        var reusable = reusePrefix ? prompt.Count - 1 : 0;
         var matched = new List<int>();
         var parent = Seed;
         while ((matched.Count + 1) * BlockSize <= reusable)
