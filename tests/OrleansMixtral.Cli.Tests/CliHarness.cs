@@ -58,4 +58,14 @@ static class HfReference
         Reference.Value.GetProperty("perplexity").GetProperty(name).GetProperty("perplexity").GetDouble();
 
     public static string HeldOutPath => Path.Combine(Dir, "heldout.txt");
+
+    static readonly Lazy<Tokenization.MistralTokenizer> Tokenizer = new(() => Tokenization.MistralTokenizer.Load(RepoPaths.TinyModel));
+
+    /// <summary>
+    /// What <c>generate</c> prints for a greedy fixture: a plain prompt's completion continues the prompt's text, so it
+    /// keeps the space its first piece starts with (Hugging Face's decode of the output alone strips it: "the sea was" →
+    /// " the sea was"); a chat reply is Hugging Face's text.
+    /// </summary>
+    public static string GenerateOutput(Greedy g) =>
+        Prompts.Value[g.Prompt].Kind == "plain" && Tokenizer.Value.IdToPiece(g.Ids[0]).StartsWith('\u2581') ? " " + g.Text : g.Text;
 }

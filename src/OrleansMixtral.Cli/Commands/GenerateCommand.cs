@@ -51,7 +51,8 @@ static class GenerateCommand
             }
 
             await using InferenceEngine engine = loaded.CreateEngine();
-            GenerationStream stream = engine.Submit(new GenerationRequest(ids, p), ct);
+            // a completion's text continues the prompt's ("The history of the city" → " is the most…"); a chat reply starts its own
+            GenerationStream stream = engine.Submit(new GenerationRequest(ids, p) { ContinuesPrompt = !r.GetValue(chat) }, ct);
             GenerationResult result = await StreamOut(stream, console.Out, ct);
             if (console.OutputIsTerminal) console.Out.WriteLine();
             console.Out.Flush();
