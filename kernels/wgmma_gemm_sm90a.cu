@@ -4,11 +4,14 @@
 //
 // Roles: wgmma computes D[64 rows, N] += A[64, 16] · B[16, N] with A from registers and B from shared memory, so A is
 // the weights (converted int8 → fp16 in registers exactly as mma.sync takes them: a_fragment of mma.cuh) and B the
-// tokens. A block is 3 warpgroups over 256 weight rows × 128 tokens:
-//   warpgroup 0 (producer, few registers): per 64-column unit, cp.async copies bring the 128 token rows into shared
+// tokens. A block is 3 warpgroups over 256 weight rows × BN tokens (BN = 128 for prompts; 64 and 32 for decode steps
+// of up to 128 sequences, whose experts see few tokens each: a 128-token tile there computes 4-8× the products the
+// step needs, and a decode step must run at the weight-read limit):
+//   warpgroup 0 (producer, few registers): per 64-column unit, cp.async copies bring the BN token rows into shared
 //     memory where wgmma's B wants them; WGG_STAGES units deep, full/empty mbarriers per stage.
-//   warpgroups 1, 2 (consumers, 232 registers): each owns two 64-row m-tiles (128 accumulators per thread), loads its
-//     weights from global memory two units ahead, converts, issues 8 wgmma per unit.
+//   warpgroups 1, 2 (consumers, 232 registers): each owns two 64-row m-tiles (BN accumulators per thread), loads its
+//     weights from global memory AHEAD units ahead (more for small BN, where weight reads bound the loop), converts,
+//     issues 8 wgmma per unit.
 // B layout: the tiled weights pair column 16q + 4j + {0,1} with the mma's logical k (2q, 2q+1) and 16q + 4j + {2,3}
 // with (8 + 2q, 9 + 2q) (mma.cuh), so wgmma's B must hold the tokens' columns in that logical order. The inputs come
 // already in it (permute_units_f16 below; the gate/up epilogue writes h so): within each 64-column unit, word
@@ -18,14 +21,14 @@
 // in kept a unit at ≈ 3,300 cycles instead of ≈ 1,000: H200, harness, 2026-11-29.)
 #include "mma.cuh"
 
-#define WGG_TOKENS 128                   // N: tokens per block
+#define WGG_TOKENS 128                   // most tokens per block (BN); stages are laid out for this many whatever BN
 #define WGG_ROWS 256                     // M: weight rows per block (2 consumer warpgroups × 2 m64 tiles)
 #define WGG_TILES (WGG_ROWS / 16)        // 16-row weight tiles per block
 #ifndef WGG_STAGES
 #define WGG_STAGES 6
 #endif
 #define WGG_LAG 2                        // units of token copies the producer keeps in flight before it reports one done
-#define WGG_X_BYTES (WGG_TOKENS * 128)   // one unit (64 fp16 columns) of 128 token rows
+#define WGG_X_BYTES (WGG_TOKENS * 128)   // one stage: a unit (64 fp16 columns) of up to 128 token rows
 #define WGG_THREADS 384
 // dynamic shared memory the launch must give: stages, barriers, token row pointers, and room to align to 1 KB
 #define WGG_SMEM (WGG_STAGES * WGG_X_BYTES + 2 * WGG_STAGES * 8 + WGG_TOKENS * 8 + 1024)
@@ -78,9 +81,33 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const unsigned 
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
 }
+__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const unsigned (&a)[4], u64 desc) {
+    asm volatile("{\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+                 "{%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"
+                 "}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], const unsigned (&a)[4], u64 desc) {
+    asm volatile("{\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
+                 "{%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"
+                 "}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
 
-// Accumulator element i of this thread (wgmma's D layout, per warp like mma.sync's C): row within the warpgroup's 64,
-// token within the 128.
+// D[64 rows, BN tokens] += A · B: the instruction of the block's token tile
+template <int BN> __device__ __forceinline__ void wgmma_tile(float (&d)[BN / 2], const unsigned (&a)[4], u64 desc);
+template <> __device__ __forceinline__ void wgmma_tile<128>(float (&d)[64], const unsigned (&a)[4], u64 desc) { wgmma_m64n128k16(d, a, desc); }
+template <> __device__ __forceinline__ void wgmma_tile<64>(float (&d)[32], const unsigned (&a)[4], u64 desc) { wgmma_m64n64k16(d, a, desc); }
+template <> __device__ __forceinline__ void wgmma_tile<32>(float (&d)[16], const unsigned (&a)[4], u64 desc) { wgmma_m64n32k16(d, a, desc); }
+
+// Accumulator element i of this thread (wgmma's D layout, per warp like mma.sync's C, for any N): row within the
+// warpgroup's 64, token within the tile.
 __device__ __forceinline__ int acc_row(int i) { return ((threadIdx.x >> 5) & 3) * 16 + ((threadIdx.x & 31) >> 2) + ((i & 2) ? 8 : 0); }
 __device__ __forceinline__ int acc_token(int i) { return (i >> 2) * 8 + 2 * (threadIdx.x & 3) + (i & 1); }
 
@@ -106,18 +133,19 @@ __device__ __forceinline__ Stage carve_shared() {
     return s;
 }
 
-// Producer warpgroup: fills stage u % S with unit u of the 128 token rows, for u < units.
+// Producer warpgroup: fills stage u % S with unit u of the BN token rows, for u < units.
+template <int BN>
 __device__ __forceinline__ void produce(const Stage& st, int units) {
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const unsigned x0 = smem_addr(st.x);
-    const int chunk = lane & 7; // a warp copies 4 token rows of 8 chunks per instruction
+    const int chunk = lane & 7; // a warp copies 4 token rows of 8 chunks per instruction, BN / 4 rows in all
     for (int u = 0; u < units; u++) {
         const int s = u % WGG_STAGES;
         if (u >= WGG_STAGES) mbar_wait(smem_addr(&st.empty[s]), ((u / WGG_STAGES) + 1) & 1);
         const unsigned xs = x0 + s * WGG_X_BYTES;
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const int n = warp * 32 + i * 4 + (lane >> 3);
+        for (int i = 0; i < BN / 16; i++) {
+            const int n = warp * (BN / 4) + i * 4 + (lane >> 3);
             cp_async16(xs + n * 128 + ((chunk ^ (n & 7)) << 4), st.rows[n] + (size_t)u * 128 + chunk * 16);
         }
         cp_async_commit();
@@ -133,10 +161,11 @@ __device__ __forceinline__ void produce(const Stage& st, int units) {
 }
 
 // Consumer warpgroup c (0, 1): acc[m] over all units. Its warps' weights come straight from global memory into
-// registers, two units ahead (a tiled unit is 512 contiguous bytes per warp load): through shared memory as 1 KB bulk
+// registers, AHEAD units ahead (a tiled unit is 512 contiguous bytes per warp load): through shared memory as 1 KB bulk
 // copies they held a unit at ≈ 1,900 cycles (H200, harness, 2026-11-29), and they would add to wgmma's own
 // shared-memory reads.
-__device__ __forceinline__ void consume(const Stage& st, const char* const (&w_tile)[WGG_TILES], int c, int units, float (&acc)[2][64]) {
+template <int BN, int AHEAD>
+__device__ __forceinline__ void consume(const Stage& st, const char* const (&w_tile)[WGG_TILES], int c, int units, float (&acc)[2][BN / 2]) {
     const int warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
     const unsigned x0 = smem_addr(st.x);
     const char* pg[2];
@@ -149,7 +178,7 @@ __device__ __forceinline__ void consume(const Stage& st, const char* const (&w_t
             w[m][1] = load_weights(pg[m] + (size_t)u * 1024 + 512);
         }
     };
-    // one unit: convert its weights, start loading the unit two ahead into the same registers, 8 wgmma
+    // one unit: convert its weights, start loading the unit AHEAD on into the same registers, 8 wgmma
     auto unit = [&](int u, int4 (&w)[2][2]) {
         const int s = u % WGG_STAGES;
         unsigned a[2][4][4];
@@ -157,18 +186,18 @@ __device__ __forceinline__ void consume(const Stage& st, const char* const (&w_t
         for (int m = 0; m < 2; m++)
 #pragma unroll
             for (int j = 0; j < 4; j++) a_fragment<true>(w[m][0], w[m][1], j, a[m][j][0], a[m][j][1], a[m][j][2], a[m][j][3]);
-        if (u + 2 < units) load(u + 2, w);
+        if (u + AHEAD < units) load(u + AHEAD, w);
         mbar_wait(smem_addr(&st.full[s]), (u / WGG_STAGES) & 1);
 #pragma unroll
         for (int m = 0; m < 2; m++)
 #pragma unroll
-            for (int i = 0; i < 64; i++) keep(acc[m][i]);
+            for (int i = 0; i < BN / 2; i++) keep(acc[m][i]);
         wgmma_fence();
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const u64 desc = b_descriptor(x0 + s * WGG_X_BYTES + 32 * j);
 #pragma unroll
-            for (int m = 0; m < 2; m++) wgmma_m64n128k16(acc[m], a[m][j], desc);
+            for (int m = 0; m < 2; m++) wgmma_tile<BN>(acc[m], a[m][j], desc);
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -179,25 +208,29 @@ __device__ __forceinline__ void consume(const Stage& st, const char* const (&w_t
 #pragma unroll
                 for (int r = 0; r < 4; r++) keep(a[m][j][r]);
 #pragma unroll
-            for (int i = 0; i < 64; i++) keep(acc[m][i]);
+            for (int i = 0; i < BN / 2; i++) keep(acc[m][i]);
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(smem_addr(&st.empty[s]));
     };
-    int4 w0[2][2], w1[2][2];
-    load(0, w0);
-    if (units > 1) load(1, w1);
-    for (int u = 0; u < units; u += 2) {
-        unit(u, w0);
-        if (u + 1 < units) unit(u + 1, w1);
+    int4 w[AHEAD][2][2];
+#pragma unroll
+    for (int a = 0; a < AHEAD; a++)
+        if (a < units) load(a, w[a]);
+    for (int u = 0; u < units; u += AHEAD) {
+#pragma unroll
+        for (int a = 0; a < AHEAD; a++)
+            if (u + a < units) unit(u + a, w[a]);
     }
 }
 
-// Block set-up shared by the three products, then the roles. Returns true in consumer threads (acc is then valid).
-__device__ __forceinline__ bool wgmma_block(const char* const (&w_tile)[WGG_TILES], const char* const x_row_of_thread, int C,
-                                            float (&acc)[2][64]) {
+// Block set-up shared by the three products, then the roles: `units` 64-column units from w_tile[] and the token rows.
+// Returns true in consumer threads (acc is then valid).
+template <int BN, int AHEAD>
+__device__ __forceinline__ bool wgmma_block(const char* const (&w_tile)[WGG_TILES], const char* const x_row_of_thread, int units,
+                                            float (&acc)[2][BN / 2]) {
     const Stage st = carve_shared();
-    if (threadIdx.x < WGG_TOKENS) st.rows[threadIdx.x] = x_row_of_thread;
+    if (threadIdx.x < BN) st.rows[threadIdx.x] = x_row_of_thread;
     if (threadIdx.x == 0) {
         for (int s = 0; s < WGG_STAGES; s++) {
             mbar_init(smem_addr(&st.full[s]), 128); // every producer thread, once its copies of the unit are done
@@ -206,19 +239,18 @@ __device__ __forceinline__ bool wgmma_block(const char* const (&w_tile)[WGG_TILE
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    const int units = C / 64;
     const int wg = threadIdx.x >> 7;
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
-        produce(st, units);
+        produce<BN>(st, units);
         return false;
     }
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
 #pragma unroll
     for (int m = 0; m < 2; m++)
 #pragma unroll
-        for (int i = 0; i < 64; i++) acc[m][i] = 0.f;
-    consume(st, w_tile, wg - 1, units, acc);
+        for (int i = 0; i < BN / 2; i++) acc[m][i] = 0.f;
+    consume<BN, AHEAD>(st, w_tile, wg - 1, units, acc);
     return true;
 }
 
@@ -237,25 +269,25 @@ extern "C" __global__ void permute_units_f16(const f16_t* x, f16_t* y, int T, in
     for (int p = threadIdx.x; p < C / 2; p += blockDim.x) yr[wgmma_column(2 * p) >> 1] = xr[p];
 }
 
-// Dense: y[t, r] (+)= scale[r] · Σ_c W[r, c] x[t, c], x in the wgmma input order. grid (ceil(T / 128), ceil(R / 256)): token tiles fastest, so the
-// blocks that share a row block's weights run together.
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_dense_i8(const signed char* W, const float* scales, const f16_t* x,
-                                                                          float* y, int T, int R, int C, int accumulate) {
-    const int t0 = blockIdx.x * WGG_TOKENS, r0 = blockIdx.y * WGG_ROWS;
+// Dense: y[t, r] (+)= scale[r] · Σ_c W[r, c] x[t, c], x in the wgmma input order. grid (ceil(T / BN), ceil(R / 256)):
+// token tiles fastest, so the blocks that share a row block's weights run together.
+template <int BN, int AHEAD>
+__device__ __forceinline__ void dense_body(const signed char* W, const float* scales, const f16_t* x, float* y, int T, int R, int C, int accumulate) {
+    const int t0 = blockIdx.x * BN, r0 = blockIdx.y * WGG_ROWS;
     const char* w_tile[WGG_TILES];
 #pragma unroll
     for (int t = 0; t < WGG_TILES; t++) // tiles past the last row read the last one again and store nothing
         w_tile[t] = reinterpret_cast<const char*>(W) + (size_t)min(r0 / 16 + t, R / 16 - 1) * (C / 64) * 1024;
     const char* xr = reinterpret_cast<const char*>(x + (size_t)min(t0 + (int)threadIdx.x, T - 1) * C);
-    float acc[2][64];
-    if (!wgmma_block(w_tile, xr, C, acc)) return;
+    float acc[2][BN / 2];
+    if (!wgmma_block<BN, AHEAD>(w_tile, xr, C / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
     // 16 elements at a time: their old values (accumulate) are loaded together, not one round trip per element
     // (the o projection's epilogue took 99 µs against 58 for the larger qkv: ncu, H200, 512 tokens)
 #pragma unroll
     for (int m = 0; m < 2; m++)
 #pragma unroll
-        for (int i0 = 0; i0 < 64; i0 += 16) {
+        for (int i0 = 0; i0 < BN / 2; i0 += 16) {
             float old[16];
 #pragma unroll
             for (int k = 0; k < 16; k++) {
@@ -270,12 +302,13 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_dense_i8(cons
         }
 }
 
-// Experts gate/up: tiles[3·x] = (expert, first slot, count ≤ 128) (moe_group with 128-slot tiles). The block's 16 tiles
+// Experts gate/up: tiles[3·x] = (expert, first slot, count ≤ BN) (moe_group with BN-slot tiles). The block's 16 tiles
 // are 8 gate tiles (rows r0..r0+127) and the 8 matching up tiles, so consumer c's m-tile 0 (gate) and m-tile 1 (up)
 // hold the same rows: h[i, r] = fp16(silu(s·gate) · s·up), written in the wgmma input order (down's B). x in that order too.
 // grid (max tiles, I / 128).
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_gate_up_i8(const signed char* W, const float* scales, const int* tiles,
-    const int* tile_count, const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) {
+template <int BN, int AHEAD>
+__device__ __forceinline__ void gate_up_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
+                                             const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) {
     if ((int)blockIdx.x >= *tile_count) return;
     const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
     const int r0 = blockIdx.y * (WGG_ROWS / 2);
@@ -294,11 +327,11 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_gate_up_i8(co
         ordered[t] = w_tile[(m ? 8 : 0) + 4 * cc + wq];
     }
     const char* xr = reinterpret_cast<const char*>(x + (size_t)(slots[first + min((int)threadIdx.x, n - 1)] / K) * H);
-    float acc[2][64];
-    if (!wgmma_block(ordered, xr, H, acc)) return;
+    float acc[2][BN / 2];
+    if (!wgmma_block<BN, AHEAD>(ordered, xr, H / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
 #pragma unroll
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < BN / 2; i++) {
         const int r = r0 + 64 * c + acc_row(i), slot = acc_token(i);
         if (slot >= n || r >= I) continue;
         const float g = acc[0][i] * scales[(size_t)e * 2 * I + r], u = acc[1][i] * scales[(size_t)e * 2 * I + I + r];
@@ -306,9 +339,12 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_gate_up_i8(co
     }
 }
 
-// Experts down: out[p, r] = w[p] · s · W2_e[r] · h[i] for the pair p = slots[i] (h from wgmma_gate_up_i8). grid (max tiles, H / 256).
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_down_i8(const signed char* W, const float* scales, const int* tiles,
-    const int* tile_count, const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
+// Experts down: out[p, r] = w[p] · s · W2_e[r] · h[i] for the pair p = slots[i] (h from the gate/up kernel).
+// grid (max tiles, H / 256). (Splitting I over two blocks to fill the GPU in decode steps, whose down has only
+// (experts in use) × 16 blocks, gained nothing: H200, harness, 2026-11-29.)
+template <int BN, int AHEAD>
+__device__ __forceinline__ void down_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
+                                          const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
     if ((int)blockIdx.x >= *tile_count) return;
     const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
     const int r0 = blockIdx.y * WGG_ROWS;
@@ -317,16 +353,36 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_down_i8(const
 #pragma unroll
     for (int t = 0; t < WGG_TILES; t++) w_tile[t] = base + (size_t)min(r0 / 16 + t, H / 16 - 1) * (I / 64) * 1024;
     const char* xr = reinterpret_cast<const char*>(h + (size_t)(first + min((int)threadIdx.x, n - 1)) * I);
-    float acc[2][64];
-    if (!wgmma_block(w_tile, xr, I, acc)) return;
+    float acc[2][BN / 2];
+    if (!wgmma_block<BN, AHEAD>(w_tile, xr, I / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
 #pragma unroll
     for (int m = 0; m < 2; m++)
 #pragma unroll
-        for (int i = 0; i < 64; i++) {
+        for (int i = 0; i < BN / 2; i++) {
             const int r = r0 + 128 * c + 64 * m + acc_row(i), slot = acc_token(i);
             if (slot >= n || r >= H) continue;
             const int p = slots[first + slot];
             out[(size_t)p * H + r] = acc[m][i] * expert_w[p] * scales[(size_t)e * H + r];
         }
 }
+
+// One set of the three products per token tile BN, loading weights AHEAD units ahead (registers: BN accumulators and
+// 16 per unit ahead fit the consumers' 232).
+#define WGMMA_KERNELS(BN, AHEAD) \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_dense_i8_n##BN(const signed char* W, const float* scales, const f16_t* x, \
+    float* y, int T, int R, int C, int accumulate) \
+{ dense_body<BN, AHEAD>(W, scales, x, y, T, R, C, accumulate); } \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_gate_up_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
+    const int* tile_count, const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) \
+{ gate_up_body<BN, AHEAD>(W, scales, tiles, tile_count, slots, x, h, I, H, K); } \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_down_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
+    const int* tile_count, const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) \
+{ down_body<BN, AHEAD>(W, scales, tiles, tile_count, slots, expert_w, h, out, H, I); }
+
+#ifndef WGG_AHEAD_SMALL
+#define WGG_AHEAD_SMALL 4
+#endif
+WGMMA_KERNELS(128, 2)
+WGMMA_KERNELS(64, WGG_AHEAD_SMALL)
+WGMMA_KERNELS(32, WGG_AHEAD_SMALL)

@@ -22,6 +22,7 @@ from decode_kernels import (E, H, HERE, I, K, QKV, f16, module, moe_prompt, rand
                             time_ms)
 
 WGG_THREADS, WGG_TOKENS, WGG_ROWS = 384, 128, 256
+TILES = (128, 64, 32)  # token tiles BN the kernels are stamped out for
 
 
 def nvrtc_cubin(cu, arch="sm_90a", defines=()):
@@ -58,6 +59,8 @@ def nvrtc_cubin(cu, arch="sm_90a", defines=()):
 
 
 class Wgmma:
+    """The wgmma kernels of one token tile BN (128 for prompts, 64 and 32 for decode steps)."""
+
     def __init__(self, defines=()):
         src = (HERE / "wgmma_gemm_sm90a.cu").read_text()
         stages = next((int(d.split("=")[1]) for d in defines if d.startswith("WGG_STAGES=")), 6)
@@ -65,10 +68,11 @@ class Wgmma:
         self.cubin = nvrtc_cubin(HERE / "wgmma_gemm_sm90a.cu", defines=defines)
         self.mod = cp.RawModule(path=self.cubin)
         self.f = {}
-        for name in ("wgmma_dense_i8", "wgmma_gate_up_i8", "wgmma_down_i8"):
-            f = self.mod.get_function(name)
-            f.max_dynamic_shared_size_bytes = self.smem
-            self.f[name] = f
+        for bn in TILES:
+            for name in ("wgmma_dense_i8", "wgmma_gate_up_i8", "wgmma_down_i8"):
+                f = self.mod.get_function(f"{name}_n{bn}")
+                f.max_dynamic_shared_size_bytes = self.smem
+                self.f[f"{name}_n{bn}"] = f
         self.perm = self.mod.get_function("permute_units_f16")
         assert "WGG_SMEM" in src
 
@@ -77,44 +81,46 @@ class Wgmma:
         self.perm((T,), (256,), (x16, xp, np.int32(T), np.int32(C)))
         return xp
 
-    def dense(self, W, scales, x16, y, T, acc=0, xp=None):
+    def dense(self, W, scales, x16, y, T, acc=0, xp=None, bn=128):
         R, C = W.shape
         xp = self.permute(x16, cp.empty_like(x16) if xp is None else xp, T, C)
-        self.f["wgmma_dense_i8"](((T + 127) // 128, (R + 255) // 256), (WGG_THREADS,),
-                                 (W, scales, xp, y, np.int32(T), np.int32(R), np.int32(C), np.int32(acc)), shared_mem=self.smem)
+        self.f[f"wgmma_dense_i8_n{bn}"](((T + bn - 1) // bn, (R + 255) // 256), (WGG_THREADS,),
+                                        (W, scales, xp, y, np.int32(T), np.int32(R), np.int32(C), np.int32(acc)), shared_mem=self.smem)
 
-    def experts(self, k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, xp=None):
+    def experts(self, k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, xp=None, bn=128):
         P = T * K
         x16 = self.permute(x16, cp.empty_like(x16) if xp is None else xp, T, H_)
+        mt = P // bn + E
         if bufs is None:
-            bufs = (cp.zeros(P, cp.int32), cp.zeros(3 * (P // 128 + E), cp.int32), cp.zeros(1, cp.int32))
+            bufs = (cp.zeros(P, cp.int32), cp.zeros(3 * mt, cp.int32), cp.zeros(1, cp.int32))
         slots, tiles, count = bufs
-        k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), np.int32(128), slots, tiles, count))
-        mt = P // 128 + E
-        self.f["wgmma_gate_up_i8"]((mt, I_ // 128), (WGG_THREADS,), (W13, s13, tiles, count, slots, x16, h16, np.int32(I_), np.int32(H_), np.int32(K)),
-                                   shared_mem=self.smem)
-        self.f["wgmma_down_i8"]((mt, H_ // 256), (WGG_THREADS,), (W2, s2, tiles, count, slots, w, h16, out, np.int32(H_), np.int32(I_)),
-                                shared_mem=self.smem)
+        k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), np.int32(bn), slots, tiles, count))
+        self.f[f"wgmma_gate_up_i8_n{bn}"]((mt, I_ // 128), (WGG_THREADS,), (W13, s13, tiles, count, slots, x16, h16, np.int32(I_), np.int32(H_), np.int32(K)),
+                                          shared_mem=self.smem)
+        self.f[f"wgmma_down_i8_n{bn}"]((mt, H_ // 256), (WGG_THREADS,), (W2, s2, tiles, count, slots, w, h16, out, np.int32(H_), np.int32(I_)),
+                                       shared_mem=self.smem)
 
 
 def checks(wg, k):
     cp.random.seed(int.from_bytes(os.urandom(4), "little"))
     res = []
-    for (R, C, T) in [(1280, 1024, 300), (6144, 4096, 128), (512, 14336, 77), (4096, 4096, 1)]:
+    for (R, C, T, bn) in [(1280, 1024, 300, 128), (6144, 4096, 128, 128), (512, 14336, 77, 128), (4096, 4096, 1, 128),
+                          (1280, 1024, 100, 64), (6144, 4096, 64, 32), (512, 14336, 33, 32)]:
         x16 = f16(cp.random.standard_normal((T, C), dtype=cp.float32))
         Wq = cp.random.randint(-127, 128, (R, C), dtype=cp.int8)
         sc = (cp.random.random_sample(R, dtype=cp.float32) * 0.01 + 0.001).astype(cp.float32)
         y = cp.full((T, R), cp.nan, cp.float32)
-        wg.dense(tile(Wq), sc, x16, y, T)
+        wg.dense(tile(Wq), sc, x16, y, T, bn=bn)
         ref = x16.astype(cp.float64) @ (Wq.astype(cp.float64) * sc[:, None]).T
         r1 = rel(y, ref)
         y2 = cp.random.standard_normal((T, R), dtype=cp.float32)
         base = y2.astype(cp.float64)
-        wg.dense(tile(Wq), sc, x16, y2, T, acc=1)
+        wg.dense(tile(Wq), sc, x16, y2, T, acc=1, bn=bn)
         r2 = rel(y2, base + ref)
         ok = r1 < 1e-4 and r2 < 1e-4 and not bool(cp.isnan(y).any())  # fp32 sums of up to 14,336 exact fp16 products
-        res.append(("wgmma dense", f"{T}x{R}x{C}", r1, r2, ok))
-    for (I_, H_, T) in [(1024, 1024, 300), (2048, 512, 40), (14336, 4096, 70)]:
+        res.append((f"wgmma dense n{bn}", f"{T}x{R}x{C}", r1, r2, ok))
+    for (I_, H_, T, bn) in [(1024, 1024, 300, 128), (2048, 512, 40, 128), (14336, 4096, 70, 128),
+                            (1024, 1024, 100, 64), (2048, 512, 64, 32), (14336, 4096, 64, 32), (14336, 4096, 128, 64)]:
         W13, s13, W2, s2 = random_experts(I_, H_, True)
         x = cp.random.standard_normal((T, H_), dtype=cp.float32)
         x16 = f16(x)
@@ -122,7 +128,7 @@ def checks(wg, k):
         w = cp.random.random_sample(T * K, dtype=cp.float32)
         h16 = cp.full((T * K, I_), cp.nan, cp.float16)
         out = cp.full((T * K, H_), cp.nan, cp.float32)
-        wg.experts(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h16, out, T, I_, H_)
+        wg.experts(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h16, out, T, I_, H_, bn=bn)
         ref = ref_moe(W13, s13, W2, s2, ids, w, x16, T, I_, H_) if T <= 100 or I_ <= 2048 else None
         r = rel(out, ref) if ref is not None else float("nan")
         # the old kernels on the same inputs (their order of sums differs: compare as two implementations)
@@ -131,9 +137,9 @@ def checks(wg, k):
         moe_prompt(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h_old, out_old, T, I_, H_)
         ro = rel(out, out_old)
         ok = (ref is None or r < 2e-3) and ro < 1e-4 and not bool(cp.isnan(out).any())
-        res.append(("wgmma experts", f"T={T} I={I_} H={H_}", r, ro, ok))
+        res.append((f"wgmma experts n{bn}", f"T={T} I={I_} H={H_}", r, ro, ok))
     for name, what, a, b, ok in res:
-        print(f"check {name:14} {what:22} rel {a:9.2e}  {b:9.2e}  {'ok' if ok else 'FAILED'}")
+        print(f"check {name:20} {what:30} rel {a:9.2e}  {b:9.2e}  {'ok' if ok else 'FAILED'}")
     return res
 
 
@@ -185,6 +191,56 @@ def timings(wg, k, tokens, dense=True):
     return rows
 
 
+def decode_timings(wg, k, tokens=(16, 32, 64, 128), dense=True):
+    """Decode steps of T sequences (one token each) at the 8x7B shapes: the experts and the dense products through every
+    kernel that can run them, as weight-read bandwidth (each expert in use read once per step is the floor)."""
+    from decode_kernels import gemv, moe, nt_for
+    cp.random.seed(7)
+    layers = 2  # two layers' weights alternate, so nothing stays in L2 between calls
+    W13 = [tile(cp.random.randint(-127, 128, (E, 2 * I, H), dtype=cp.int8)) for _ in range(layers)]
+    W2 = [tile(cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)) for _ in range(layers)]
+    s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
+    dense_w = {name: [(tile(cp.random.randint(-127, 128, (R, H), dtype=cp.int8)), cp.full(R, 1e-3, cp.float32)) for _ in range(4)]
+             for name, R in (("qkv", QKV), ("o", H))}
+    rows = []
+    for T in tokens:
+        rng = np.random.default_rng(T)
+        ids_h = np.stack([rng.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32)
+        ids = cp.asarray(ids_h)
+        used = len(set(ids_h.tolist()))
+        most = int(np.bincount(ids_h, minlength=E).max())
+        x16 = f16(cp.random.standard_normal((T, H), dtype=cp.float32)); xp = cp.empty_like(x16)
+        w = cp.ones(T * K, cp.float32); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K, H), cp.float32)
+        it = iter(range(10 ** 9))
+        variants = []
+        if T <= 128:
+            variants.append((f"skinny moe nt{nt_for(T)}", lambda: moe(k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H)))
+        for bn in TILES:
+            bufs = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // bn + E), cp.int32), cp.zeros(1, cp.int32))
+            variants.append((f"wgmma n{bn}", lambda bn=bn, bufs=bufs: wg.experts(
+                k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, bufs, xp, bn=bn)))
+        for name, f in variants:
+            ms = time_ms(f, iters=10)
+            rows.append({"op": "experts", "T": T, "kernel": name, "ms": ms, "GB/s": used * 3 * I * H / ms / 1e6, "experts_used": used, "most_tokens": most})
+        for dname, ws in (dense_w.items() if dense else ()):
+            R = ws[0][0].shape[0]
+            y = cp.zeros((T, R), cp.float32)
+            dv = []
+            if T <= 64:
+                dv.append((f"gemv nt{nt_for(T)}", lambda ws=ws, y=y: gemv(k, *ws[next(it) % 4], x16, y, T)))
+            dv.append(("gemm (mma.sync, 64-token tiles)", lambda ws=ws, y=y, R=R: k.gemm_i8(((R + 255) // 256, (T + 63) // 64), (256,),
+                       (*ws[next(it) % 4], x16, y, np.int32(T), np.int32(R), np.int32(H), np.int32(0)))))
+            for bn in TILES:
+                dv.append((f"wgmma n{bn}", lambda ws=ws, y=y, bn=bn: wg.dense(*ws[next(it) % 4], x16, y, T, xp=xp, bn=bn)))
+            for name, f in dv:
+                ms = time_ms(f, iters=20)
+                rows.append({"op": f"dense {dname}", "T": T, "kernel": name, "ms": ms, "GB/s": R * H / ms / 1e6})
+    for r in rows:
+        print(f"decode {r['op']:9} T={r['T']:4} {r['kernel']:34} {r['ms'] * 1000:9.1f} us {r['GB/s']:7.0f} GB/s"
+              + (f"  ({r['experts_used']} experts, most tokens {r['most_tokens']})" if "experts_used" in r else ""))
+    return rows
+
+
 def torch_ms(fn, iters=10, reps=5):
     import torch
     fn(); torch.cuda.synchronize()
@@ -206,6 +262,8 @@ def main():
     ap.add_argument("--no-timings", action="store_true")
     ap.add_argument("--diagnostic", action="store_true", help="no checks (WGG_DIAG variants compute garbage): time the experts only")
     ap.add_argument("--save-cubin", help="copy the compiled cubin here (for cuobjdump)")
+    ap.add_argument("--decode", action="store_true", help="also time decode steps' experts and dense products (T = 16..128) by kernel")
+    ap.add_argument("--decode-only", action="store_true", help="only the decode timings (experts, T = 32..128), for --define variants")
     args = ap.parse_args()
     wg = Wgmma(tuple(args.define))
     if args.save_cubin:
@@ -214,11 +272,18 @@ def main():
     for name, f in wg.f.items():
         print(f"{name:18} registers {f.attributes['num_regs']:3}  local bytes {f.attributes['local_size_bytes']:4}  dynamic shared {wg.smem}")
     k = module(HERE)
+    if args.decode_only:
+        rows = decode_timings(wg, k, tokens=(32, 64, 128), dense=False)
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], "decode-experts" + ("-" + "-".join(args.define) if args.define else "") + ".json").write_text(json.dumps(rows, indent=1))
+        return
     if args.diagnostic:
         timings(wg, k, [int(t) for t in args.tokens.split(",")], dense=False)
         return
     res = checks(wg, k)
     out = {"checks": [{"name": n, "what": w, "rel": a, "rel2": b, "ok": ok} for n, w, a, b, ok in res], "defines": args.define}
+    if args.decode and all(r[-1] for r in res):
+        out["decode"] = decode_timings(wg, k)
     if not args.no_timings and all(r[-1] for r in res):
         out["timings"] = timings(wg, k, [int(t) for t in args.tokens.split(",")])
     if os.environ.get("OUT"):

@@ -21,8 +21,8 @@ public sealed record CudaBackendOptions
     }
     readonly int? _maxBatchTokens;
     /// <summary>Most sequences one step carries (rows of the block table).</summary>
-    public int MaxSequences { get; init; } = 64;
-    /// <summary>Replay decode steps (≤ 64 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
+    public int MaxSequences { get; init; } = PrefillChunk.DecodeTokens;
+    /// <summary>Replay decode steps (≤ 128 tokens) from CUDA graphs captured per (tokens, logit rows).</summary>
     public bool UseGraphs { get; init; } = true;
     public int Device { get; init; }
 }
@@ -30,15 +30,19 @@ public sealed record CudaBackendOptions
 /// <summary>
 /// The Mixtral forward pass on one NVIDIA GPU with int8 (or bf16) weights, an fp32 residual stream, fp16
 /// activations into every product, an fp16 paged KV cache, and the engine's scheduling unchanged. Every product
-/// runs on the tensor cores straight from the int8 weights (W8A16, kernels/mma.cuh): decode steps (≤ 64 tokens)
-/// through "skinny" kernels that read each weight once per step — each chosen expert once for every token routed
-/// to it — and prompts through tiled GEMMs, experts grouped on the device. No host round trip inside a step; decode
+/// runs on the tensor cores straight from the int8 weights (W8A16, kernels/mma.cuh): small decode steps through
+/// "skinny" kernels that read each weight once per step — each chosen expert once for every token routed to it — and
+/// larger steps and prompts through tiled GEMMs, experts grouped on the device (on Hopper with token tiles sized to the
+/// step, so a 64-sequence step still reads each expert once at full speed). No host round trip inside a step; decode
 /// steps replay from CUDA graphs.
 /// </summary>
 public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
 {
-    const int DecodeMaxTokens = 64;     // steps up to this many tokens replay from graphs
-    const int SkinnyMaxTokens = 32;     // products of up to this many tokens use the skinny kernels, larger ones the GEMMs
+    const int DecodeMaxTokens = PrefillChunk.DecodeTokens; // steps up to this many tokens replay from graphs
+    // Products of up to this many tokens use the skinny kernels (gemv.cu, moe.cu), larger ones the GEMMs. Measured (H200,
+    // harness prompt_gemm.py --decode, 2026-11-29): experts at 16 tokens 362 µs skinny / 501 wgmma, at 32 about equal,
+    // at 64 959 / 501; qkv at 64 tokens 30 µs skinny / 42 wgmma, at 128 the skinny kernels cannot (≤ 64 tokens).
+    const int SkinnyExpertTokens = 32, SkinnyDenseTokens = 64;
     readonly CudaDevice _d;
     readonly MixtralConfig _c;
     readonly CudaBackendOptions _o;
@@ -55,10 +59,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     // Hopper: int8 prompt products on wgmma (kernels/wgmma_gemm_sm90a.cu), inputs first permuted into its column order
     readonly bool _wgmma;
     readonly DeviceBuffer? _xPerm16;
-    const int WgmmaThreads = 384, WgmmaTokens = 128, WgmmaRows = 256;
+    const int WgmmaThreads = 384, WgmmaRows = 256;
     /// <summary>WGG_SMEM of kernels/wgmma_gemm_sm90a.cu (6 stages; KernelSourceTests checks the two agree).</summary>
     public const int WgmmaSharedBytes = 100448;
-    static readonly string[] WgmmaKernels = ["wgmma_dense_i8", "wgmma_gate_up_i8", "wgmma_down_i8"];
+    /// <summary>Token tiles the wgmma kernels are stamped out for (WGMMA_KERNELS of kernels/wgmma_gemm_sm90a.cu).</summary>
+    public static readonly int[] WgmmaTokenTiles = [128, 64, 32];
+    static readonly string[] WgmmaKernels = [.. WgmmaTokenTiles.SelectMany(n => new[] { $"wgmma_dense_i8_n{n}", $"wgmma_gate_up_i8_n{n}", $"wgmma_down_i8_n{n}" })];
     // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
     // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
     const int RunnerLogitRows = 512;
@@ -98,9 +104,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
             _pairs = F((long)T * K * h);                     // weighted expert output per (token, choice)
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
-            _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, GemmTokens)); _tileCount = F(1); // prompt experts grouped on the device
+            _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, WgmmaTokenTiles.Min())); _tileCount = F(1); // experts grouped on the device
             _xl16 = F((long)T * h, 2);
-            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel("wgmma_dense_i8");
+            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel(WgmmaKernels[0]);
             if (_wgmma)
             {
                 _xPerm16 = F((long)T * Math.Max(h, qDim), 2);
@@ -176,6 +182,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     public int MaxBatchTokens { get; }
     public int PrefillChunkTokens { get; }
     public int MaxLogitRows { get; }
+    public int MaxSequences => _o.MaxSequences;
     public RouterTrace? RouterTrace { get; set; }
 
     public void Forward(ForwardBatch batch, Span<float> logits)
@@ -294,6 +301,24 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     const int GemmTokens = 64; // GEMM_TOKENS of kernels/gemm.cu: slots of a tile there
 
     /// <summary>
+    /// The wgmma experts' token tile for a step of T tokens: the smallest that holds twice an expert's average share
+    /// (T·K/E), so most experts fit one tile and little is computed for padding (a 64-sequence step: 16 tokens an
+    /// expert on average, 32-token tiles; prompts: 128).
+    /// </summary>
+    int ExpertTile(int T)
+    {
+        var share = 2 * T * _c.NumExpertsPerToken / _c.NumExperts;
+        foreach (var n in WgmmaTokenTiles.Order()) if (share <= n) return n;
+        return WgmmaTokenTiles.Max();
+    }
+
+    /// <summary>
+    /// The wgmma dense products' token tile: 32 for decode-sized steps, where more blocks beat fewer wider ones (qkv at
+    /// 128 tokens: 43 µs with 32-token tiles, 47 with 64, 60 with 128; H200, harness, 2026-11-29), 128 for prompts.
+    /// </summary>
+    static int DenseTile(int T) => T <= DecodeMaxTokens ? WgmmaTokenTiles.Min() : WgmmaTokenTiles.Max();
+
+    /// <summary>
     /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
     /// layer's norm (or the final one) adds them to the residual.
     /// </summary>
@@ -321,13 +346,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     void Linear(DeviceLinear w, DeviceBuffer x16, DeviceBuffer y, int T, bool accumulate)
     {
         var kind = w.IsInt8 ? "i8" : "bf16";
-        if (T <= SkinnyMaxTokens)
+        if (T <= SkinnyDenseTokens)
             _d.Launch($"gemv_{kind}_nt{TokenTiles(T)}", (uint)(w.Rows / 16), 1, 256, // one 16-row tile per block: gemv.cu
                 w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
         else if (_wgmma && w.IsInt8)
         {
+            var tile = DenseTile(T);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, x16, _xPerm16!, T, w.Cols);
-            _d.LaunchWithSharedMemory("wgmma_dense_i8", (Blocks(T, WgmmaTokens), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_dense_i8_n{tile}", (Blocks(T, tile), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
                 w.Weight, w.Scales!.Ptr, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
         }
         else
@@ -342,7 +368,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     {
         int h = _c.HiddenSize, inter = _c.IntermediateSize, E = _c.NumExperts, K = _c.NumExpertsPerToken;
         var kind = L.W13Scales is not null ? "i8" : "bf16";
-        if (T <= SkinnyMaxTokens)
+        if (T <= SkinnyExpertTokens)
         {
             // one block row per expert in use (found from the routing on the device), all its tokens at once
             var nt = TokenTiles(T);
@@ -356,13 +382,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
         if (_wgmma && L.W13Scales is not null)
         {
-            var groups = (uint)ExpertTiles(T, WgmmaTokens);
-            _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, WgmmaTokens, _slots, _tiles, _tileCount);
+            var tile = ExpertTile(T);
+            var groups = (uint)ExpertTiles(T, tile);
+            _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, tile, _slots, _tiles, _tileCount);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
             // gate/up writes h in down's input order
-            _d.LaunchWithSharedMemory("wgmma_gate_up_i8", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_gate_up_i8_n{tile}", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, WgmmaSharedBytes,
                 L.W13, L.W13Scales.Ptr, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
-            _d.LaunchWithSharedMemory("wgmma_down_i8", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
                 L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
             return;
         }

@@ -92,7 +92,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         if (_prefillChunk < 1 || _prefillChunk > backend.MaxBatchTokens)
             throw new ArgumentException($"the backend's prefill chunk of {_prefillChunk} tokens does not fit its forward size of {backend.MaxBatchTokens}");
         // one logit row per sequence of a step
-        var maxSeqs = Math.Min(_options.MaxRunningSequences, Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows));
+        var maxSeqs = Math.Min(Math.Min(_options.MaxRunningSequences, backend.MaxSequences), Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows));
         _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
         _logitRows = maxSeqs;
         _logits = new float[(long)_logitRows * c.VocabSize];

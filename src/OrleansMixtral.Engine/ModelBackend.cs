@@ -20,6 +20,8 @@ public interface IModelBackend : IDisposable
     int PrefillChunkTokens => MaxBatchTokens;
     /// <summary>Most logit rows one <see cref="Forward"/> call may ask for (a backend may hold fewer rows than tokens).</summary>
     int MaxLogitRows => MaxBatchTokens;
+    /// <summary>Most sequences one <see cref="Forward"/> call may carry (the engine runs no more at once).</summary>
+    int MaxSequences => MaxLogitRows;
 
     /// <summary>
     /// Runs the model over <paramref name="batch"/>: writes each token's K/V into its sequence's blocks at its

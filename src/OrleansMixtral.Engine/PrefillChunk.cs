@@ -22,9 +22,9 @@ public static class PrefillChunk
 
     /// <summary>
     /// Decode tokens that may share a step with a chunk: the engine fills a step with one token per decoding sequence
-    /// first, then prompt chunks (the default MaxRunningSequences and the CUDA backend's MaxSequences).
+    /// first, then prompt chunks (the CUDA backend's MaxSequences: decode batches of up to 128 sequences).
     /// </summary>
-    public const int DecodeTokens = 64;
+    public const int DecodeTokens = 128;
 
     /// <summary>The forward size a backend needs so a whole chunk still fits beside a step's decodes.</summary>
     public static int BatchTokens(int chunkTokens) => chunkTokens + DecodeTokens;

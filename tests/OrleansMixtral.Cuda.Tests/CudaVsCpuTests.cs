@@ -148,6 +148,44 @@ public sealed class CudaVsCpuTests
     }
 
     /// <summary>
+    /// 64 sequences of different lengths (3..66 prompt tokens) submitted at once decode together in steps of up to 64
+    /// sequences — the batched path: experts grouped in 32-token tiles on Hopper, dense products skinny, graphs — and each gets
+    /// the greedy tokens it gets alone (the CPU's, or a tie the CPU's own logits show).
+    /// </summary>
+    [Fact]
+    public async Task Sixty_four_sequences_decoded_together_get_the_greedy_tokens_each_gets_alone()
+    {
+        const int Sequences = 64;
+        await using var gpu = new InferenceEngine(GpuBackend(CudaWeightFormat.Int8), TinyModel.Tokenizer, new EngineOptions { MaxRunningSequences = Sequences });
+        await using var cpu = TinyModel.Engine(CpuWeightFormat.Int8);
+        var text = _hf.Prompts.SelectMany(p => p.Skip(1)).ToArray(); // the fixture prompts' tokens one after another
+        var bos = _hf.Prompts[0][0];
+        var prompts = Enumerable.Range(0, Sequences)
+            .Select(i => new[] { bos }.Concat(Enumerable.Range(0, 2 + i).Select(j => text[(7 * i + j) % text.Length])).ToArray()).ToArray();
+        var sampling = new SamplingParams { MaxTokens = 16, IgnoreEos = true };
+        var largest = 0;
+        using var done = new CancellationTokenSource();
+        var watch = Task.Run(async () =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                largest = Math.Max(largest, gpu.GetStats().LastBatchSize);
+                await Task.Delay(1);
+            }
+        });
+        var together = await Task.WhenAll(prompts.Select(p => gpu.Submit(new GenerationRequest(p, sampling)).ReadToEndAsync()));
+        done.Cancel();
+        await watch;
+        Assert.True(largest > 32, $"the largest step carried {largest} sequences: the batched path (> 32) was not exercised");
+        for (var i = 0; i < Sequences; i++)
+        {
+            Assert.True(together[i].Error is null, $"sequence {i}: {together[i].FinishReason} {together[i].Error}");
+            var alone = await cpu.Submit(new GenerationRequest(prompts[i], sampling)).ReadToEndAsync();
+            AssertSameOrTie(prompts[i], alone.OutputTokens, together[i].OutputTokens, CudaWeightFormat.Int8);
+        }
+    }
+
+    /// <summary>
     /// The GPU's greedy tokens equal the CPU's; where they part, the CPU's own logits for the two tokens tie
     /// (within 1e-3 of the largest logit): a tie that rounding decides, after which the texts may differ.
     /// </summary>

@@ -11,7 +11,8 @@ namespace OrleansMixtral.Cuda.Tests;
 /// <summary>
 /// One decoder layer at the exact Mixtral 8x7B shape (hidden 4096, 8 experts of 14336, 32/8 heads of 128, vocab
 /// 32000), random int8 weights written as a pre-quantized checkpoint, on the GPU against the CPU backend: a
-/// 64-token prefill (logits at every position) then 8 greedy decode steps that follow the CPU's tokens. The tiny
+/// 64-token prefill (logits at every position), one decode step of 64 sequences of lengths 1..64, then 8 greedy
+/// decode steps that follow the CPU's tokens. The tiny
 /// model cannot show what only the real widths do (K = 14336 reductions, 32-head GQA, the decode kernels' tiling
 /// at 4096/14336 rows). Reported as skipped, not passed, where there is no GPU; the ~2 GB checkpoint is written
 /// only where there is one.
@@ -35,7 +36,7 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
     static MixtralConfig Shape { get; } = MixtralConfig.Mixtral8x7B with { NumLayers = 1, MaxPositionEmbeddings = 256 };
 
     [Fact]
-    public void One_full_size_layer_matches_the_cpu_on_a_64_token_prefill_and_8_greedy_decode_steps()
+    public void One_full_size_layer_matches_the_cpu_on_a_64_token_prefill_a_64_sequence_decode_step_and_8_greedy_decode_steps()
     {
         if (!CudaDevice.IsAvailable(out var why)) Assert.Skip("no CUDA device: " + why); // before writing 2 GB
 
@@ -121,6 +122,7 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
         output.WriteLine($"prefill logits: relative error mean {sum / PromptTokens:E2}, max {worst:E2} at position {worstRow}; argmax equal at {sameArgmax}/{PromptTokens} positions (not asserted)");
 
         CompareRouting(cpuRoutes, gpuRoutes, c, failures);
+        BatchedDecodeStep(gpu, table, prompt, cpuLogits, failures);
 
         // greedy: the CPU's token goes to both, so both stay on one path; its choice must be the GPU's too
         var lastCpu = cpuLogits.AsSpan((PromptTokens - 1) * vocab, vocab).ToArray();
@@ -146,6 +148,37 @@ public sealed class FullSizeLayerTests(ITestOutputHelper output)
         }
 
         Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    /// <summary>
+    /// A decode step of 64 sequences of different lengths (1..64): sequence i is the prompt's first i + 1 tokens, its
+    /// last token the step's input at position i. They share the prefill's block table, and each writes the K/V the
+    /// prefill wrote at its position, so row i must be the CPU's prefill logits at position i — through the batched
+    /// decode path (CUDA graph, experts grouped in small token tiles), not the one-sequence path.
+    /// </summary>
+    void BatchedDecodeStep(CudaMixtralBackend gpu, int[] table, int[] prompt, float[] cpuLogits, List<string> failures)
+    {
+        var vocab = gpu.Config.VocabSize;
+        var batch = new ForwardBatch(PromptTokens, PromptTokens, table.Length);
+        for (var i = 0; i < PromptTokens; i++)
+        {
+            batch.AddSequence(table);
+            batch.AddToken(i, prompt[i], i, wantLogits: true);
+        }
+        var logits = new float[PromptTokens * vocab];
+        gpu.Forward(batch, logits); // the first call captures the graph
+        var ms = Time(() => gpu.Forward(batch, logits));
+        double worst = 0;
+        for (var i = 0; i < PromptTokens; i++)
+        {
+            var cpuRow = cpuLogits.AsSpan(i * vocab, vocab);
+            var gpuRow = logits.AsSpan(i * vocab, vocab);
+            var e = CudaVsCpuTests.RelativeError(cpuRow, gpuRow);
+            worst = Math.Max(worst, e);
+            if (!(e <= Tolerance)) failures.Add($"64-sequence decode step, sequence of length {i + 1}: relative error {e:E2} > {Tolerance:E0}");
+            CheckGreedy(cpuRow, gpuRow, $"64-sequence decode step, sequence of length {i + 1}", failures);
+        }
+        output.WriteLine($"64-sequence decode step: max relative error {worst:E2}, gpu {ms:F1} ms");
     }
 
     /// <summary>

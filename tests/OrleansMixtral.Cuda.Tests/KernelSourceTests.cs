@@ -21,6 +21,9 @@ public sealed class KernelSourceTests
             .Append("rmsnorm_router").Append("moe_group").Order(), moe.Order());
         Assert.Equal(new[] { "gemm_i8", "moe_gemm_gate_up_i8", "moe_gemm_down_i8", "gemm_bf16", "moe_gemm_gate_up_bf16", "moe_gemm_down_bf16" }.Order(),
             CudaDevice.KernelNames(Source("gemm.cu")).Order()); // a macro with three parameters
+        // the wgmma products once per token tile the backend picks from (it launches them by interpolated names)
+        Assert.Equal(CudaMixtralBackend.WgmmaTokenTiles.SelectMany(n => new[] { $"wgmma_dense_i8_n{n}", $"wgmma_gate_up_i8_n{n}", $"wgmma_down_i8_n{n}" })
+            .Append("permute_units_f16").Order(), CudaDevice.KernelNames(Source("wgmma_gemm_sm90a.cu")).Order());
     }
 
     [Fact]
