@@ -27,6 +27,11 @@ public sealed record TurnOptions
     [Id(5)] public string[] StopStrings { get; init; } = [];
     /// <summary>Generate exactly <see cref="MaxTokens"/> tokens (benchmarks); the reply still ends with EOS in the history.</summary>
     [Id(6)] public bool IgnoreEos { get; init; }
+    /// <summary>
+    /// Logprobs of each generated token and of this many most likely alternatives (0-20), the engine's log-softmax of
+    /// the logits it sampled from; null: none (chunks then carry none).
+    /// </summary>
+    [Id(7)] public int? Logprobs { get; init; }
 
     public static TurnOptions Greedy(int maxTokens) => new() { MaxTokens = maxTokens };
 }
@@ -50,7 +55,14 @@ public enum TurnFinish
 public sealed record TurnUsage(
     [property: Id(0)] int PromptTokens,        // the whole prompt: the conversation so far plus the new user turn
     [property: Id(1)] int CachedPromptTokens,  // prompt tokens whose KV came from the engine's prefix cache
-    [property: Id(2)] int CompletionTokens);
+    [property: Id(2)] int CompletionTokens)
+{
+    /// <summary>
+    /// A conversation's turn: the conversation's oldest turns its prompt left out, because the conversation outgrew the
+    /// model's context (the system message always stays). 0 for stateless requests.
+    /// </summary>
+    [Id(3)] public int DroppedTurns { get; init; }
+}
 
 /// <summary>The end of a turn, carried by its final chunk.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TurnEnd")]
@@ -77,6 +89,14 @@ public sealed record TurnEnd
     public bool Succeeded => Finish is TurnFinish.Stop or TurnFinish.Length;
 }
 
+/// <summary>One token's log-probability and the most likely tokens at its position with theirs, best first.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TokenLogprobs")]
+public sealed record TokenLogprobs(
+    [property: Id(0)] int TokenId,
+    [property: Id(1)] float Logprob,
+    [property: Id(2)] int[] TopTokenIds,
+    [property: Id(3)] float[] TopLogprobs);
+
 /// <summary>
 /// A piece of a turn's output. Chunks of a turn are numbered from 0 without gaps; the last one has
 /// <see cref="End"/> set (and may carry text too). The caller of the turn and the subscribers of the conversation's
@@ -96,6 +116,8 @@ public sealed record TokenChunk
     /// <summary>The sampled token ids in this chunk (may be empty: the final chunk, or flushed text).</summary>
     [Id(4)] public int[] TokenIds { get; init; } = [];
     [Id(5)] public TurnEnd? End { get; init; }
+    /// <summary>With <see cref="TurnOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/> (the caller's chunks only).</summary>
+    [Id(6)] public TokenLogprobs[] Logprobs { get; init; } = [];
 
     public bool IsFinal => End is not null;
 }
@@ -110,6 +132,11 @@ public sealed record ConversationSnapshot
     [Id(2)] public int TokenCount { get; init; }
     /// <summary>Completed turns (user message + reply pairs).</summary>
     [Id(3)] public int Turns { get; init; }
+    /// <summary>
+    /// The oldest of those turns that the model no longer sees: the conversation outgrew the context, and its next turns'
+    /// prompts start after them (with the system message). <see cref="Messages"/> still holds them.
+    /// </summary>
+    [Id(9)] public int DroppedTurns { get; init; }
     /// <summary>The silo whose engine holds this conversation's KV prefix, or null.</summary>
     [Id(4)] public string? KvSilo { get; init; }
     /// <summary>How many tokens of the conversation that engine has in its KV cache (after the last turn).</summary>
@@ -171,6 +198,10 @@ public sealed record EngineRequest
     /// outlives the request, so it never counts as a conversation resident on the engine.
     /// </summary>
     [Id(5)] public bool Stateless { get; init; }
+    /// <summary>The output continues the prompt's text (a completion: its leading space kept); false: a reply of its own.</summary>
+    [Id(6)] public bool ContinuesPrompt { get; init; }
+    /// <summary>Logprobs of every prompt token after the first, with this many alternatives (0-20); null: none.</summary>
+    [Id(7)] public int? PromptLogprobs { get; init; }
 }
 
 /// <summary>One piece of an engine's output for a turn; the last has <see cref="End"/> set.</summary>
@@ -182,6 +213,10 @@ public sealed record EngineChunk
     [Id(2)] public TurnEnd? End { get; init; }
     /// <summary>On the final chunk: every generated token id (without EOS), for the conversation's exact token history.</summary>
     [Id(3)] public int[] OutputTokens { get; init; } = [];
+    /// <summary>With <see cref="TurnOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/>.</summary>
+    [Id(4)] public TokenLogprobs[] Logprobs { get; init; } = [];
+    /// <summary>With <see cref="EngineRequest.PromptLogprobs"/>, on the first chunk: [i] scores prompt token i ([0] is null).</summary>
+    [Id(5)] public TokenLogprobs?[]? PromptLogprobs { get; init; }
 }
 
 /// <summary>The engine asked for is over its load threshold (or its queue is full); try another silo.</summary>

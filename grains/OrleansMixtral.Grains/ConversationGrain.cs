@@ -15,12 +15,15 @@ namespace OrleansMixtral.Grains;
 [GenerateSerializer, Alias("mixtral.ConversationState")]
 public sealed class ConversationState
 {
-    /// <summary>The messages: an optional system message, then user/assistant pairs of completed turns.</summary>
+    /// <summary>
+    /// The messages: an optional system message, then user/assistant pairs of every completed turn (those dropped from
+    /// the model's context too: this is the conversation's transcript).
+    /// </summary>
     [Id(0)] public List<ChatEntry> Messages { get; set; } = [];
     /// <summary>
-    /// The exact token ids of the conversation so far: each turn's prompt, the ids the model generated, and EOS. The
-    /// next turn's prompt is these ids plus the new user turn's template ids, so the engine that generated the last
-    /// turn finds all of it in its KV prefix cache.
+    /// The exact token ids of the conversation as the model sees it (<see cref="Tok.ConversationWindow"/>): each kept
+    /// turn's prompt, the ids the model generated, and EOS. The next turn's prompt is these ids plus the new user turn's
+    /// template ids, so the engine that generated the last turn finds all of it in its KV prefix cache.
     /// </summary>
     [Id(1)] public int[] Tokens { get; set; } = [];
     /// <summary>The silo (engine grain key) whose engine generated the last turn and so holds the KV prefix.</summary>
@@ -34,6 +37,11 @@ public sealed class ConversationState
     /// does not exist: its turns, history, reset and cancel are refused with <see cref="ConversationNotFoundException"/>.
     /// </summary>
     [Id(5)] public bool Created { get; set; }
+    /// <summary>The oldest completed turns that are no longer in <see cref="Tokens"/>: the conversation outgrew the context.</summary>
+    [Id(6)] public int DroppedTurns { get; set; }
+    /// <summary>Where each turn of <see cref="Tokens"/> begins, and where its reply begins (empty in states stored before they were kept).</summary>
+    [Id(7)] public int[] TurnStarts { get; set; } = [];
+    [Id(8)] public int[] ReplyStarts { get; set; } = [];
 }
 
 /// <summary>
@@ -69,12 +77,14 @@ public sealed partial class ConversationGrain(
 
     string Id => this.GetPrimaryKeyString();
 
-    sealed class TurnRun(int turn, string userMessage, int[] prompt, TurnOptions options)
+    sealed class TurnRun(int turn, string userMessage, Tok.TurnPrompt prompt, TurnOptions options)
     {
         public int Turn { get; } = turn;
         public string UserMessage { get; } = userMessage;
-        public int[] Prompt { get; } = prompt;
-        public TurnOptions Options { get; } = options;
+        /// <summary>The prompt and the kept turns it starts with (the context policy's).</summary>
+        public Tok.TurnPrompt Prompt { get; } = prompt;
+        /// <summary>The caller's options, with the reply's limit lowered to the context's room.</summary>
+        public TurnOptions Options { get; } = options with { MaxTokens = prompt.MaxTokens };
         public Channel<TokenChunk> Direct { get; } = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
         public int NextSequence;
         public string? EngineSilo;
@@ -159,6 +169,7 @@ public sealed partial class ConversationGrain(
         Messages = [.. state.State.Messages],
         TokenCount = state.State.Tokens.Length,
         Turns = state.State.Turns,
+        DroppedTurns = state.State.DroppedTurns,
         KvSilo = state.State.KvSilo,
         KvTokens = state.State.KvTokens,
         TurnInProgress = _run?.Turn,
@@ -206,41 +217,33 @@ public sealed partial class ConversationGrain(
             }.Validate();
         }
         catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
-        var prompt = BuildPrompt(userMessage);
+        var prompt = BuildPrompt(userMessage, options.MaxTokens);
         var run = new TurnRun(state.State.Turns, userMessage, prompt, options);
         _run = run;
         _ = RunTurnAsync(run);
         return run;
     }
 
-    /// <summary>The prompt of the next turn: the stored ids plus the new user turn, dropping the oldest exchanges if it would not fit.</summary>
-    int[] BuildPrompt(string userMessage)
+    /// <summary>
+    /// The prompt of the next turn, by the one context policy (<see cref="Tok.ConversationWindow"/>): the kept turns' ids
+    /// plus the new user turn, the oldest turns dropped when the reply would have too little room.
+    /// </summary>
+    Tok.TurnPrompt BuildPrompt(string userMessage, int maxTokens)
     {
-        var tokenizer = host.Tokenizer;
-        var context = host.ContextLength;
         var s = state.State;
-        if (s.Tokens.Length > 0)
+        var first = s.Messages.Count > 0 && s.Messages[0].Role == ChatRole.System ? 1 : 0;
+        var system = first == 1 ? s.Messages[0].Content : null;
+        var kept = Enumerable.Range(s.DroppedTurns, s.Turns - s.DroppedTurns)
+            .Select(t => (User: s.Messages[first + 2 * t].Content, Assistant: s.Messages[first + 2 * t + 1].Content)).ToList();
+        var window = s.TurnStarts.Length == kept.Count && s.ReplyStarts.Length == kept.Count && (kept.Count > 0 || s.Tokens.Length == 0)
+            ? new Tok.ConversationWindow(s.Tokens, s.TurnStarts, s.ReplyStarts, s.DroppedTurns)
+            : Tok.ConversationWindow.FromMessages(host.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
+        try
         {
-            // "[INST] {message} [/INST]" after the previous reply's EOS is its own segment of the template, so its ids do
-            // not depend on the history: the template of this one message, less its BOS.
-            var turnIds = tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, userMessage)]);
-            var prompt = new int[s.Tokens.Length + turnIds.Length - 1];
-            s.Tokens.CopyTo(prompt, 0);
-            Array.Copy(turnIds, 1, prompt, s.Tokens.Length, turnIds.Length - 1);
-            if (prompt.Length < context) return prompt;
+            return window.NextTurn(host.Tokenizer, system, [.. kept.Select(k => k.User)], userMessage, maxTokens, host.ContextLength,
+                _options.ReplyReserveTokens);
         }
-        // First turn, or the conversation outgrew the context: render the messages, oldest exchanges first to go.
-        var messages = s.Messages.Select(ToTokenizer).ToList();
-        messages.Add(new Tok.ChatMessage(Tok.ChatRole.User, userMessage));
-        var first = messages.Count > 0 && messages[0].Role == Tok.ChatRole.System ? 1 : 0;
-        while (true)
-        {
-            var ids = tokenizer.EncodeChat(messages);
-            if (ids.Length < context) return ids;
-            if (messages.Count - first <= 1)
-                throw new InvalidTurnException($"the message does not fit the model's context of {context} tokens");
-            messages.RemoveRange(first, 2);
-        }
+        catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message); }
     }
 
     static Tok.ChatMessage ToTokenizer(ChatEntry e) => new(e.Role switch
@@ -262,6 +265,8 @@ public sealed partial class ConversationGrain(
         {
             end = new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = run.EngineSilo };
         }
+        // Say what the prompt left out: the caller learns that the model no longer sees the oldest turns.
+        end = end with { Usage = end.Usage with { DroppedTurns = run.Prompt.Window.DroppedTurns } };
         if (end.Succeeded && _run == run)
         {
             try { await CommitAsync(run, end, output); }
@@ -280,10 +285,7 @@ public sealed partial class ConversationGrain(
     async Task CommitAsync(TurnRun run, TurnEnd end, int[] output)
     {
         var before = state.State;
-        var tokens = new int[run.Prompt.Length + output.Length + 1];
-        run.Prompt.CopyTo(tokens, 0);
-        output.CopyTo(tokens, run.Prompt.Length);
-        tokens[^1] = host.Tokenizer.EosId; // the template closes every assistant turn with </s>
+        var window = run.Prompt.Commit(output, host.Tokenizer.EosId);
         var messages = new List<ChatEntry>(before.Messages)
         {
             new(ChatRole.User, run.UserMessage),
@@ -292,9 +294,12 @@ public sealed partial class ConversationGrain(
         state.State = new ConversationState
         {
             Messages = messages,
-            Tokens = tokens,
+            Tokens = window.Tokens,
+            TurnStarts = window.TurnStarts,
+            ReplyStarts = window.ReplyStarts,
+            DroppedTurns = window.DroppedTurns,
             KvSilo = end.Silo,
-            KvTokens = run.Prompt.Length + output.Length,
+            KvTokens = run.Prompt.Ids.Length + output.Length,
             Turns = before.Turns + 1,
             Created = true,
         };
@@ -356,7 +361,7 @@ public sealed partial class ConversationGrain(
         {
             ConversationId = Id,
             Turn = run.Turn,
-            PromptTokens = run.Prompt,
+            PromptTokens = run.Prompt.Ids,
             Options = run.Options,
             RefuseIfBusy = refuseIfBusy,
         };
@@ -401,6 +406,7 @@ public sealed partial class ConversationGrain(
                     Sequence = run.NextSequence++,
                     Text = chunk.Text,
                     TokenIds = chunk.TokenIds,
+                    Logprobs = chunk.Logprobs,
                 });
                 if (run.IsCancelRequested && !run.CancelDelivered) _ = DeliverCancelAsync(run);
             }

@@ -111,11 +111,13 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             MaxTokens = o.MaxTokens,
             StopStrings = o.StopStrings ?? [],
             IgnoreEos = o.IgnoreEos,
+            Logprobs = o.Logprobs,
+            PromptLogprobs = request.PromptLogprobs,
         };
         GenerationStream stream;
         try
         {
-            stream = Engine.Submit(new GenerationRequest(request.PromptTokens, sampling));
+            stream = Engine.Submit(new GenerationRequest(request.PromptTokens, sampling) { ContinuesPrompt = request.ContinuesPrompt });
         }
         catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
         catch (EngineOverloadedException e) { throw new EngineBusyException(e.Message); }

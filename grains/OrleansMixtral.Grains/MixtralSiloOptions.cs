@@ -44,6 +44,11 @@ public sealed class MixtralSiloOptions
     /// this many requests waiting for admission (or cannot fit the request in its KV cache now).
     /// </summary>
     public int RedirectWhenWaiting { get; set; } = 4;
+    /// <summary>
+    /// A conversation's prompt leaves room for a reply of this many tokens (or the turn's max tokens, if fewer; at most half
+    /// the context): when it would not, the oldest turns are dropped (<c>OrleansMixtral.Tokenization.ConversationWindow</c>).
+    /// </summary>
+    public int ReplyReserveTokens { get; set; } = Tokenization.ConversationWindow.DefaultReplyReserveTokens;
     /// <summary>How long engine loads are cached by each silo's router.</summary>
     public int LoadCacheMilliseconds { get; set; } = 250;
     /// <summary>A conversation counts as resident on an engine for this long after its last turn there.</summary>

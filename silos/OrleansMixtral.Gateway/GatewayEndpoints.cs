@@ -184,11 +184,12 @@ public sealed partial class GatewayEndpoints(
         if (header.Length > 0 && request.ConversationId is { } fromMetadata && fromMetadata != header)
             throw new GatewayException(400, $"the {GatewayHost.ConversationHeader} header and metadata.conversation_id name different conversations", "conversation_mismatch", "metadata.conversation_id");
 
+        var logprobs = request.Options.Logprobs is null ? null : ReplyLogprobs.ForChat(service.Tokenizer);
         if (named is null)
         {
             var prompt = service.EncodeChat(request.Messages);
             await RunAsync(ctx, "chat", "stateless", arrived, chat: true, request.Stream, request.IncludeUsage, null,
-                ct => service.GenerateAsync(prompt, request.Options, ct));
+                ct => service.GenerateAsync(prompt, request.Options, ct), logprobs);
             return;
         }
         string publicId, key;
@@ -204,7 +205,7 @@ public sealed partial class GatewayEndpoints(
         }
         var turn = await ClusterAsync(() => service.PrepareTurnAsync(key, request.Messages, create: named == "new"), ctx.RequestAborted);
         await RunAsync(ctx, "chat", "conversation", arrived, chat: true, request.Stream, request.IncludeUsage, publicId,
-            ct => service.SendTurnAsync(turn, request.Options, ct));
+            ct => service.SendTurnAsync(turn, request.Options, ct), logprobs);
     });
 
     public Task CompletionsAsync(HttpContext ctx) => GuardAsync(ctx, "completions", async () =>
@@ -215,24 +216,28 @@ public sealed partial class GatewayEndpoints(
         using (var doc = OpenAiRequests.ParseJson(body)) request = requests.ReadCompletion(doc.RootElement);
         var prompt = request.PromptTokens ?? service.EncodeCompletion(request.Prompt ?? "");
         service.CheckPromptLength(prompt.Length);
+        // echo: the prompt as sent (token ids as decoded), then the completion, which continues its text
+        var echo = request.Echo ? request.Prompt ?? service.Tokenizer.Decode(prompt) : null;
+        var logprobs = request.Options.Logprobs is null ? null : ReplyLogprobs.ForCompletion(service.Tokenizer, prompt, echo?.Length ?? 0);
         await RunAsync(ctx, "completions", "stateless", arrived, chat: false, request.Stream, request.IncludeUsage, null,
-            ct => service.GenerateAsync(prompt, request.Options, ct));
+            ct => service.GenerateAsync(prompt, request.Options, ct), logprobs, echo);
     });
 
     /// <summary>
     /// Takes a slot, starts the generation and waits for its first update (so that a refusal is still a plain error
     /// response), then answers: server-sent events, or one JSON body at the end. The generation is cancelled when the
-    /// client goes away (the enumeration is disposed and its token cancelled).
+    /// client goes away (the enumeration is disposed and its token cancelled). <paramref name="logprobs"/> collects the
+    /// reply's logprobs when asked for; <paramref name="echo"/> is text the reply starts with (a completion's prompt).
     /// </summary>
     async Task RunAsync(HttpContext ctx, string endpoint, string mode, long arrived, bool chat, bool stream, bool includeUsage,
-        string? conversationId, Func<CancellationToken, IAsyncEnumerable<GenerationUpdate>> start)
+        string? conversationId, Func<CancellationToken, IAsyncEnumerable<GenerationUpdate>> start, ReplyLogprobs? logprobs = null, string? echo = null)
     {
         var tags = Tags(ctx, endpoint, mode);
         using var slot = await admission.EnterAsync(ctx.RequestAborted)
             ?? throw new GatewayException(429, $"this gateway is at its limit of {options.MaxConcurrentRequests} running and {options.MaxQueuedRequests} waiting requests; retry later",
                 "rate_limit_exceeded");
         var reply = new OpenAiResponses.Reply(chat, (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N"),
-            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), service.ModelId, conversationId);
+            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), service.ModelId, conversationId) { Logprobs = logprobs };
         await using var updates = start(ctx.RequestAborted).GetAsyncEnumerator(ctx.RequestAborted);
         if (!await updates.MoveNextAsync()) throw new GatewayException(503, "the generation ended without a result", "generation_failed");
         if (updates.Current is { End: { Succeeded: false } early, Text.Length: 0 })
@@ -251,6 +256,13 @@ public sealed partial class GatewayEndpoints(
             if (chat) await sse.WriteAsync(w => reply.WriteChunk(w, "", first: true, end: null, usageInline: false));
         }
         var text = sse is null ? new StringBuilder() : null;
+        if (echo is not null)
+        {
+            // the prompt's logprobs came with the first update
+            if (updates.Current.PromptLogprobs is { } scores) logprobs?.AddPrompt(scores);
+            if (sse is not null) await sse.WriteAsync(w => reply.WriteChunk(w, echo, first: false, end: null, usageInline: false));
+            else text!.Append(echo);
+        }
         long firstTokenAt = 0, lastTokenAt = 0;
         TurnEnd end;
         var u = updates.Current;
@@ -268,7 +280,8 @@ public sealed partial class GatewayEndpoints(
                 else if (u.Tokens > 0) metrics.InterToken(Stopwatch.GetElapsedTime(lastTokenAt, now).TotalSeconds / u.Tokens, u.Tokens, tags);
                 lastTokenAt = now;
             }
-            if (u.Text.Length > 0)
+            if (u.Logprobs is { Count: > 0 } tokenLogprobs) logprobs?.Add(tokenLogprobs);
+            if (u.Text.Length > 0 || logprobs is { HasNew: true })
             {
                 if (sse is not null)
                 {
@@ -326,7 +339,7 @@ public sealed partial class GatewayEndpoints(
         ctx.Response.ContentType = "application/json";
         if (conversationId is not null) ctx.Response.Headers[GatewayHost.ConversationHeader] = conversationId;
         var buffer = new ArrayBufferWriter<byte>(text!.Length + 512);
-        using (var w = new Utf8JsonWriter(buffer)) reply.WriteFull(w, text.ToString(), end);
+        using (var w = new Utf8JsonWriter(buffer, OpenAiResponses.JsonOptions)) reply.WriteFull(w, text.ToString(), end);
         await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted);
     }
 
@@ -366,7 +379,7 @@ public sealed partial class GatewayEndpoints(
     static async Task WriteJsonAsync(HttpContext ctx, int status, Action<Utf8JsonWriter> write, string? conversationId = null)
     {
         var buffer = new ArrayBufferWriter<byte>(512);
-        using (var w = new Utf8JsonWriter(buffer)) write(w);
+        using (var w = new Utf8JsonWriter(buffer, OpenAiResponses.JsonOptions)) write(w);
         ctx.Response.StatusCode = status;
         ctx.Response.ContentType = "application/json";
         if (conversationId is not null) ctx.Response.Headers[GatewayHost.ConversationHeader] = conversationId;
@@ -465,6 +478,7 @@ public sealed partial class GatewayEndpoints(
             }
             w.WriteEndArray();
             w.WriteNumber("turns", s.Turns);
+            w.WriteNumber("dropped_turns", s.DroppedTurns);
             w.WriteNumber("tokens", s.TokenCount);
             w.WriteNumber("cached_tokens", s.KvTokens);
             w.WriteBoolean("turn_in_progress", s.TurnInProgress is not null);

@@ -56,7 +56,8 @@ public static class OpenAiResponses
 
     public static string FinishReason(TurnFinish finish) => finish == TurnFinish.Length ? "length" : "stop";
 
-    static void WriteUsage(Utf8JsonWriter w, TurnUsage usage)
+    /// <param name="conversation">A conversation's turn: the usage also says how many of its oldest turns the prompt left out.</param>
+    static void WriteUsage(Utf8JsonWriter w, TurnUsage usage, bool conversation)
     {
         w.WriteStartObject("usage");
         w.WriteNumber("prompt_tokens", usage.PromptTokens);
@@ -65,6 +66,7 @@ public static class OpenAiResponses
         w.WriteStartObject("prompt_tokens_details");
         w.WriteNumber("cached_tokens", usage.CachedPromptTokens);
         w.WriteEndObject();
+        if (conversation) w.WriteNumber("dropped_turns", usage.DroppedTurns);
         w.WriteEndObject();
     }
 
@@ -104,7 +106,7 @@ public static class OpenAiResponses
             w.WriteString("finish_reason", FinishReason(end.Finish));
             w.WriteEndObject();
             w.WriteEndArray();
-            WriteUsage(w, end.Usage);
+            WriteUsage(w, end.Usage, conversationId is not null);
             w.WriteEndObject();
         }
 
@@ -134,7 +136,7 @@ public static class OpenAiResponses
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            if (end is not null && (usageInline || usageOnly)) WriteUsage(w, end.Usage);
+            if (end is not null && (usageInline || usageOnly)) WriteUsage(w, end.Usage, conversationId is not null);
             w.WriteEndObject();
         }
     }

@@ -467,11 +467,11 @@ public sealed class MixtralChatService
                 newSystem = system;
             }
         }
-        // The grain drops the oldest exchanges when the history outgrows the context, but one message must fit by itself.
-        var turnIds = Tokenizer.EncodeChat(newSystem is null
-            ? [new Tok.ChatMessage(Tok.ChatRole.User, user)]
-            : [new Tok.ChatMessage(Tok.ChatRole.System, newSystem), new Tok.ChatMessage(Tok.ChatRole.User, user)]);
-        CheckPromptLength(turnIds.Length);
+        // The grain drops the oldest turns when the history outgrows the context (ConversationWindow), but the new message
+        // must fit with the system message alone: the policy's own check, before a "new" conversation is stored.
+        var effectiveSystem = newSystem ?? (stored.Length > 0 && stored[0].Role == ChatRole.System ? stored[0].Content : null);
+        try { Tok.ConversationWindow.Empty.NextTurn(Tokenizer, effectiveSystem, [], user, maxTokens: 1, ContextLength); }
+        catch (Tok.ContextLengthExceededException e) { throw new MixtralRequestException(e.Message, "messages", "context_length_exceeded"); }
         return new ConversationTurn(conversationKey, user, newSystem, snapshot, Create: found is null);
     }
 

@@ -7,8 +7,9 @@ using OrleansMixtral.Tokenization;
 namespace OrleansMixtral.Cli.Commands;
 
 /// <summary>
-/// <c>mixtral chat</c>: a multi-turn conversation over stdin. The history is kept as messages and rendered with the
-/// chat template each turn; the engine finds the earlier turns in its KV prefix cache and computes only what is new.
+/// <c>mixtral chat</c>: a multi-turn conversation over stdin. The conversation is kept as the exact ids of its turns
+/// (<see cref="ConversationWindow"/>, the cluster's context policy too); the engine finds the earlier turns in its KV
+/// prefix cache and computes only what is new.
 /// Each reply goes to stdout followed by a newline; prompts and figures go to stderr.
 /// </summary>
 static class ChatCommand
@@ -68,13 +69,15 @@ static class ChatCommand
     static async Task<int> Repl(CliConsole console, MistralTokenizer tokenizer, InferenceEngine engine, SamplingParams sampling,
         string? system, int context, CancellationToken ct)
     {
-        var history = new List<ChatMessage>();
+        // What the model sees of the conversation, by the cluster's context policy (exact ids; the oldest whole turns go
+        // when a reply would lack room), and the user message of each turn it keeps.
+        var window = ConversationWindow.Empty;
+        var users = new List<string>();
         void Reset()
         {
-            history.Clear();
-            if (system is not null) history.Add(new ChatMessage(ChatRole.System, system));
+            window = ConversationWindow.Empty;
+            users.Clear();
         }
-        Reset();
         if (console.InputIsTerminal) console.Error.WriteLine("/reset clears the conversation, /exit or Ctrl+D ends it.");
 
         while (true)
@@ -97,16 +100,17 @@ static class ChatCommand
                 continue;
             }
 
-            history.Add(new ChatMessage(ChatRole.User, line));
-            int[]? ids = FitToContext(tokenizer, history, context, system is not null, console.Error);
-            if (ids is null)
+            TurnPrompt turn;
+            try { turn = window.NextTurn(tokenizer, system, users, line, sampling.MaxTokens, context); }
+            catch (ContextLengthExceededException e)
             {
-                history.RemoveAt(history.Count - 1);
-                console.Error.WriteLine($"error: that message alone does not fit the context of {context} tokens");
+                console.Error.WriteLine("error: " + e.Message);
                 continue;
             }
+            if (turn.NewlyDropped > 0)
+                console.Error.WriteLine($"(dropped the {turn.NewlyDropped} oldest turn{(turn.NewlyDropped == 1 ? "" : "s")} to leave the reply room in the context)");
 
-            GenerationStream stream = engine.Submit(new GenerationRequest(ids, sampling), ct);
+            GenerationStream stream = engine.Submit(new GenerationRequest(turn.Ids, sampling with { MaxTokens = turn.MaxTokens }), ct);
             GenerationResult result = await GenerateCommand.StreamOut(stream, console.Out, ct);
             console.Out.WriteLine();
             console.Out.Flush();
@@ -116,30 +120,9 @@ static class ChatCommand
                 return CliApp.ExitError;
             }
             console.Error.WriteLine(GenerateCommand.Stats(result));
-            history.Add(new ChatMessage(ChatRole.Assistant, result.Text));
+            window = turn.Commit(result.OutputTokens, tokenizer.EosId);
+            users = [.. users.Skip(turn.NewlyDropped), line];
         }
         return CliApp.ExitOk;
-    }
-
-    /// <summary>
-    /// The conversation's prompt ids, dropping the oldest user/assistant exchanges until it leaves room for at least one
-    /// generated token; null when even the last message alone is too long.
-    /// </summary>
-    static int[]? FitToContext(MistralTokenizer tokenizer, List<ChatMessage> history, int context, bool hasSystem, TextWriter error)
-    {
-        int first = hasSystem ? 1 : 0;
-        int dropped = 0;
-        while (true)
-        {
-            int[] ids = tokenizer.EncodeChat(history);
-            if (ids.Length < context)
-            {
-                if (dropped > 0) error.WriteLine($"(dropped the {dropped} oldest exchange{(dropped == 1 ? "" : "s")} to fit the context)");
-                return ids;
-            }
-            if (history.Count - first <= 1) return null;
-            history.RemoveRange(first, 2);
-            dropped++;
-        }
     }
 }
