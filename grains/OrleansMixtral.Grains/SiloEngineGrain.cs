@@ -51,12 +51,13 @@ public sealed class SiloEngineGrain(EngineHost host, Microsoft.Extensions.Option
                 }
                 var chunk = Drain(reader);
                 if (chunk is null) continue;
+                if (lastYield == 0) chunk = WithPromptLogprobs(chunk, stream);
                 lastYield = System.Diagnostics.Stopwatch.GetTimestamp();
                 yield return chunk;
             }
             var result = await stream.Completion;
             completed = true;
-            yield return Final(result);
+            yield return lastYield == 0 ? WithPromptLogprobs(Final(result), stream) : Final(result);
         }
         finally
         {
@@ -77,18 +78,35 @@ public sealed class SiloEngineGrain(EngineHost host, Microsoft.Extensions.Option
     {
         if (!reader.TryRead(out var first)) return null;
         if (!reader.TryRead(out var second))
-            return new EngineChunk { Text = first.Text, TokenIds = first.TokenId >= 0 ? [first.TokenId] : [] };
+            return new EngineChunk
+            {
+                Text = first.Text,
+                TokenIds = first.TokenId >= 0 ? [first.TokenId] : [],
+                Logprobs = first.Logprobs is { } l ? [ToMessage(l)] : [],
+            };
         var text = new StringBuilder(first.Text).Append(second.Text);
         var ids = new List<int>(4);
-        if (first.TokenId >= 0) ids.Add(first.TokenId);
-        if (second.TokenId >= 0) ids.Add(second.TokenId);
+        var logprobs = new List<TokenLogprobs>();
+        void Add(GeneratedToken t)
+        {
+            if (t.TokenId >= 0) ids.Add(t.TokenId);
+            if (t.Logprobs is { } l) logprobs.Add(ToMessage(l));
+        }
+        Add(first);
+        Add(second);
         while (reader.TryRead(out var t))
         {
             text.Append(t.Text);
-            if (t.TokenId >= 0) ids.Add(t.TokenId);
+            Add(t);
         }
-        return new EngineChunk { Text = text.ToString(), TokenIds = [.. ids] };
+        return new EngineChunk { Text = text.ToString(), TokenIds = [.. ids], Logprobs = [.. logprobs] };
     }
+
+    static TokenLogprobs ToMessage(OrleansMixtral.Engine.TokenLogprobs l) => new(l.TokenId, l.Logprob, l.TopTokenIds, l.TopLogprobs);
+
+    /// <summary>The prompt's logprobs, when asked for, go with the first chunk the caller gets.</summary>
+    static EngineChunk WithPromptLogprobs(EngineChunk chunk, GenerationStream stream) =>
+        stream.PromptLogprobs is { } scores ? chunk with { PromptLogprobs = [.. scores.Select(s => s is null ? null : ToMessage(s))] } : chunk;
 
     EngineChunk Final(GenerationResult r)
     {

@@ -487,7 +487,7 @@ public sealed class HttpConnectionShaping
             _ => ("the server refused the request", "error"),
         };
         var body = new ArrayBufferWriter<byte>(256);
-        using (var w = new Utf8JsonWriter(body))
+        using (var w = new Utf8JsonWriter(body, OpenAiResponses.JsonOptions))
         {
             w.WriteStartObject();
             w.WriteStartObject("error");

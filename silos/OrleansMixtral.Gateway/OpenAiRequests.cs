@@ -8,8 +8,9 @@ namespace OrleansMixtral.Gateway;
 public sealed record ChatRequest(
     string Model, List<Tok.ChatMessage> Messages, GenerationOptions Options, bool Stream, bool IncludeUsage, string? ConversationId);
 
-/// <summary>A parsed POST /v1/completions: a text prompt, or token ids.</summary>
-public sealed record CompletionRequest(string Model, string? Prompt, int[]? PromptTokens, GenerationOptions Options, bool Stream, bool IncludeUsage);
+/// <summary>A parsed POST /v1/completions: a text prompt, or token ids; <paramref name="Echo"/>: the reply's text starts with the prompt.</summary>
+public sealed record CompletionRequest(string Model, string? Prompt, int[]? PromptTokens, GenerationOptions Options, bool Stream, bool IncludeUsage,
+    bool Echo = false);
 
 /// <summary>
 /// Reads OpenAI request bodies field by field, so that every fault is named (OpenAI's "param") and typed: a wrong JSON
@@ -53,6 +54,11 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var messages = ReadMessages(root);
         RefuseChatFeatures(root);
         var (generation, stream, includeUsage) = ReadCommon(root, chat: true);
+        // logprobs: true for the sampled tokens' logprobs, top_logprobs for that many alternatives at each (OpenAI: 0-20)
+        var logprobs = Prop(root, "logprobs") is { } lp && ReadBool(lp, "logprobs");
+        var top = Prop(root, "top_logprobs") is { } t ? ReadInt(t, "top_logprobs", 0, Engine.SamplingParams.MaxLogprobs) : 0;
+        if (top > 0 && !logprobs) throw new MixtralRequestException("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
+        if (logprobs) generation = generation with { Logprobs = top };
         string? conversation = null;
         if (Prop(root, "metadata") is { } metadata)
         {
@@ -71,9 +77,10 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         CheckTypes(root, "", CompletionFields);
         var model = ReadModel(root);
         if (Prop(root, "suffix") is { } suffix && GetString(suffix, "suffix").Length > 0) throw Unsupported("suffix");
-        if (Prop(root, "echo") is { } echo && ReadBool(echo, "echo")) throw Unsupported("echo");
-        if (Prop(root, "logprobs") is { } logprobs && (logprobs.ValueKind != JsonValueKind.Number || !logprobs.TryGetInt32(out var lp) || lp != 0))
-            throw Unsupported("logprobs");
+        var echo = Prop(root, "echo") is { } e && ReadBool(e, "echo");
+        // logprobs: N gives each token's logprob and its N likeliest alternatives (OpenAI: 0-5; here, as vLLM, up to 20); with
+        // echo the prompt's tokens get theirs too
+        int? logprobs = Prop(root, "logprobs") is { } lp ? ReadInt(lp, "logprobs", 0, Engine.SamplingParams.MaxLogprobs) : null;
         if (Prop(root, "best_of") is { } bestOf && ReadInt(bestOf, "best_of", 1, 128) != 1)
             throw new MixtralRequestException("best_of must be 1", "best_of", "unsupported_parameter");
         string? text = null;
@@ -105,7 +112,8 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
                 throw Type("prompt", "a string, an array of one string, or an array of token ids");
         }
         var (generation, stream, includeUsage) = ReadCommon(root, chat: false);
-        return new CompletionRequest(model, text, tokens, generation, stream, includeUsage);
+        generation = generation with { ContinuesPrompt = true, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
+        return new CompletionRequest(model, text, tokens, generation, stream, includeUsage, echo);
     }
 
     int[] ReadTokenIds(JsonElement array, string name)
@@ -199,8 +207,6 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
     {
         foreach (var name in new[] { "tools", "functions" })
             if (Prop(root, name) is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0)) throw Unsupported(name);
-        if (Prop(root, "logprobs") is { } logprobs && ReadBool(logprobs, "logprobs")) throw Unsupported("logprobs");
-        if (Prop(root, "top_logprobs") is { } top && ReadInt(top, "top_logprobs", 0, 20) != 0) throw Unsupported("top_logprobs");
         if (Prop(root, "response_format") is { } format)
         {
             if (format.ValueKind != JsonValueKind.Object) throw Type("response_format", "an object");

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using OrleansMixtral.Grains;
@@ -17,6 +18,13 @@ public sealed class GatewayException(int status, string message, string? code, s
 /// <summary>Writes OpenAI's response bodies: errors, chat completions and completions, whole or as server-sent events.</summary>
 public static class OpenAiResponses
 {
+    /// <summary>
+    /// How every JSON body of the gateway is written: UTF-8 as it is, escaping what JSON requires (\" and \\, control
+    /// characters) but not what could matter inside HTML (the default writes ' as \u0027, " as \u0022, &lt; &gt; &amp; +
+    /// and all non-ASCII as \u escapes): these bodies are for API clients, never embedded in a page.
+    /// </summary>
+    public static readonly JsonWriterOptions JsonOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public static string ErrorType(int status) => status switch
     {
         429 => "rate_limit_error",
@@ -33,7 +41,7 @@ public static class OpenAiResponses
         ctx.Response.ContentType = "application/json";
         if (retryAfterSeconds is { } retry) ctx.Response.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var buffer = new ArrayBufferWriter<byte>(256);
-        using (var w = new Utf8JsonWriter(buffer))
+        using (var w = new Utf8JsonWriter(buffer, JsonOptions))
         {
             w.WriteStartObject();
             WriteError(w, message, type ?? ErrorType(status), param, code);
@@ -74,6 +82,8 @@ public static class OpenAiResponses
     public sealed class Reply(bool chat, string id, long created, string model, string? conversationId)
     {
         public bool Chat { get; } = chat;
+        /// <summary>The reply's logprobs when the request asked for them (written with its text), else null.</summary>
+        public ReplyLogprobs? Logprobs { get; init; }
 
         void Header(Utf8JsonWriter w, bool chunk)
         {
@@ -102,7 +112,8 @@ public static class OpenAiResponses
                 w.WriteEndObject();
             }
             else w.WriteString("text", text);
-            w.WriteNull("logprobs");
+            if (Logprobs is { } logprobs) logprobs.WriteAll(w, "logprobs");
+            else w.WriteNull("logprobs");
             w.WriteString("finish_reason", FinishReason(end.Finish));
             w.WriteEndObject();
             w.WriteEndArray();
@@ -131,7 +142,8 @@ public static class OpenAiResponses
                     w.WriteEndObject();
                 }
                 else w.WriteString("text", text ?? "");
-                w.WriteNull("logprobs");
+                if (Logprobs is { } logprobs) logprobs.WriteNew(w, "logprobs");
+                else w.WriteNull("logprobs");
                 if (end is null) w.WriteNull("finish_reason"); else w.WriteString("finish_reason", FinishReason(end.Finish));
                 w.WriteEndObject();
             }
@@ -162,7 +174,7 @@ public static class OpenAiResponses
         {
             _buffer.ResetWrittenCount();
             _buffer.Write(Data);
-            using (var w = new Utf8JsonWriter(_buffer)) write(w);
+            using (var w = new Utf8JsonWriter(_buffer, JsonOptions)) write(w);
             _buffer.Write(End);
             await ctx.Response.Body.WriteAsync(_buffer.WrittenMemory, ctx.RequestAborted);
             await ctx.Response.Body.FlushAsync(ctx.RequestAborted);

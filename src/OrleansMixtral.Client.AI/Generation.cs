@@ -16,13 +16,25 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Generate exactly <see cref="MaxTokens"/> tokens, ignoring the end-of-sequence token (benchmarks, tests).</summary>
     public bool IgnoreEos { get; init; }
+    /// <summary>Logprobs of each generated token and of this many most likely alternatives (0-20); null: none.</summary>
+    public int? Logprobs { get; init; }
+    /// <summary>Stateless requests: logprobs of every prompt token after the first, with this many alternatives; null: none.</summary>
+    public int? PromptLogprobs { get; init; }
+    /// <summary>
+    /// Stateless requests: the reply continues the prompt's text (a completion: "The history of the city" → " is the
+    /// most…", its leading space kept); false: a chat reply, which starts a text of its own.
+    /// </summary>
+    public bool ContinuesPrompt { get; init; }
 }
 
 /// <summary>
 /// A piece of a reply as it is generated: text and how many tokens it holds. The last update has <see cref="End"/> set
-/// (finish reason, usage, the engine's silo); it may carry text too.
+/// (finish reason, usage, the engine's silo); it may carry text too. With <see cref="GenerationOptions.Logprobs"/>,
+/// <see cref="Logprobs"/> has one entry per token; with <see cref="GenerationOptions.PromptLogprobs"/> the first update
+/// has <see cref="PromptLogprobs"/> ([i] scores prompt token i, [0] null).
 /// </summary>
-public readonly record struct GenerationUpdate(string Text, int Tokens, TurnEnd? End)
+public readonly record struct GenerationUpdate(string Text, int Tokens, TurnEnd? End,
+    IReadOnlyList<TokenLogprobs>? Logprobs = null, IReadOnlyList<TokenLogprobs?>? PromptLogprobs = null)
 {
     public bool IsFinal => End is not null;
 }

@@ -155,6 +155,7 @@ public sealed class MixtralChatService
             Seed = o.Seed,
             StopStrings = [.. o.Stop],
             IgnoreEos = o.IgnoreEos,
+            Logprobs = o.Logprobs,
         };
     }
 
@@ -177,6 +178,8 @@ public sealed class MixtralChatService
             Turn = 0,
             PromptTokens = prompt,
             Options = ToTurnOptions(options, prompt.Length),
+            ContinuesPrompt = options.ContinuesPrompt,
+            PromptLogprobs = options.PromptLogprobs,
             Stateless = true,
         };
         var (silo, chunks, first) = await OpenAsync(request, cancellationToken);
@@ -189,10 +192,10 @@ public sealed class MixtralChatService
                 if (chunk.End is { } end)
                 {
                     ended = true;
-                    yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, end);
+                    yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, end, chunk.Logprobs, chunk.PromptLogprobs);
                     yield break;
                 }
-                yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, null);
+                yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, null, chunk.Logprobs, chunk.PromptLogprobs);
                 var (next, error) = await NextAsync(chunks, silo);
                 if (next is null)
                 {
@@ -508,7 +511,7 @@ public sealed class MixtralChatService
         while (more)
         {
             var c = chunks.Current;
-            yield return new GenerationUpdate(c.Text, c.TokenIds.Length, c.End);
+            yield return new GenerationUpdate(c.Text, c.TokenIds.Length, c.End, c.Logprobs);
             if (c.IsFinal) yield break;
             more = await chunks.MoveNextAsync();
         }

@@ -94,7 +94,7 @@ public sealed class ErrorTests(GatewayFixture fixture)
     [InlineData("\"presence_penalty\":5", "presence_penalty")]
     [InlineData("\"frequency_penalty\":1", "frequency_penalty")]
     [InlineData("\"top_k\":-7", "top_k")]
-    [InlineData("\"logprobs\":true", "logprobs")]
+    [InlineData("\"logprobs\":true,\"top_logprobs\":50", "top_logprobs")]
     [InlineData("\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]", "tools")]
     [InlineData("\"response_format\":{\"type\":\"json_object\"}", "response_format")]
     [InlineData("\"stream\":\"yes\"", "stream")]

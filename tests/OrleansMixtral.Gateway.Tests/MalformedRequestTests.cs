@@ -144,7 +144,7 @@ public sealed class MalformedRequestTests(GatewayFixture fixture)
                  {
                      ("presence_penalty", "3"), ("presence_penalty", "-2.5"), ("presence_penalty", "1e400"), ("frequency_penalty", "0.5"),
                      ("frequency_penalty", "-1e308"), ("top_k", "-2"), ("top_k", "1e12"), ("top_k", "32001"), ("max_completion_tokens", "-3"),
-                     ("max_completion_tokens", "1e9"), ("top_logprobs", "5"), ("logprobs", "true"), ("logit_bias", "{\"1\":5}"),
+                     ("max_completion_tokens", "1e9"), ("top_logprobs", "5"), ("top_logprobs", "21"), ("logit_bias", "{\"1\":5}"),
                      ("tools", "[{}]"), ("functions", "[{}]"), ("response_format", "{\"type\":\"json_schema\"}"), ("response_format", "\"text\""),
                      ("stream_options", "1"), ("stream_options", "{\"include_usage\":\"yes\"}"), ("ignore_eos", "\"yes\""), ("user", "5"), ("audio", "{}"),
                  })
@@ -198,7 +198,7 @@ public sealed class MalformedRequestTests(GatewayFixture fixture)
                      "[true]", "null", "[" + string.Join(',', Enumerable.Repeat("5", 1100)) + "]",
                  })
             Completion("prompt", ValidCompletion.Replace("\"Once upon a time\"", p));
-        foreach (var (field, v) in new[] { ("suffix", "\"end\""), ("echo", "true"), ("logprobs", "5"), ("best_of", "3"), ("max_tokens", "-4"), ("model", "\"davinci\""), ("n", "4") })
+        foreach (var (field, v) in new[] { ("suffix", "\"end\""), ("echo", "1"), ("logprobs", "21"), ("best_of", "3"), ("max_tokens", "-4"), ("model", "\"davinci\""), ("n", "4") })
             Completion("completion", ValidCompletion[..^1] + $",\"{field}\":{v}}}");
 
         return cases;
