@@ -28,10 +28,11 @@
 #define WGG_STAGES 6
 #endif
 #define WGG_LAG 2                        // units of token copies the producer keeps in flight before it reports one done
-#define WGG_X_BYTES (WGG_TOKENS * 128)   // one stage: a unit (64 fp16 columns) of up to 128 token rows
+// one stage: a unit (64 fp16 columns) of BN token rows
 #define WGG_THREADS 384
-// dynamic shared memory the launch must give: stages, barriers, token row pointers, and room to align to 1 KB
-#define WGG_SMEM (WGG_STAGES * WGG_X_BYTES + 2 * WGG_STAGES * 8 + WGG_TOKENS * 8 + 1024)
+// dynamic shared memory a launch of token tile BN must give: stages, barriers, token row pointers, room to align to 1 KB
+#define WGG_SMEM_FOR(BN) (WGG_STAGES * (BN) * 128 + 2 * WGG_STAGES * 8 + (BN) * 8 + 1024)
+#define WGG_SMEM WGG_SMEM_FOR(WGG_TOKENS)
 
 typedef unsigned long long u64;
 
@@ -115,19 +116,20 @@ __device__ __forceinline__ int acc_token(int i) { return (i >> 2) * 8 + 2 * (thr
 // fp16 row (length C) at x_row[n] (rows past the last token repeat a valid one). Consumers end with acc[m] = the
 // unscaled products of m-tile m: warpgroup c's m-tile m covers block tiles 8c + 4m .. 8c + 4m + 3.
 struct Stage {
-    unsigned char* x; // [WGG_STAGES][WGG_X_BYTES]
+    unsigned char* x; // [WGG_STAGES][BN · 128]
     u64* full;        // [WGG_STAGES]: the unit's tokens are in
     u64* empty;       // [WGG_STAGES]: both consumer warpgroups are done with them
     const char** rows;
 };
 
+template <int BN>
 __device__ __forceinline__ Stage carve_shared() {
     extern __shared__ unsigned char wgg_smem[];
     const unsigned base = smem_addr(wgg_smem);
     unsigned char* p = wgg_smem + ((1024 - (base & 1023)) & 1023); // the 128-byte swizzle is on address bits: align to 1 KB
     Stage s;
     s.x = p;
-    s.full = reinterpret_cast<u64*>(p + WGG_STAGES * WGG_X_BYTES);
+    s.full = reinterpret_cast<u64*>(p + WGG_STAGES * BN * 128);
     s.empty = s.full + WGG_STAGES;
     s.rows = reinterpret_cast<const char**>(s.empty + WGG_STAGES);
     return s;
@@ -142,7 +144,7 @@ __device__ __forceinline__ void produce(const Stage& st, int units) {
     for (int u = 0; u < units; u++) {
         const int s = u % WGG_STAGES;
         if (u >= WGG_STAGES) mbar_wait(smem_addr(&st.empty[s]), ((u / WGG_STAGES) + 1) & 1);
-        const unsigned xs = x0 + s * WGG_X_BYTES;
+        const unsigned xs = x0 + s * BN * 128;
 #pragma unroll
         for (int i = 0; i < BN / 16; i++) {
             const int n = warp * (BN / 4) + i * 4 + (lane >> 3);
@@ -195,7 +197,7 @@ __device__ __forceinline__ void consume(const Stage& st, const char* const (&w_t
         wgmma_fence();
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            const u64 desc = b_descriptor(x0 + s * WGG_X_BYTES + 32 * j);
+            const u64 desc = b_descriptor(x0 + s * BN * 128 + 32 * j);
 #pragma unroll
             for (int m = 0; m < 2; m++) wgmma_tile<BN>(acc[m], a[m][j], desc);
         }
@@ -226,10 +228,10 @@ __device__ __forceinline__ void consume(const Stage& st, const char* const (&w_t
 
 // Block set-up shared by the three products, then the roles: `units` 64-column units from w_tile[] and the token rows.
 // Returns true in consumer threads (acc is then valid).
-template <int BN, int AHEAD>
+template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ bool wgmma_block(const char* const (&w_tile)[WGG_TILES], const char* const x_row_of_thread, int units,
                                             float (&acc)[2][BN / 2]) {
-    const Stage st = carve_shared();
+    const Stage st = carve_shared<BN>();
     if (threadIdx.x < BN) st.rows[threadIdx.x] = x_row_of_thread;
     if (threadIdx.x == 0) {
         for (int s = 0; s < WGG_STAGES; s++) {
@@ -241,11 +243,15 @@ __device__ __forceinline__ bool wgmma_block(const char* const (&w_tile)[WGG_TILE
     __syncthreads();
     const int wg = threadIdx.x >> 7;
     if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if constexpr (CTAS == 1) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        else asm volatile("setmaxnreg.dec.sync.aligned.u32 32;");
         produce<BN>(st, units);
         return false;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    // one block an SM: 232 for the consumers; two (small tiles, latency hidden by the other block): 384 × 80 split as
+    // 128 × 32 + 256 × 104
+    if constexpr (CTAS == 1) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    else asm volatile("setmaxnreg.inc.sync.aligned.u32 104;");
 #pragma unroll
     for (int m = 0; m < 2; m++)
 #pragma unroll
@@ -271,7 +277,7 @@ extern "C" __global__ void permute_units_f16(const f16_t* x, f16_t* y, int T, in
 
 // Dense: y[t, r] (+)= scale[r] · Σ_c W[r, c] x[t, c], x in the wgmma input order. grid (ceil(T / BN), ceil(R / 256)):
 // token tiles fastest, so the blocks that share a row block's weights run together.
-template <int BN, int AHEAD>
+template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ void dense_body(const signed char* W, const float* scales, const f16_t* x, float* y, int T, int R, int C, int accumulate) {
     const int t0 = blockIdx.x * BN, r0 = blockIdx.y * WGG_ROWS;
     const char* w_tile[WGG_TILES];
@@ -280,7 +286,7 @@ __device__ __forceinline__ void dense_body(const signed char* W, const float* sc
         w_tile[t] = reinterpret_cast<const char*>(W) + (size_t)min(r0 / 16 + t, R / 16 - 1) * (C / 64) * 1024;
     const char* xr = reinterpret_cast<const char*>(x + (size_t)min(t0 + (int)threadIdx.x, T - 1) * C);
     float acc[2][BN / 2];
-    if (!wgmma_block<BN, AHEAD>(w_tile, xr, C / 64, acc)) return;
+    if (!wgmma_block<BN, AHEAD, CTAS>(w_tile, xr, C / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
     // 16 elements at a time: their old values (accumulate) are loaded together, not one round trip per element
     // (the o projection's epilogue took 99 µs against 58 for the larger qkv: ncu, H200, 512 tokens)
@@ -306,7 +312,7 @@ __device__ __forceinline__ void dense_body(const signed char* W, const float* sc
 // are 8 gate tiles (rows r0..r0+127) and the 8 matching up tiles, so consumer c's m-tile 0 (gate) and m-tile 1 (up)
 // hold the same rows: h[i, r] = fp16(silu(s·gate) · s·up), written in the wgmma input order (down's B). x in that order too.
 // grid (max tiles, I / 128).
-template <int BN, int AHEAD>
+template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ void gate_up_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
                                              const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) {
     if ((int)blockIdx.x >= *tile_count) return;
@@ -328,7 +334,7 @@ __device__ __forceinline__ void gate_up_body(const signed char* W, const float* 
     }
     const char* xr = reinterpret_cast<const char*>(x + (size_t)(slots[first + min((int)threadIdx.x, n - 1)] / K) * H);
     float acc[2][BN / 2];
-    if (!wgmma_block<BN, AHEAD>(ordered, xr, H / 64, acc)) return;
+    if (!wgmma_block<BN, AHEAD, CTAS>(ordered, xr, H / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) {
@@ -342,7 +348,7 @@ __device__ __forceinline__ void gate_up_body(const signed char* W, const float* 
 // Experts down: out[p, r] = w[p] · s · W2_e[r] · h[i] for the pair p = slots[i] (h from the gate/up kernel).
 // grid (max tiles, H / 256). (Splitting I over two blocks to fill the GPU in decode steps, whose down has only
 // (experts in use) × 16 blocks, gained nothing: H200, harness, 2026-11-29.)
-template <int BN, int AHEAD>
+template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ void down_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
                                           const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
     if ((int)blockIdx.x >= *tile_count) return;
@@ -354,7 +360,7 @@ __device__ __forceinline__ void down_body(const signed char* W, const float* sca
     for (int t = 0; t < WGG_TILES; t++) w_tile[t] = base + (size_t)min(r0 / 16 + t, H / 16 - 1) * (I / 64) * 1024;
     const char* xr = reinterpret_cast<const char*>(h + (size_t)(first + min((int)threadIdx.x, n - 1)) * I);
     float acc[2][BN / 2];
-    if (!wgmma_block<BN, AHEAD>(w_tile, xr, I / 64, acc)) return;
+    if (!wgmma_block<BN, AHEAD, CTAS>(w_tile, xr, I / 64, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
 #pragma unroll
     for (int m = 0; m < 2; m++)
@@ -367,22 +373,21 @@ __device__ __forceinline__ void down_body(const signed char* W, const float* sca
         }
 }
 
-// One set of the three products per token tile BN, loading weights AHEAD units ahead (registers: BN accumulators and
-// 16 per unit ahead fit the consumers' 232).
-#define WGMMA_KERNELS(BN, AHEAD) \
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_dense_i8_n##BN(const signed char* W, const float* scales, const f16_t* x, \
+// One set of the three products per token tile BN, loading weights AHEAD units ahead, CTAS blocks an SM (registers: BN
+// accumulators and 16 per unit ahead fit the consumers' 232 at one block an SM).
+#define WGMMA_KERNELS(BN, AHEAD, CTAS) \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, CTAS) wgmma_dense_i8_n##BN(const signed char* W, const float* scales, const f16_t* x, \
     float* y, int T, int R, int C, int accumulate) \
-{ dense_body<BN, AHEAD>(W, scales, x, y, T, R, C, accumulate); } \
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_gate_up_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
+{ dense_body<BN, AHEAD, CTAS>(W, scales, x, y, T, R, C, accumulate); } \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, CTAS) wgmma_gate_up_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
     const int* tile_count, const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) \
-{ gate_up_body<BN, AHEAD>(W, scales, tiles, tile_count, slots, x, h, I, H, K); } \
-extern "C" __global__ void __launch_bounds__(WGG_THREADS, 1) wgmma_down_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
+{ gate_up_body<BN, AHEAD, CTAS>(W, scales, tiles, tile_count, slots, x, h, I, H, K); } \
+extern "C" __global__ void __launch_bounds__(WGG_THREADS, CTAS) wgmma_down_i8_n##BN(const signed char* W, const float* scales, const int* tiles, \
     const int* tile_count, const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) \
-{ down_body<BN, AHEAD>(W, scales, tiles, tile_count, slots, expert_w, h, out, H, I); }
+{ down_body<BN, AHEAD, CTAS>(W, scales, tiles, tile_count, slots, expert_w, h, out, H, I); }
 
-#ifndef WGG_AHEAD_SMALL
-#define WGG_AHEAD_SMALL 4
-#endif
-WGMMA_KERNELS(128, 2)
-WGMMA_KERNELS(64, WGG_AHEAD_SMALL)
-WGMMA_KERNELS(32, WGG_AHEAD_SMALL)
+// Decode experts at the 8x7B shape (H200, harness prompt_gemm.py --decode-only, 2026-11-29), 64 tokens: n32 at one block
+// an SM 498 µs whatever AHEAD (4, 6, 8), at two blocks (AHEAD 1) 451 µs; n64 at two blocks spills wgmma operands (1.4 ms).
+WGMMA_KERNELS(128, 2, 1)
+WGMMA_KERNELS(64, 4, 1)
+WGMMA_KERNELS(32, 1, 2)

@@ -64,14 +64,15 @@ class Wgmma:
     def __init__(self, defines=()):
         src = (HERE / "wgmma_gemm_sm90a.cu").read_text()
         stages = next((int(d.split("=")[1]) for d in defines if d.startswith("WGG_STAGES=")), 6)
-        self.smem = stages * WGG_TOKENS * 128 + 2 * stages * 8 + WGG_TOKENS * 8 + 1024
+        self.smem_for = lambda bn: stages * bn * 128 + 2 * stages * 8 + bn * 8 + 1024  # WGG_SMEM_FOR
+        self.smem = self.smem_for(WGG_TOKENS)
         self.cubin = nvrtc_cubin(HERE / "wgmma_gemm_sm90a.cu", defines=defines)
         self.mod = cp.RawModule(path=self.cubin)
         self.f = {}
         for bn in TILES:
             for name in ("wgmma_dense_i8", "wgmma_gate_up_i8", "wgmma_down_i8"):
                 f = self.mod.get_function(f"{name}_n{bn}")
-                f.max_dynamic_shared_size_bytes = self.smem
+                f.max_dynamic_shared_size_bytes = self.smem_for(bn)
                 self.f[f"{name}_n{bn}"] = f
         self.perm = self.mod.get_function("permute_units_f16")
         assert "WGG_SMEM" in src
@@ -85,7 +86,7 @@ class Wgmma:
         R, C = W.shape
         xp = self.permute(x16, cp.empty_like(x16) if xp is None else xp, T, C)
         self.f[f"wgmma_dense_i8_n{bn}"](((T + bn - 1) // bn, (R + 255) // 256), (WGG_THREADS,),
-                                        (W, scales, xp, y, np.int32(T), np.int32(R), np.int32(C), np.int32(acc)), shared_mem=self.smem)
+                                        (W, scales, xp, y, np.int32(T), np.int32(R), np.int32(C), np.int32(acc)), shared_mem=self.smem_for(bn))
 
     def experts(self, k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, xp=None, bn=128):
         P = T * K
@@ -96,9 +97,9 @@ class Wgmma:
         slots, tiles, count = bufs
         k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), np.int32(bn), slots, tiles, count))
         self.f[f"wgmma_gate_up_i8_n{bn}"]((mt, I_ // 128), (WGG_THREADS,), (W13, s13, tiles, count, slots, x16, h16, np.int32(I_), np.int32(H_), np.int32(K)),
-                                          shared_mem=self.smem)
+                                          shared_mem=self.smem_for(bn))
         self.f[f"wgmma_down_i8_n{bn}"]((mt, H_ // 256), (WGG_THREADS,), (W2, s2, tiles, count, slots, w, h16, out, np.int32(H_), np.int32(I_)),
-                                       shared_mem=self.smem)
+                                       shared_mem=self.smem_for(bn))
 
 
 def checks(wg, k):
@@ -270,12 +271,12 @@ def main():
         import shutil
         shutil.copy(wg.cubin, args.save_cubin)
     for name, f in wg.f.items():
-        print(f"{name:18} registers {f.attributes['num_regs']:3}  local bytes {f.attributes['local_size_bytes']:4}  dynamic shared {wg.smem}")
+        print(f"{' '.join(args.define) or 'default':40} {name:24} registers {f.attributes['num_regs']:3}  local bytes {f.attributes['local_size_bytes']:4}  dynamic shared {f.max_dynamic_shared_size_bytes}")
     k = module(HERE)
     if args.decode_only:
         rows = decode_timings(wg, k, tokens=(32, 64, 128), dense=False)
         if os.environ.get("OUT"):
-            pathlib.Path(os.environ["OUT"], "decode-experts" + ("-" + "-".join(args.define) if args.define else "") + ".json").write_text(json.dumps(rows, indent=1))
+            pathlib.Path(os.environ["OUT"], "decode-experts" + ("-" + "-".join(args.define).replace("=", "_") if args.define else "") + ".json").write_text(json.dumps(rows, indent=1))
         return
     if args.diagnostic:
         timings(wg, k, [int(t) for t in args.tokens.split(",")], dense=False)
@@ -287,7 +288,7 @@ def main():
     if not args.no_timings and all(r[-1] for r in res):
         out["timings"] = timings(wg, k, [int(t) for t in args.tokens.split(",")])
     if os.environ.get("OUT"):
-        pathlib.Path(os.environ["OUT"], "prompt-gemm" + ("-" + "-".join(args.define) if args.define else "") + ".json").write_text(json.dumps(out, indent=1))
+        pathlib.Path(os.environ["OUT"], "prompt-gemm" + ("-" + "-".join(args.define).replace("=", "_") if args.define else "") + ".json").write_text(json.dumps(out, indent=1))
     failed = sum(not r[-1] for r in res)
     print(f"{len(res) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -60,11 +60,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     readonly bool _wgmma;
     readonly DeviceBuffer? _xPerm16;
     const int WgmmaThreads = 384, WgmmaRows = 256;
-    /// <summary>WGG_SMEM of kernels/wgmma_gemm_sm90a.cu (6 stages; KernelSourceTests checks the two agree).</summary>
-    public const int WgmmaSharedBytes = 100448;
+    /// <summary>WGG_SMEM_FOR(tile) of kernels/wgmma_gemm_sm90a.cu (6 stages of tile token rows; KernelSourceTests checks the two agree).</summary>
+    public static int WgmmaSharedBytes(int tile) => WgmmaStages * tile * 128 + 2 * WgmmaStages * 8 + tile * 8 + 1024;
+    public const int WgmmaStages = 6;
     /// <summary>Token tiles the wgmma kernels are stamped out for (WGMMA_KERNELS of kernels/wgmma_gemm_sm90a.cu).</summary>
     public static readonly int[] WgmmaTokenTiles = [128, 64, 32];
-    static readonly string[] WgmmaKernels = [.. WgmmaTokenTiles.SelectMany(n => new[] { $"wgmma_dense_i8_n{n}", $"wgmma_gate_up_i8_n{n}", $"wgmma_down_i8_n{n}" })];
+    static string[] WgmmaKernels(int tile) => [$"wgmma_dense_i8_n{tile}", $"wgmma_gate_up_i8_n{tile}", $"wgmma_down_i8_n{tile}"];
     // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
     // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
     const int RunnerLogitRows = 512;
@@ -106,11 +107,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
             _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, WgmmaTokenTiles.Min())); _tileCount = F(1); // experts grouped on the device
             _xl16 = F((long)T * h, 2);
-            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel(WgmmaKernels[0]);
+            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel(WgmmaKernels(WgmmaTokenTiles[0])[0]);
             if (_wgmma)
             {
                 _xPerm16 = F((long)T * Math.Max(h, qDim), 2);
-                foreach (var k in WgmmaKernels) device.AllowSharedMemory(k, WgmmaSharedBytes);
+                foreach (var tile in WgmmaTokenTiles)
+                    foreach (var k in WgmmaKernels(tile)) device.AllowSharedMemory(k, WgmmaSharedBytes(tile));
             }
             _logits = F((long)MaxLogitRows * _c.VocabSize);
             var decodeHeads = (long)Math.Min(T, DecodeMaxTokens) * _c.NumHeads;
@@ -301,13 +303,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     const int GemmTokens = 64; // GEMM_TOKENS of kernels/gemm.cu: slots of a tile there
 
     /// <summary>
-    /// The wgmma experts' token tile for a step of T tokens: the smallest that holds twice an expert's average share
-    /// (T·K/E), so most experts fit one tile and little is computed for padding (a 64-sequence step: 16 tokens an
-    /// expert on average, 32-token tiles; prompts: 128).
+    /// The wgmma experts' token tile for a step of T tokens: the smallest that holds an expert's average share (T·K/E),
+    /// so little is computed for padding. Decode steps of 64 and 128 sequences: 32-token tiles (two blocks an SM), even
+    /// where an expert gets 41 tokens (T = 128: 489 µs for all experts, 547 with 64-token tiles; H200, harness,
+    /// 2026-11-29); prompts: 128.
     /// </summary>
     int ExpertTile(int T)
     {
-        var share = 2 * T * _c.NumExpertsPerToken / _c.NumExperts;
+        var share = T * _c.NumExpertsPerToken / _c.NumExperts;
         foreach (var n in WgmmaTokenTiles.Order()) if (share <= n) return n;
         return WgmmaTokenTiles.Max();
     }
@@ -353,7 +356,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         {
             var tile = DenseTile(T);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, x16, _xPerm16!, T, w.Cols);
-            _d.LaunchWithSharedMemory($"wgmma_dense_i8_n{tile}", (Blocks(T, tile), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_dense_i8_n{tile}", (Blocks(T, tile), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 w.Weight, w.Scales!.Ptr, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
         }
         else
@@ -387,9 +390,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, tile, _slots, _tiles, _tileCount);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
             // gate/up writes h in down's input order
-            _d.LaunchWithSharedMemory($"wgmma_gate_up_i8_n{tile}", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_gate_up_i8_n{tile}", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 L.W13, L.W13Scales.Ptr, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
-            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, WgmmaSharedBytes,
+            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
             return;
         }

@@ -42,9 +42,12 @@ public sealed class KernelSourceTests
     {
         var source = Source("wgmma_gemm_sm90a.cu");
         int Define(string name) => int.Parse(System.Text.RegularExpressions.Regex.Match(source, $@"#define {name} (\d+)\b").Groups[1].Value);
-        int stages = Define("WGG_STAGES"), tokens = Define("WGG_TOKENS");
-        // WGG_SMEM: stages of token rows (128 bytes each), 2 barriers a stage, row pointers, 1 KB alignment
-        Assert.Equal(CudaMixtralBackend.WgmmaSharedBytes, stages * tokens * 128 + 2 * stages * 8 + tokens * 8 + 1024);
-        Assert.Contains("#define WGG_SMEM (WGG_STAGES * WGG_X_BYTES + 2 * WGG_STAGES * 8 + WGG_TOKENS * 8 + 1024)", source);
+        Assert.Equal(CudaMixtralBackend.WgmmaStages, Define("WGG_STAGES"));
+        Assert.Equal(CudaMixtralBackend.WgmmaTokenTiles.Max(), Define("WGG_TOKENS"));
+        // WGG_SMEM_FOR(BN): stages of BN token rows (128 bytes each), 2 barriers a stage, row pointers, 1 KB alignment
+        Assert.Contains("#define WGG_SMEM_FOR(BN) (WGG_STAGES * (BN) * 128 + 2 * WGG_STAGES * 8 + (BN) * 8 + 1024)", source);
+        foreach (var tile in CudaMixtralBackend.WgmmaTokenTiles)
+            Assert.Equal(6 * tile * 128 + 2 * 6 * 8 + tile * 8 + 1024, CudaMixtralBackend.WgmmaSharedBytes(tile));
+        Assert.Equal(100448, CudaMixtralBackend.WgmmaSharedBytes(128)); // the prompt tile as measured
     }
 }
