@@ -41,7 +41,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors needs a little-endian machine");
         FilePath = Path.GetFullPath(path);
         if (!File.Exists(FilePath)) throw new ModelFormatException(FilePath, null, "file not found");
-        FileLength = new FileInfo(FilePath).Length;
+        // A link's own length is its target's path length: Hugging Face's cache lays a snapshot out as links to its blobs.
+        var file = new FileInfo(FilePath);
+        FileLength = (file.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? file).Length;
         if (FileLength < 8)
             throw new ModelFormatException(FilePath, null, $"file is {FileLength} bytes, shorter than the 8-byte header length; not a safetensors file");
 

@@ -27,6 +27,22 @@ public class SafeTensorsFileTests
     }
 
     [Fact]
+    public void Opens_a_file_through_a_symbolic_link_as_the_file_it_names()
+    {
+        // Hugging Face's cache: snapshots/<rev>/model.safetensors is a link to blobs/<hash>.
+        using var dir = new TempDir();
+        string target = dir.File("blob");
+        byte[] data = [0x80, 0x3F, 0x20, 0xC0];
+        RawSafeTensors.Write(target, """{"w":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}""", data);
+        string link = dir.File("model.safetensors");
+        File.CreateSymbolicLink(link, target);
+
+        using SafeTensorsFile file = SafeTensorsFile.Open(link);
+        Assert.Equal(new FileInfo(target).Length, file.FileLength);
+        Assert.Equal(data, file.GetBytes(file.Get("w")).ToArray());
+    }
+
+    [Fact]
     public void Round_trips_bf16_f16_f32_and_i8_through_the_writer()
     {
         using var dir = new TempDir();
