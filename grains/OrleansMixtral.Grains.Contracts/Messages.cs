@@ -175,6 +175,10 @@ public sealed record EngineLoad
     [Id(13)] public int ResidentConversations { get; init; }
     [Id(14)] public int ContextLength { get; init; }
     [Id(15)] public int KvBlockSize { get; init; }
+    /// <summary>The engine's GPU: its index among the devices its silo's process sees (<c>--Mixtral:Device</c>); null on the CPU.</summary>
+    [Id(16)] public int? DeviceIndex { get; init; }
+    /// <summary>The GPU's name (e.g. "NVIDIA H200"), or "cpu".</summary>
+    [Id(17)] public string DeviceName { get; init; } = "";
 
     /// <summary>KV blocks neither held by running sequences nor cached (cached ones can be evicted, so they count as free).</summary>
     public int KvBlocksFree => KvBlocksTotal - KvBlocksUsed;

@@ -26,7 +26,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     readonly ConcurrentDictionary<string, long> _resident = new(); // conversation id → last turn (Stopwatch ticks)
     int _disposed;
 
-    sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, TimeSpan LoadTime);
+    sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, ComputeDevice Device, TimeSpan LoadTime);
 
     public EngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<EngineHost> log)
     {
@@ -42,6 +42,8 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     public InferenceEngine Engine => _loaded.Value.Engine;
     public MistralTokenizer Tokenizer => _loaded.Value.Tokenizer;
     public string ModelName => _loaded.Value.ModelName;
+    /// <summary>The GPU the engine runs on (index and name), or the CPU.</summary>
+    public ComputeDevice Device => _loaded.Value.Device;
     public int ContextLength => Engine.Info.ContextLength;
     public bool IsLoaded => _loaded.IsValueCreated;
 
@@ -55,10 +57,10 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     {
         var started = Stopwatch.GetTimestamp();
         LogLoading(_log, _options.Model, _options.Backend);
-        var (engine, tokenizer, directory) = CreateEngine(_options);
+        var (engine, tokenizer, directory, device) = CreateEngine(_options);
         var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
-        var loaded = new LoadedEngine(engine, tokenizer, name, directory, Stopwatch.GetElapsedTime(started));
-        LogLoaded(_log, name, engine.Info.Backend, engine.Info.KvBlocks * engine.Info.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
+        var loaded = new LoadedEngine(engine, tokenizer, name, directory, device, Stopwatch.GetElapsedTime(started));
+        LogLoaded(_log, name, engine.Info.Backend, device.ToString(), engine.Info.KvBlocks * engine.Info.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
         return loaded;
     }
 
@@ -66,23 +68,46 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// Builds the engine a silo with <paramref name="options"/> runs (model, backend, KV budget, threads, batching), outside
     /// any silo: the same engine, for in-process baselines.
     /// </summary>
-    public static (InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory) CreateEngine(MixtralSiloOptions options)
+    public static SiloEngine CreateEngine(MixtralSiloOptions options)
     {
         // the CLI's loader: the right backend for this machine (CUDA when asked or, with auto, when there is a
         // GPU), a model directory or a synthetic:… model, streamed tensor by tensor
         var directory = ModelLoader.IsSynthetic(options.Model) ? options.Model : ModelPaths.Resolve(options.Model);
-        var backend = options.Backend switch { EngineBackendKind.Cpu => BackendKind.Cpu, EngineBackendKind.Cuda => BackendKind.Cuda, _ => BackendKind.Auto };
         var loaded = ModelLoader.Load(directory, new ModelLoadOptions
         {
-            Backend = backend,
+            Backend = LoaderBackend(options.Backend),
             Int8 = options.Int8,
             // a CPU silo's KV budget is configured in megabytes; a GPU silo takes most of the free GPU memory
             CpuKvCacheBytes = (long)options.KvCacheMegabytes << 20,
             Threads = options.Threads > 0 ? options.Threads : null,
             PrefillChunkTokens = options.PrefillChunkTokens,
+            Device = options.Device,
         });
         var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting) });
-        return (engine, loaded.Tokenizer, directory);
+        return new SiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
+    }
+
+    static BackendKind LoaderBackend(EngineBackendKind backend) =>
+        backend switch { EngineBackendKind.Cpu => BackendKind.Cpu, EngineBackendKind.Cuda => BackendKind.Cuda, _ => BackendKind.Auto };
+
+    /// <summary>
+    /// Why <see cref="MixtralSiloOptions.Device"/> cannot be honoured on this machine (one line naming the setting), or
+    /// null: a GPU index the process does not see, or one for an engine that will run on the CPU. Cheap, for a host to
+    /// check before it loads anything. A cuda backend that cannot start at all is the load's to report, as without a device.
+    /// </summary>
+    public static string? DeviceProblem(MixtralSiloOptions options)
+    {
+        var backend = LoaderBackend(options.Backend);
+        if (backend == BackendKind.Cuda && !OrleansMixtral.Cuda.CudaDevice.IsAvailable(out _)) return null;
+        try
+        {
+            ModelLoader.CheckDevice(backend, options.Device);
+            return null;
+        }
+        catch (Exception e) when (e is BackendUnavailableException or OrleansMixtral.Cuda.CudaDeviceNotFoundException)
+        {
+            return $"--Mixtral:Device {options.Device}: {e.Message}";
+        }
     }
 
     /// <summary>Why this engine should not take <paramref name="request"/> now (null: it should).</summary>
@@ -177,6 +202,8 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             ResidentConversations = ResidentConversations,
             ContextLength = info.ContextLength,
             KvBlockSize = info.KvBlockSize,
+            DeviceIndex = Device.Index,
+            DeviceName = Device.Name,
         };
     }
 
@@ -193,12 +220,15 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loading the model {Model} (backend {Backend})")]
     static partial void LogLoading(ILogger log, string model, EngineBackendKind backend);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Engine ready: {Model} on {Backend}, KV cache {KvTokens} tokens, loaded in {Milliseconds:F0} ms")]
-    static partial void LogLoaded(ILogger log, string model, string backend, int kvTokens, double milliseconds);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Engine ready: {Model} on {Backend}, {Device}, KV cache {KvTokens} tokens, loaded in {Milliseconds:F0} ms")]
+    static partial void LogLoaded(ILogger log, string model, string backend, string device, int kvTokens, double milliseconds);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stopping the engine ({Running} turns running)")]
     static partial void LogStopping(ILogger log, int running);
 }
+
+/// <summary>The engine a silo with given options runs, with what it was built from and runs on.</summary>
+public sealed record SiloEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory, ComputeDevice Device);
 
 /// <summary>Finds a model directory given on the command line or in configuration.</summary>
 public static class ModelPaths

@@ -34,6 +34,9 @@ public sealed class EngineMetrics : IDisposable
             () => Load() is { KvBlocksTotal: > 0 } l ? 100.0 * l.KvBlocksUsed / l.KvBlocksTotal : 0, "%", "share of KV blocks in use");
         _meter.CreateObservableGauge("mixtral-engine-conversations", () => Load()?.ResidentConversations ?? 0, "conversations",
             "conversations with a turn on this engine recently");
+        // which GPU the silo's engine runs on (--Mixtral:Device; its name is in /engines and the ready line), -1 on the CPU
+        _meter.CreateObservableGauge("mixtral-engine-device", () => Load() is { } l ? l.DeviceIndex ?? -1 : -1, "index",
+            "the engine's GPU, by its index among the devices the silo's process sees; -1: the CPU");
         _meter.CreateObservableCounter("mixtral-engine-tokens-generated", () => Load()?.TokensGenerated ?? 0, "tokens");
         _meter.CreateObservableCounter("mixtral-engine-prompt-tokens-computed", () => Load()?.PromptTokensComputed ?? 0, "tokens");
         _meter.CreateObservableCounter("mixtral-engine-prompt-tokens-reused", () => Load()?.PromptTokensReused ?? 0, "tokens");

@@ -22,6 +22,11 @@ public sealed class MixtralSiloOptions
     public EngineBackendKind Backend { get; set; } = EngineBackendKind.Auto;
     /// <summary>Hold the weights as int8 (weight-only, per output channel); implied by a pre-quantized checkpoint.</summary>
     public bool Int8 { get; set; }
+    /// <summary>
+    /// The GPU of a CUDA engine (<c>--Mixtral:Device N</c>): its index among the devices the silo's process sees, so
+    /// <c>CUDA_VISIBLE_DEVICES</c> numbers the ones it lists from 0. One silo per GPU on a multi-GPU host; 0 on the CPU.
+    /// </summary>
+    public int Device { get; set; }
     /// <summary>KV cache budget in MiB (never less than one full context plus a block).</summary>
     public int KvCacheMegabytes { get; set; } = 256;
     /// <summary>Worker threads of the CPU backend; 0 = one per core.</summary>

@@ -69,7 +69,7 @@ if (oneSilo)
     var host = clusters[0].Silo.Services.GetRequiredService<EngineHost>();
     (engine, tokenizer) = (host.Engine, host.Tokenizer);
 }
-else (engine, tokenizer, _) = EngineHost.CreateEngine(baseOptions);
+else (engine, tokenizer, _, _) = EngineHost.CreateEngine(baseOptions);
 
 var samples = new Dictionary<string, List<Sample>>();
 void Add(string path, Sample sample)

@@ -407,6 +407,10 @@ public sealed partial class GatewayEndpoints(
                 w.WriteStartObject();
                 w.WriteString("silo", l.Silo);
                 w.WriteString("backend", l.Backend);
+                // the engine's GPU (its index among those its silo sees, --Mixtral:Device), or null and "cpu"
+                if (l.DeviceIndex is { } gpu) w.WriteNumber("device_index", gpu);
+                else w.WriteNull("device_index");
+                w.WriteString("device", l.DeviceName);
                 w.WriteNumber("running", l.Running);
                 w.WriteNumber("waiting", l.Waiting);
                 w.WriteNumber("kv_blocks_used", l.KvBlocksUsed);

@@ -126,6 +126,8 @@ public static class SiloSetup
         if (mixtral.PrefillChunkTokens is { } chunk
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
+        // A GPU this process does not see stops the silo now, not after a model load.
+        if (EngineHost.DeviceProblem(mixtral) is { } badDevice) throw new ArgumentException(badDevice);
         var siloPort = Port(config, "SiloPort", 11111);
         var gatewayPort = Port(config, "GatewayPort", 30000);
         if (siloPort == gatewayPort) throw new ArgumentException($"--SiloPort and --GatewayPort must differ (both are {siloPort})");
@@ -236,7 +238,7 @@ public static class SiloSetup
                 ConversationStorageKind.Memory => "memory (conversations are lost when the silo stops)",
                 var other => other.ToString().ToLowerInvariant(),
             };
-            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}), KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");
+            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}) on {host.Device}, KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");
             Console.WriteLine($"  dashboard: {url.TrimEnd('/')}{DashboardPath}/   engines: {url.TrimEnd('/')}/engines");
             Console.Out.Flush();
         });

@@ -34,12 +34,29 @@ public sealed record ModelLoadOptions
     /// </summary>
     public int? PrefillChunkTokens { get; init; }
 
+    /// <summary>
+    /// The GPU of the CUDA backend: its index among the devices this process sees (<c>CUDA_VISIBLE_DEVICES</c>, when set,
+    /// numbers the ones it lists from 0). Must be 0 when the model runs on the CPU. See <see cref="ModelLoader.CheckDevice"/>.
+    /// </summary>
+    public int Device { get; init; }
+
     /// <summary>KV cache budget in bytes for the CPU backend (overrides <see cref="KvCacheTokens"/> there); the CUDA backend takes most of the free GPU memory unless <see cref="KvCacheTokens"/> is set.</summary>
     public long? CpuKvCacheBytes { get; init; }
 }
 
-/// <summary>The requested backend does not exist in this build.</summary>
+/// <summary>The requested backend does not exist in this build, or cannot run on this machine as asked.</summary>
 public sealed class BackendUnavailableException(string message) : Exception(message);
+
+/// <summary>What a model runs on: a GPU, by its index among the devices the process sees and its name, or the CPU.</summary>
+public sealed record ComputeDevice(int? Index, string Name)
+{
+    public static ComputeDevice Cpu { get; } = new(null, "cpu");
+
+    public bool IsGpu => Index is not null;
+
+    /// <summary>"GPU 1 (NVIDIA H200)" or "the CPU".</summary>
+    public override string ToString() => Index is { } i ? $"GPU {i} ({Name})" : "the CPU";
+}
 
 /// <summary>
 /// Loads a Hugging Face Mixtral directory (config.json, safetensors weights, tokenizer.json) into a tokenizer and a
@@ -75,7 +92,8 @@ public static class ModelLoader
     /// </summary>
     /// <exception cref="ModelFormatException">The directory, config or weights are missing or invalid.</exception>
     /// <exception cref="TokenizerFormatException">tokenizer.json is missing or invalid.</exception>
-    /// <exception cref="BackendUnavailableException">The backend asked for is not in this build.</exception>
+    /// <exception cref="BackendUnavailableException">The backend asked for is not in this build, or a GPU index was given for a model on the CPU.</exception>
+    /// <exception cref="CudaDeviceNotFoundException">The GPU index is not one of the devices this process sees.</exception>
     public static LoadedModel Load(string directory, ModelLoadOptions? options = null, LoadProgress? progress = null)
     {
         options ??= new ModelLoadOptions();
@@ -84,6 +102,7 @@ public static class ModelLoader
             throw new BackendUnavailableException($"the cuda backend cannot start here: {why}");
         if (IsSynthetic(directory) && !cuda)
             throw new BackendUnavailableException("synthetic models are generated on the GPU; no CUDA device here");
+        CheckDevice(options.Backend, options.Device);
         if (options.PrefillChunkTokens is { } chunk && PrefillChunk.Check(chunk, ReadConfig(directory).MaxPositionEmbeddings) is { } badChunk)
             throw new ArgumentException(badChunk);
         if (cuda) return LoadCuda(directory, options, progress);
@@ -119,7 +138,7 @@ public static class ModelLoader
             if (tokenizer.VocabSize != backend.Config.VocabSize)
                 throw new ModelFormatException(full, null,
                     $"tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {backend.Config.VocabSize}");
-            return new LoadedModel(full, tokenizer, backend, int8, preQuantized, Stopwatch.GetElapsedTime(started));
+            return new LoadedModel(full, tokenizer, backend, int8, preQuantized, Stopwatch.GetElapsedTime(started), ComputeDevice.Cpu);
         }
         catch
         {
@@ -127,6 +146,30 @@ public static class ModelLoader
             tokenizerTask.ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // observed either way
             throw;
         }
+    }
+
+    /// <summary>
+    /// Throws unless <paramref name="device"/> is a device <paramref name="backend"/> can run on here: for the CUDA
+    /// backend one of the GPUs this process sees (<see cref="CudaDevice.CheckOrdinal"/>); for the CPU only 0, since a GPU
+    /// index for a model that will run on the CPU (no GPU here, or <c>cpu</c> asked for) is a mistake, not a preference.
+    /// Cheap: no context is created, nothing loads.
+    /// </summary>
+    /// <exception cref="BackendUnavailableException">The cuda backend cannot start here, or a GPU index for the CPU.</exception>
+    /// <exception cref="CudaDeviceNotFoundException">No such GPU (a negative index never is one).</exception>
+    public static void CheckDevice(BackendKind backend, int device)
+    {
+        if (device < 0) throw new CudaDeviceNotFoundException(device, CudaDevice.Count());
+        if (backend == BackendKind.Cuda && !CudaDevice.IsAvailable(out var why))
+            throw new BackendUnavailableException($"the cuda backend cannot start here: {why}");
+        if (UsesCuda(backend))
+        {
+            CudaDevice.CheckOrdinal(device);
+            return;
+        }
+        if (device == 0) return;
+        CudaDevice.IsAvailable(out var none);
+        var reason = backend == BackendKind.Cpu ? "the cpu backend was asked for" : "no CUDA device here: " + none;
+        throw new BackendUnavailableException($"device {device} is the index of a GPU, but the model runs on the CPU ({reason}); leave the device at 0");
     }
 
     /// <summary>Whether <paramref name="backend"/> resolves to the CUDA backend on this machine.</summary>
@@ -153,7 +196,7 @@ public static class ModelLoader
         var synthetic = IsSynthetic(directory);
         var full = synthetic ? directory : RequireDirectory(directory);
         Task<MistralTokenizer> tokenizerTask = Task.Run(() => LoadTokenizer(full));
-        var device = CudaDevice.Open();
+        var device = CudaDevice.Open(options.Device);
         CudaMixtralBackend? backend = null;
         try
         {
@@ -165,6 +208,7 @@ public static class ModelLoader
                 Weights = options.Int8 || (synthetic && !directory.EndsWith("-bf16", StringComparison.Ordinal)) ? CudaWeightFormat.Int8 : CudaWeightFormat.BFloat16,
                 KvCacheBytes = options.KvCacheTokens is { } t ? Math.Max(t, config.MaxPositionEmbeddings + 16L) * bytesPerToken : null,
                 PrefillChunkTokens = options.PrefillChunkTokens ?? PrefillChunk.CudaDefault,
+                Device = options.Device,
             };
             bool preQuantized = false;
             if (synthetic) backend = CudaMixtralBackend.Synthetic(device, config, cudaOptions, progress: progress);
@@ -176,7 +220,8 @@ public static class ModelLoader
                 backend = CudaMixtralBackend.Load(device, checkpoint, cudaOptions, progress);
             }
             var tokenizer = tokenizerTask.GetAwaiter().GetResult();
-            return new LoadedModel(full, tokenizer, backend, cudaOptions.Weights == CudaWeightFormat.Int8, preQuantized, Stopwatch.GetElapsedTime(started));
+            return new LoadedModel(full, tokenizer, backend, cudaOptions.Weights == CudaWeightFormat.Int8, preQuantized, Stopwatch.GetElapsedTime(started),
+                new ComputeDevice(device.Ordinal, device.Name));
         }
         catch
         {
@@ -212,8 +257,9 @@ public sealed class LoadedModel : IDisposable
 {
     bool _backendHandedOff;
 
-    internal LoadedModel(string directory, MistralTokenizer tokenizer, IModelBackend backend, bool int8, bool preQuantized, TimeSpan loadTime)
+    internal LoadedModel(string directory, MistralTokenizer tokenizer, IModelBackend backend, bool int8, bool preQuantized, TimeSpan loadTime, ComputeDevice device)
     {
+        Device = device;
         Directory = directory;
         Tokenizer = tokenizer;
         Backend = backend;
@@ -232,6 +278,8 @@ public sealed class LoadedModel : IDisposable
     /// <summary>The checkpoint on disk is int8 already (quantization_config in config.json).</summary>
     public bool PreQuantized { get; }
     public TimeSpan LoadTime { get; }
+    /// <summary>The GPU the weights live on, or the CPU.</summary>
+    public ComputeDevice Device { get; }
 
     /// <summary>An engine over the backend; the engine owns the backend from now on (disposing it disposes the backend).</summary>
     public InferenceEngine CreateEngine(EngineOptions? options = null)

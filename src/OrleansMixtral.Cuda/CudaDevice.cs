@@ -82,9 +82,30 @@ public sealed unsafe class CudaDevice : IDisposable
         catch (EntryPointNotFoundException e) { reason = e.Message; return false; }
     }
 
+    /// <summary>
+    /// The CUDA devices this process sees: those of <c>CUDA_VISIBLE_DEVICES</c> when it is set (the driver renumbers
+    /// them from 0), else every one; 0 without a driver.
+    /// </summary>
+    public static int Count()
+    {
+        if (!IsAvailable(out _)) return 0;
+        Cu.Check(Cu.cuDeviceGetCount(out var n));
+        return n;
+    }
+
+    /// <summary>Throws <see cref="CudaDeviceNotFoundException"/> unless <paramref name="ordinal"/> names a device this process sees.</summary>
+    public static void CheckOrdinal(int ordinal)
+    {
+        var count = Count();
+        if (ordinal < 0 || ordinal >= count) throw new CudaDeviceNotFoundException(ordinal, count);
+    }
+
+    /// <exception cref="CudaException">No CUDA driver or device.</exception>
+    /// <exception cref="CudaDeviceNotFoundException"><paramref name="ordinal"/> is not one of the devices this process sees.</exception>
     public static CudaDevice Open(int ordinal = 0)
     {
         if (!IsAvailable(out var reason)) throw new CudaException("CUDA is not available: " + reason);
+        CheckOrdinal(ordinal);
         var device = new CudaDevice(ordinal);
         device.LoadKernels();
         return device;
@@ -306,3 +327,18 @@ public sealed unsafe class CudaDevice : IDisposable
 }
 
 public sealed class CudaOutOfMemoryException(string message) : Exception(message);
+
+/// <summary>A device index that is not one of the CUDA devices this process sees (<c>CUDA_VISIBLE_DEVICES</c> renumbers them from 0).</summary>
+public sealed class CudaDeviceNotFoundException(int ordinal, int count) : Exception(Describe(ordinal, count))
+{
+    public int Ordinal { get; } = ordinal;
+    /// <summary>How many devices the process sees.</summary>
+    public int DeviceCount { get; } = count;
+
+    static string Describe(int ordinal, int count)
+    {
+        var seen = count switch { 0 => "no CUDA device", 1 => "one CUDA device (0)", _ => $"{count} CUDA devices (0 to {count - 1})" };
+        var visible = Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") is { } v ? $" with CUDA_VISIBLE_DEVICES={v}, which numbers the devices it lists from 0" : "";
+        return $"there is no CUDA device {ordinal}: this process sees {seen}{visible}";
+    }
+}
