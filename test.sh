@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite: builds in Release and runs every test project, then prints one summary line
 # "N passed, N failed, N skipped". Needs the .NET 10 SDK and Node.js/npm (the tokenizer parity tests run the
-# reference JS tokenizer, installed here with npm ci). Exit status is non-zero if anything failed.
+# reference JS tokenizer, installed here with npm ci), and installs (as root, with apt-get) Debian's redis-server and
+# postgresql for the multi-process cluster tests, which start their own servers on free loopback ports. The tests
+# themselves install nothing: what is missing skips them, or fails them when ORLEANSMIXTRAL_CI=1 (.ci/run sets it; only
+# the GPU tests may skip there). Exit status is non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")"
 
-if command -v npm >/dev/null && [ ! -d tools/tokenizer/node_modules ]; then
-  (cd tools/tokenizer && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed; JS parity tests will be skipped" >&2
+if command -v npm >/dev/null && [ ! -f tools/tokenizer/node_modules/mistral-tokenizer-js/mistral-tokenizer.js ]; then
+  (cd tools/tokenizer && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed; the JS parity tests cannot run" >&2
 fi
 
-# The multi-process cluster test runs Debian's redis-server (it starts its own on a free loopback port): install it.
-if ! command -v redis-server >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+# Debian packages the multi-process tests run: redis-server, and PostgreSQL's server (initdb, pg_ctl, postgres).
+missing=()
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  { apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; } >/dev/null 2>&1 \
-    || echo "warning: could not install redis-server; the multi-process cluster test will be skipped" >&2
+  { apt-get install -y -q "${missing[@]}" || { apt-get update -q && apt-get install -y -q "${missing[@]}"; }; } >/dev/null 2>&1 \
+    || echo "warning: could not install ${missing[*]}; the tests that need it cannot run" >&2
 fi
 
 results=artifacts/test-results

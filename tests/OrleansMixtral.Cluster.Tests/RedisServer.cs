@@ -2,12 +2,13 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Cluster.Tests;
 
 /// <summary>
-/// A throw-away redis-server (Debian's package) on a free loopback port, no persistence. Installs the package with
-/// apt-get when it is missing and the tests run as root (CI does); otherwise the tests that need it are skipped.
+/// A throw-away redis-server (Debian's package, which test.sh installs) on a free loopback port, no persistence. Without
+/// it the tests that need it are skipped, or fail under CI (<see cref="Requirements"/>).
 /// </summary>
 public sealed class RedisServer : IAsyncDisposable
 {
@@ -24,40 +25,11 @@ public sealed class RedisServer : IAsyncDisposable
     public int Port { get; }
     public string ConnectionString => $"127.0.0.1:{Port}";
 
-    static readonly Lazy<string?> Executable = new(FindOrInstall);
+    static readonly Lazy<string?> Executable = new(() => Requirements.FindProgram("redis-server"));
 
-    /// <summary>Why redis-server is unavailable, or null when it is there.</summary>
-    public static string? Unavailable => Executable.Value is null ? "redis-server is not installed and could not be installed with apt-get" : null;
-
-    static string? Find()
-    {
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Append("/usr/bin").Append("/usr/sbin"))
-        {
-            var path = Path.Combine(dir, "redis-server");
-            if (File.Exists(path)) return path;
-        }
-        return null;
-    }
-
-    static string? FindOrInstall()
-    {
-        if (Find() is { } found) return found;
-        if (!OperatingSystem.IsLinux() || Environment.UserName != "root" || !File.Exists("/usr/bin/apt-get")) return null;
-        // The package list may be missing on a fresh machine: install, and if that fails update once and retry.
-        if (!Run("apt-get", "install -y -q redis-server")) { Run("apt-get", "update -q"); Run("apt-get", "install -y -q redis-server"); }
-        return Find();
-    }
-
-    static bool Run(string file, string arguments)
-    {
-        var psi = new ProcessStartInfo(file, arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.Environment["DEBIAN_FRONTEND"] = "noninteractive";
-        using var p = Process.Start(psi)!;
-        _ = p.StandardOutput.ReadToEndAsync();
-        _ = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(4))) { p.Kill(true); return false; }
-        return p.ExitCode == 0;
-    }
+    /// <summary>Skips the test (fails it under CI) when redis-server is not installed.</summary>
+    public static void Require() =>
+        Requirements.Require(Executable.Value is not null, "redis-server is not installed (Debian: apt-get install redis-server; ./test.sh does)");
 
     public static int FreePort()
     {
@@ -68,7 +40,8 @@ public sealed class RedisServer : IAsyncDisposable
 
     public static async Task<RedisServer> StartAsync()
     {
-        var exe = Executable.Value ?? throw new InvalidOperationException(Unavailable);
+        Require();
+        var exe = Executable.Value!;
         var port = FreePort();
         var dir = Directory.CreateTempSubdirectory("mixtral-redis-").FullName;
         var psi = new ProcessStartInfo(exe, $"--port {port} --bind 127.0.0.1 --save \"\" --appendonly no --dir {dir} --daemonize no --protected-mode yes")

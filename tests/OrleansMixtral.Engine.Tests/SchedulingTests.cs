@@ -1,3 +1,5 @@
+using OrleansMixtral.Tests;
+
 namespace OrleansMixtral.Engine.Tests;
 
 /// <summary>Continuous batching, cancellation, capacity limits and request validation.</summary>
@@ -9,18 +11,24 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Sequences_joining_mid_flight_get_the_same_tokens_as_alone()
     {
+        const int tokens = 64;
         await using var engine = TinyModel.Engine();
         var texts = Enumerable.Range(0, 6).Select(i => $"Story number {i}: once upon a time there was a").ToArray();
         var alone = new List<IReadOnlyList<int>>();
-        foreach (var t in texts) alone.Add((await engine.Submit(Request(t, 24)).ReadToEndAsync()).OutputTokens);
+        foreach (var t in texts) alone.Add((await engine.Submit(Request(t, tokens)).ReadToEndAsync()).OutputTokens);
 
         await using var fresh = TinyModel.Engine();
         var streams = new List<GenerationStream>();
         foreach (var t in texts)
         {
-            streams.Add(fresh.Submit(Request(t, 24)));
-            await Task.Delay(5); // later requests join while earlier ones decode
+            var stream = fresh.Submit(Request(t, tokens));
+            streams.Add(stream);
+            // Each one is decoding (its first token is out, unread) before the next joins, and the first is still running
+            // when each later one joins: they join mid-flight, not all at once nor one after another.
+            Assert.True(await stream.Tokens.WaitToReadAsync());
+            Assert.False(streams[0].Completion.IsCompleted, $"sequence 0 ended before sequence {streams.Count - 1} joined");
         }
+        Assert.Equal(texts.Length, fresh.GetStats().Running); // all six in the running batch at once
         var together = await Task.WhenAll(streams.Select(s => s.ReadToEndAsync()));
         for (var i = 0; i < texts.Length; i++) Assert.Equal(alone[i], together[i].OutputTokens);
     }
@@ -71,15 +79,50 @@ public sealed class SchedulingTests
     }
 
     [Fact]
-    public async Task Eos_ends_generation_with_stop_unless_ignored()
+    public async Task Stop_tokens_end_generation_before_them()
     {
         await using var engine = TinyModel.Engine();
         var prompt = TinyModel.Tokenizer.Encode("Hello");
-        // make EOS the stop token the model will certainly produce first: its own first greedy token
+        // the model's own first greedy token as the stop token: it ends the reply at once
         var first = (await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
         var r = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, StopTokens = [first] })).ReadToEndAsync();
         Assert.Equal(FinishReason.Stop, r.FinishReason);
         Assert.Empty(r.OutputTokens);
+    }
+
+    [Fact]
+    public async Task Eos_ends_generation_with_stop_unless_ignored()
+    {
+        var prompt = TinyModel.Tokenizer.Encode("Hello");
+        int first;
+        await using (var plain = TinyModel.Engine())
+            first = (await plain.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
+        // The tiny model (trained on plain text) never samples its EOS: a copy of it whose config.json names the model's
+        // own first greedy token as an EOS as well does, at once.
+        var dir = Directory.CreateTempSubdirectory("mixtral-eos-").FullName;
+        try
+        {
+            foreach (var file in Directory.GetFiles(RepoPaths.TinyModel))
+                if (Path.GetFileName(file) != "config.json") File.CreateSymbolicLink(Path.Combine(dir, Path.GetFileName(file)), file);
+            var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.TinyModel, "config.json")))!;
+            config["eos_token_id"] = new System.Text.Json.Nodes.JsonArray(2, first);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            using var checkpoint = Model.CheckpointDirectory.Open(dir);
+            await using var engine = new InferenceEngine(new Cpu.CpuMixtralBackend(checkpoint, new Cpu.CpuBackendOptions { KvCacheBytes = 16L << 20 }), TinyModel.Tokenizer);
+
+            var stopped = await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(8))).ReadToEndAsync();
+            Assert.Equal(FinishReason.Stop, stopped.FinishReason);
+            Assert.Empty(stopped.OutputTokens);
+
+            var ignored = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, IgnoreEos = true })).ReadToEndAsync();
+            Assert.Equal(FinishReason.Length, ignored.FinishReason);
+            Assert.Equal(8, ignored.OutputTokens.Count);
+            Assert.Equal(first, ignored.OutputTokens[0]); // the EOS was generated, and generation went on
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]

@@ -66,6 +66,16 @@ public sealed class OpenAiSdkTests(GatewayFixture fixture)
         var a = (await chat.CompleteChatAsync(messages, Seeded(1234))).Value.Content[0].Text;
         var b = (await chat.CompleteChatAsync(messages, Seeded(1234))).Value.Content[0].Text;
         Assert.Equal(a, b);
+        // The same seed streamed gives the same text too (the same draws whatever the path)...
+        var streamed = new System.Text.StringBuilder();
+        await foreach (var update in chat.CompleteChatStreamingAsync(messages, Seeded(1234)))
+            foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+        Assert.Equal(a, streamed.ToString());
+        // ...and the seed is what makes it so: this is sampling, not the greedy reply, and another seed samples otherwise.
+        var other = (await chat.CompleteChatAsync(messages, Seeded(4321))).Value.Content[0].Text;
+        Assert.NotEqual(a, other);
+        var greedy = (await chat.CompleteChatAsync(messages, new ChatCompletionOptions { MaxOutputTokenCount = 24, Temperature = 0f })).Value.Content[0].Text;
+        Assert.NotEqual(a, greedy);
 
         // A stop string taken from the middle of the reply ends it right before.
         var words = a.Split(' ', StringSplitOptions.RemoveEmptyEntries);

@@ -22,7 +22,6 @@ public sealed class EncodeParityTests(ITestOutputHelper output)
     [Fact]
     public void HeldoutCorpusLines_MatchJsReferenceExactly()
     {
-        Assert.SkipUnless(File.Exists(JsReference.HeldoutText), $"{JsReference.HeldoutText} is not there yet");
         AssertParity(JsReference.ParityLines("--count", "3000", "--seed", "12", "--corpus", JsReference.HeldoutText));
     }
 
@@ -70,7 +69,6 @@ public sealed class EncodeParityTests(ITestOutputHelper output)
     [Fact]
     public void HeldoutCorpusFile_EncodesAsOneText()
     {
-        Assert.SkipUnless(File.Exists(JsReference.HeldoutText), $"{JsReference.HeldoutText} is not there yet");
         string text = File.ReadAllText(JsReference.HeldoutText);
         string[] lines = text.Split('\n');
         int[][] lineIds = JsReference.Encode(lines.Select((line, i) => (line, false, i == 0)).ToList());
