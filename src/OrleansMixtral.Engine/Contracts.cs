@@ -100,7 +100,8 @@ public sealed record EngineStats(
     long PromptTokensComputed,
     long PromptTokensReused,
     double DecodeTokensPerSecond,
-    int LastBatchSize);
+    int LastBatchSize,
+    long Preemptions = 0);
 
 public sealed record EngineInfo(string Backend, string ModelName, int ContextLength, int VocabSize, int KvBlockSize, int KvBlocks);
 

@@ -33,6 +33,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         public int PromptLength { get; } = promptLength;
         public int MaxLength { get; } = maxLength;
         public KvAllocation? Kv { get; set; }
+        /// <summary>Prompt tokens the prefix cache gave at first admission (usage); -1 until admitted.</summary>
+        public int CachedPromptTokens { get; set; } = -1;
         public StreamingDetokenizer Detokenizer { get; init; } = null!;
         public StopStringMatcher Stops { get; init; } = null!;
         public SplitMix64 Rng;
@@ -75,7 +77,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     int _waitingCount;
 
     // statistics (written by the loop thread, read by anyone)
-    long _tokensGenerated, _promptComputed, _promptReused;
+    long _tokensGenerated, _promptComputed, _promptReused, _preemptions;
     double _decodeRate;
     int _lastBatch;
 
@@ -157,7 +159,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     public EngineStats GetStats() => new(
         _backend.Name, Volatile.Read(ref _waitingCount), _running.Count, _kv.BlocksInUse, _kv.BlockCount, _kv.BlocksCached,
         Interlocked.Read(ref _tokensGenerated), Interlocked.Read(ref _promptComputed), Interlocked.Read(ref _promptReused),
-        Volatile.Read(ref _decodeRate), Volatile.Read(ref _lastBatch));
+        Volatile.Read(ref _decodeRate), Volatile.Read(ref _lastBatch), Interlocked.Read(ref _preemptions));
 
     void Loop()
     {
@@ -206,8 +208,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         {
             var s = first.Value;
             KvAllocation? kv;
-            // prompt logprobs need the logits of every prompt position, so such a prompt is computed whole
-            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength, reusePrefix: s.PromptScores is null); }
+            // blocks for the prompt (or a preempted sequence's tokens so far) now, one block a running sequence kept free
+            // so decodes can grow before anyone is preempted; prompt logprobs need the logits of every prompt position,
+            // so such a prompt is computed whole
+            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength, reusePrefix: s.PromptScores is null, reserveBlocks: _running.Count); }
             catch (KvCapacityException e)
             {
                 _waiting.RemoveFirst();
@@ -219,13 +223,46 @@ public sealed class InferenceEngine : IAsyncDisposable
             _waiting.RemoveFirst();
             Interlocked.Decrement(ref _waitingCount);
             s.Kv = kv;
+            if (s.CachedPromptTokens < 0) s.CachedPromptTokens = Math.Min(kv.CachedTokens, s.PromptLength);
             Interlocked.Add(ref _promptReused, kv.CachedTokens);
             _running.Add(s);
         }
     }
 
+    /// <summary>
+    /// Every decoding sequence gets room for the token it feeds this step, oldest first. Where no block is left, the
+    /// most recently admitted sequence is preempted (vLLM's policy: recompute): its blocks go back to the prefix cache
+    /// and it waits at the front of the queue with every token it has, so it resumes from its cached prefix and loses
+    /// nothing of its stream.
+    /// </summary>
+    void Grow()
+    {
+        for (var i = 0; i < _running.Count; i++)
+        {
+            var s = _running[i];
+            if (s.Length - s.Kv!.ComputedTokens != 1) continue; // prompts got their blocks at admission
+            while (!_kv.TryGrow(s.Kv, s.Length))
+            {
+                var victim = _running[^1];
+                Preempt(victim);
+                if (victim == s) break;
+            }
+        }
+    }
+
+    void Preempt(Sequence s)
+    {
+        _running.Remove(s);
+        _kv.Free(s.Kv!, s.TokenList);
+        s.Kv = null;
+        _waiting.AddFirst(s);
+        Interlocked.Increment(ref _waitingCount);
+        Interlocked.Increment(ref _preemptions);
+    }
+
     void Step()
     {
+        Grow();
         var started = Stopwatch.GetTimestamp();
         _batch.Clear();
         _inBatch.Clear();
@@ -351,7 +388,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         var output = s.Tokens.AsSpan(s.PromptLength, s.Generated).ToArray();
         return new GenerationResult(
             reason,
-            new GenerationUsage(s.PromptLength, s.Kv?.CachedTokens ?? 0, output.Length),
+            new GenerationUsage(s.PromptLength, Math.Max(0, s.CachedPromptTokens), output.Length),
             output,
             s.Stops.Text,
             s.FirstTokenAt == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(s.SubmittedAt, s.FirstTokenAt),

@@ -67,7 +67,7 @@ public sealed class PrefillChunkTests
         Assert.Equal(300, (new CpuBackendOptions { MaxBatchTokens = 300 } with { PrefillChunkTokens = 100 }).MaxBatchTokens);
 
         using var derived = TinyModelBackend(new CpuBackendOptions { PrefillChunkTokens = 100 });
-        Assert.Equal((100, 164), (derived.PrefillChunkTokens, derived.MaxBatchTokens));
+        Assert.Equal((100, 228), (derived.PrefillChunkTokens, derived.MaxBatchTokens)); // 100 + 128 decode tokens
         using var capped = TinyModelBackend(new CpuBackendOptions { PrefillChunkTokens = 100, MaxBatchTokens = 40 });
         Assert.Equal((40, 40), (capped.PrefillChunkTokens, capped.MaxBatchTokens));
     }

@@ -7,8 +7,10 @@ namespace OrleansMixtral.Engine.Kv;
 /// of its earlier turns and computes only what is new. The last, partly filled block of a finished sequence
 /// is kept too and copied on reuse, so reuse is exact to the token, not to the block.
 ///
-/// Policy: a request reserves blocks for prompt + max_tokens when admitted (no preemption later); unused
-/// cached blocks are evicted least recently used first; a request larger than the whole cache is refused.
+/// Policy: a sequence takes blocks for its prompt when admitted and one more block at a time as it grows
+/// (<see cref="TryGrow"/>); when none is left the engine preempts a sequence (its blocks return to the prefix cache,
+/// and it resumes from there). Unused cached blocks are evicted least recently used first; a request larger than the
+/// whole cache is refused.
 /// </summary>
 public sealed class KvCacheManager
 {
@@ -53,16 +55,17 @@ public sealed class KvCacheManager
     public int BlocksCached => _lru.Count;
 
     /// <summary>
-    /// Reserves blocks for a sequence whose prompt is <paramref name="prompt"/> and which may grow to
-    /// <paramref name="totalTokens"/>. Returns null when the blocks are not free now (try again after
-    /// others finish); throws <see cref="KvCapacityException"/> when they never could be. Without
-    /// <paramref name="reusePrefix"/> nothing comes from the prefix cache: the whole prompt is computed.
+    /// Takes blocks for the prompt of a sequence that may grow to <paramref name="totalTokens"/>, leaving at least
+    /// <paramref name="reserveBlocks"/> blocks to take afterwards (room for running sequences to grow). Returns null when
+    /// the blocks are not free now (try again after others finish); throws <see cref="KvCapacityException"/> when the
+    /// whole sequence never could fit. Without <paramref name="reusePrefix"/> nothing comes from the prefix cache: the
+    /// whole prompt is computed.
     /// </summary>
-    public KvAllocation? TryAllocate(IReadOnlyList<int> prompt, int totalTokens, bool reusePrefix = true)
+    public KvAllocation? TryAllocate(IReadOnlyList<int> prompt, int totalTokens, bool reusePrefix = true, int reserveBlocks = 0)
     {
-        var needed = (totalTokens + BlockSize - 1) / BlockSize;
-        if (needed > _blocks.Length)
+        if ((totalTokens + BlockSize - 1) / BlockSize > _blocks.Length)
             throw new KvCapacityException($"the request needs {totalTokens} tokens of KV cache; the engine holds {CapacityTokens}");
+        var needed = (prompt.Count + BlockSize - 1) / BlockSize;
 
         // Longest cached prefix, leaving at least one prompt token to compute (its logits start generation).
         var reusable = reusePrefix ? prompt.Count - 1 : 0;
@@ -92,7 +95,7 @@ public sealed class KvCacheManager
         // Enough room? Matched blocks stop being evictable once taken, so count them out of the pool.
         var evictable = _lru.Count - matched.Count(b => _blocks[b].Lru is not null) - (partial >= 0 && _blocks[partial].Lru is not null ? 1 : 0);
         var fresh = needed - matched.Count;
-        if (fresh > _free.Count + evictable) return null;
+        if (fresh + reserveBlocks > _free.Count + evictable) return null;
 
         foreach (var b in matched) Acquire(b);
         if (partial >= 0) Acquire(partial); // pinned while we copy from it
@@ -106,6 +109,23 @@ public sealed class KvCacheManager
             Release(partial);
         }
         return new KvAllocation(table, start + partialTokens, matched.Count);
+    }
+
+    /// <summary>Blocks a sequence could still take: free ones and unused cached prefixes.</summary>
+    public int BlocksAvailable => _free.Count + _lru.Count;
+
+    /// <summary>
+    /// Adds blocks until the sequence holds room for <paramref name="tokens"/> tokens, evicting unused cached prefixes
+    /// if it must. False when no block is left (the caller preempts a sequence and tries again).
+    /// </summary>
+    public bool TryGrow(KvAllocation a, int tokens)
+    {
+        while (a.Blocks.Count * BlockSize < tokens)
+        {
+            if (BlocksAvailable == 0) return false;
+            a.Blocks.Add(TakeFreeBlock());
+        }
+        return true;
     }
 
     /// <summary>
