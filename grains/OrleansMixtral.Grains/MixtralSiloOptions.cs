@@ -5,10 +5,11 @@ public enum EngineBackendKind { Auto, Cpu, Cuda }
 
 /// <summary>
 /// Where conversation state is kept: Sqlite (the default: a database file in <see cref="MixtralSiloOptions.DataDirectory"/>,
-/// shared by the silos of one machine), Redis, or Memory (lost with the silo that holds it; only when asked for). External:
+/// shared by the silos of one machine), Postgres (the production option: a PostgreSQL database all machines reach, with
+/// the schema of tools/postgres/), Redis, or Memory (lost with the silo that holds it; only when asked for). External:
 /// the host registers the grain storage itself.
 /// </summary>
-public enum ConversationStorageKind { Memory, Redis, External, Sqlite }
+public enum ConversationStorageKind { Memory, Redis, External, Sqlite, Postgres }
 
 /// <summary>
 /// What a silo's engine loads and how the grains route turns. Bound from the configuration section "Mixtral" by the
@@ -90,6 +91,15 @@ public sealed class MixtralSiloOptions
     public string? DataDirectory { get; set; }
     /// <summary>Redis connection string for <see cref="ConversationStorageKind.Redis"/> storage (and Redis clustering in the host).</summary>
     public string? RedisConnectionString { get; set; }
+    /// <summary>
+    /// Npgsql connection string for <see cref="ConversationStorageKind.Postgres"/> storage (and PostgreSQL clustering in the
+    /// host), e.g. <c>Host=db;Port=5432;Database=orleansmixtral;Username=mixtral</c>: a database with the schema of
+    /// tools/postgres/ applied (tools/postgres/apply-schema.sh).
+    /// </summary>
+    public string? PostgresConnectionString { get; set; }
+
+    /// <summary>The ADO.NET invariant of PostgreSQL for Orleans' ADO.NET providers (Npgsql).</summary>
+    public const string PostgresInvariant = "Npgsql";
 
     public const string DefaultDataDirectory = "data";
     /// <summary>The conversation database's file name in the data directory (Sqlite storage).</summary>

@@ -42,6 +42,16 @@ public static partial class SiloBuilderExtensions
                 silo.AddMemoryGrainStorage(ConversationGrain.StorageName);
                 services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MemoryStorageWarning>();
                 break;
+            case ConversationStorageKind.Postgres:
+                if (string.IsNullOrWhiteSpace(options.PostgresConnectionString))
+                    throw new InvalidOperationException("Storage=postgres needs a PostgreSQL connection string (PostgresConnectionString)");
+                // Orleans' ADO.NET grain storage over the project's schema (tools/postgres/schema-persistence.sql).
+                silo.AddAdoNetGrainStorage(ConversationGrain.StorageName, o =>
+                {
+                    o.Invariant = MixtralSiloOptions.PostgresInvariant;
+                    o.ConnectionString = options.PostgresConnectionString;
+                });
+                break;
             case ConversationStorageKind.Redis:
                 if (string.IsNullOrWhiteSpace(options.RedisConnectionString))
                     throw new InvalidOperationException("Storage=redis needs a Redis connection string (RedisConnectionString)");

@@ -58,7 +58,7 @@ public static partial class GatewayHost
             }
             else if (cluster is null && string.IsNullOrWhiteSpace(options.Cluster))
             {
-                throw new ArgumentException("--Cluster must name a cluster: localhost, HOST:PORT, redis://HOST:PORT or embedded");
+                throw new ArgumentException("--Cluster must name a cluster: localhost, HOST:PORT, redis://HOST:PORT, postgres:CONNECTION-STRING or embedded");
             }
         }
         catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or IOException)

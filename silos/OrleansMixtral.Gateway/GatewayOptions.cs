@@ -8,7 +8,8 @@ namespace OrleansMixtral.Gateway;
 public sealed class GatewayOptions
 {
     /// <summary>
-    /// The cluster to serve from: <c>localhost</c>, <c>HOST:PORT[,HOST:PORT...]</c> (silo gateways) or <c>redis://HOST:PORT</c>,
+    /// The cluster to serve from: <c>localhost</c>, <c>HOST:PORT[,HOST:PORT...]</c> (silo gateways), <c>redis://HOST:PORT</c> or
+    /// <c>postgres:NPGSQL-CONNECTION-STRING</c> (the silos' membership table),
     /// as <see cref="Client.ClusterConnection"/> reads it; or <c>embedded</c>: this process hosts a one-silo cluster with the
     /// model itself (one command for development; section "Mixtral" configures its engine as in the silo host).
     /// </summary>

@@ -14,13 +14,20 @@ public static class SiloSetup
 {
     public const string DashboardPath = "/dashboard";
 
-    /// <summary>The ClusterId of a silo with Redis clustering when none is given (the silos of all machines share it).</summary>
+    /// <summary>The ClusterId of a silo with Redis or PostgreSQL clustering when none is given (the silos of all machines share it).</summary>
     public const string DefaultClusterId = "mixtral";
     public const string DefaultServiceId = "mixtral";
 
+    /// <summary>How the silos find each other: one machine (the primary silo keeps the table), Redis, or PostgreSQL.</summary>
+    enum Clustering { Localhost, Redis, Postgres }
+
     /// <param name="ClusterId">Given (--ClusterId), or null until derived from the data directory.</param>
-    sealed record Settings(MixtralSiloOptions Mixtral, bool RedisClustering, int SiloPort, int GatewayPort, int PrimarySiloPort,
-        string? ClusterId, string ServiceId, string? AdvertisedHost);
+    sealed record Settings(MixtralSiloOptions Mixtral, Clustering Clustering, int SiloPort, int GatewayPort, int PrimarySiloPort,
+        string? ClusterId, string ServiceId, string? AdvertisedHost)
+    {
+        /// <summary>Silos of several machines (a membership table in Redis or PostgreSQL), not one machine's.</summary>
+        public bool Shared => Clustering != Clustering.Localhost;
+    }
 
     /// <summary>Configures the host; false with a one-line reason when the settings are unusable.</summary>
     public static bool TryConfigure(WebApplicationBuilder builder, out string error) => TryConfigure(builder, out error, out _);
@@ -47,7 +54,7 @@ public static class SiloSetup
                 return false;
             }
             // A local cluster's id is its data directory's: clusters started on other directories never merge with it.
-            s = s with { ClusterId = s.ClusterId ?? (s.RedisClustering ? DefaultClusterId : LocalClusters.ClusterIdFor(s.Mixtral.ResolveDataDirectory())) };
+            s = s with { ClusterId = s.ClusterId ?? (s.Shared ? DefaultClusterId : LocalClusters.ClusterIdFor(s.Mixtral.ResolveDataDirectory())) };
             if (PrimaryProblem(s) is { } primary)
             {
                 (error, exitCode) = (primary, 1);
@@ -66,9 +73,16 @@ public static class SiloSetup
 
         builder.UseOrleans(silo =>
         {
-            if (s.RedisClustering)
+            if (s.Shared)
             {
-                silo.UseRedisClustering(s.Mixtral.RedisConnectionString!);
+                if (s.Clustering == Clustering.Redis) silo.UseRedisClustering(s.Mixtral.RedisConnectionString!);
+                else
+                    // Orleans' ADO.NET membership table over the project's schema (tools/postgres/schema-clustering.sql).
+                    silo.UseAdoNetClustering(o =>
+                    {
+                        o.Invariant = MixtralSiloOptions.PostgresInvariant;
+                        o.ConnectionString = s.Mixtral.PostgresConnectionString;
+                    });
                 silo.Configure<ClusterOptions>(o => { o.ClusterId = s.ClusterId!; o.ServiceId = s.ServiceId; });
                 if (s.AdvertisedHost is { } host)
                     silo.ConfigureEndpoints(ResolveAddress(host), s.SiloPort, s.GatewayPort, listenOnAnyHostAddress: true);
@@ -106,22 +120,28 @@ public static class SiloSetup
         if (config["Int8"] is { } int8) mixtral.Int8 = bool.Parse(int8);
         var redis = config["Redis"] ?? mixtral.RedisConnectionString;
         mixtral.RedisConnectionString = redis;
+        var postgres = config["Postgres"] ?? mixtral.PostgresConnectionString;
+        mixtral.PostgresConnectionString = postgres;
         mixtral.Storage = (config["Storage"] ?? "sqlite").ToLowerInvariant() switch
         {
             "sqlite" => ConversationStorageKind.Sqlite,
             "memory" => ConversationStorageKind.Memory,
             "redis" => ConversationStorageKind.Redis,
-            var other => throw new ArgumentException($"--Storage must be sqlite, redis or memory, not '{other}'"),
+            "postgres" or "postgresql" => ConversationStorageKind.Postgres,
+            var other => throw new ArgumentException($"--Storage must be sqlite, postgres, redis or memory, not '{other}'"),
         };
         mixtral.DataDirectory = config["DataDirectory"] ?? mixtral.DataDirectory;
-        var redisClustering = (config["Clustering"] ?? "localhost").ToLowerInvariant() switch
+        var clustering = (config["Clustering"] ?? "localhost").ToLowerInvariant() switch
         {
-            "localhost" => false,
-            "redis" => true,
-            var other => throw new ArgumentException($"--Clustering must be localhost or redis, not '{other}'"),
+            "localhost" => Clustering.Localhost,
+            "redis" => Clustering.Redis,
+            "postgres" or "postgresql" => Clustering.Postgres,
+            var other => throw new ArgumentException($"--Clustering must be localhost, postgres or redis, not '{other}'"),
         };
-        if ((redisClustering || mixtral.Storage == ConversationStorageKind.Redis) && string.IsNullOrWhiteSpace(redis))
+        if ((clustering == Clustering.Redis || mixtral.Storage == ConversationStorageKind.Redis) && string.IsNullOrWhiteSpace(redis))
             throw new ArgumentException("--Clustering redis and --Storage redis need --Redis HOST:PORT (a StackExchange.Redis connection string)");
+        if ((clustering == Clustering.Postgres || mixtral.Storage == ConversationStorageKind.Postgres) && string.IsNullOrWhiteSpace(postgres))
+            throw new ArgumentException("--Clustering postgres and --Storage postgres need --Postgres \"Host=HOST;Port=5432;Database=orleansmixtral;Username=USER\" (an Npgsql connection string; the schema: tools/postgres/apply-schema.sh)");
         mixtral.Model = ModelPaths.Resolve(mixtral.Model); // fail now, not when the silo starts
         if (mixtral.PrefillChunkTokens is { } chunk
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
@@ -133,7 +153,7 @@ public static class SiloSetup
         if (siloPort == gatewayPort) throw new ArgumentException($"--SiloPort and --GatewayPort must differ (both are {siloPort})");
         var clusterId = config["ClusterId"];
         if (clusterId is not null && string.IsNullOrWhiteSpace(clusterId)) throw new ArgumentException("--ClusterId must not be empty");
-        return new Settings(mixtral, redisClustering, siloPort, gatewayPort, Port(config, "PrimarySiloPort", 11111),
+        return new Settings(mixtral, clustering, siloPort, gatewayPort, Port(config, "PrimarySiloPort", 11111),
             clusterId, config["ServiceId"] ?? DefaultServiceId, config["AdvertisedHost"]);
     }
 
@@ -144,8 +164,8 @@ public static class SiloSetup
     /// </summary>
     static string? PortInUse(IConfiguration config, Settings s)
     {
-        // Localhost clustering listens on the loopback address; Redis clustering on every address.
-        var orleans = s.RedisClustering ? IPAddress.Any : IPAddress.Loopback;
+        // Localhost clustering listens on the loopback address; Redis and PostgreSQL clustering on every address.
+        var orleans = s.Shared ? IPAddress.Any : IPAddress.Loopback;
         var checks = new List<(IPAddress Address, int Port, string What)>
         {
             (orleans, s.SiloPort, "the silo port, --SiloPort"),
@@ -171,7 +191,7 @@ public static class SiloSetup
     /// </summary>
     static string? PrimaryProblem(Settings s)
     {
-        if (s.RedisClustering || s.PrimarySiloPort == s.SiloPort) return null;
+        if (s.Shared || s.PrimarySiloPort == s.SiloPort) return null;
         var waited = System.Diagnostics.Stopwatch.StartNew();
         while (!LocalClusters.IsPortInUse(IPAddress.Loopback, s.PrimarySiloPort))
         {
@@ -236,6 +256,7 @@ public static class SiloSetup
             {
                 ConversationStorageKind.Sqlite => $"sqlite ({options.DatabasePath})",
                 ConversationStorageKind.Memory => "memory (conversations are lost when the silo stops)",
+                ConversationStorageKind.Postgres => "postgres",
                 var other => other.ToString().ToLowerInvariant(),
             };
             Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}) on {host.Device}, KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");

@@ -14,7 +14,9 @@ namespace OrleansMixtral.Client;
 /// <list type="bullet">
 /// <item><c>localhost</c> or <c>localhost:PORT</c>: a local cluster (gateway port 30000 by default);</item>
 /// <item><c>HOST:PORT[,HOST:PORT...]</c>: these gateways;</item>
-/// <item><c>redis://HOST:PORT</c> (or <c>redis:CONNECTION-STRING</c>): the gateways the silos registered in that Redis.</item>
+/// <item><c>redis://HOST:PORT</c> (or <c>redis:CONNECTION-STRING</c>): the gateways the silos registered in that Redis;</item>
+/// <item><c>postgres:NPGSQL-CONNECTION-STRING</c> (<c>postgres:Host=db;Port=5432;Database=orleansmixtral;Username=mixtral</c>):
+/// the gateways the silos registered in that PostgreSQL database.</item>
 /// </list>
 /// The cluster id: the one given, else, for gateways on this machine, the id their silo registered
 /// (<see cref="LocalClusters"/>: a local cluster's id belongs to its data directory), else <see cref="DefaultClusterId"/>.
@@ -36,7 +38,7 @@ public static class ClusterConnection
     {
         if (!string.IsNullOrWhiteSpace(clusterId)) return (clusterId, serviceId ?? DefaultServiceId);
         LocalClusterEntry? local = null;
-        if (!cluster.Trim().StartsWith("redis:", StringComparison.OrdinalIgnoreCase))
+        if (!IsSharedMembership(cluster.Trim()))
         {
             var gateways = Gateways(cluster.Trim());
             if (gateways.All(g => IPAddress.IsLoopback(g.Address)))
@@ -76,6 +78,13 @@ public static class ClusterConnection
             if (connection.Length == 0) throw new ArgumentException("redis: needs a connection string, e.g. redis://127.0.0.1:6379");
             client.UseRedisClustering(connection);
         }
+        else if (cluster.StartsWith(PostgresPrefix, StringComparison.OrdinalIgnoreCase))
+        {
+            var connection = cluster[PostgresPrefix.Length..];
+            if (connection.Length == 0)
+                throw new ArgumentException("postgres: needs an Npgsql connection string, e.g. postgres:Host=127.0.0.1;Port=5432;Database=orleansmixtral;Username=mixtral");
+            client.UseAdoNetClustering(o => { o.Invariant = "Npgsql"; o.ConnectionString = connection; });
+        }
         else
         {
             var gateways = Gateways(cluster);
@@ -86,6 +95,12 @@ public static class ClusterConnection
         client.AddMemoryStreams(TokenStreams.Provider);
         return client;
     }
+
+    const string PostgresPrefix = "postgres:";
+
+    /// <summary>The cluster is named by its membership table (Redis, PostgreSQL), which every machine's silos share, not by gateways.</summary>
+    static bool IsSharedMembership(string cluster) =>
+        cluster.StartsWith("redis:", StringComparison.OrdinalIgnoreCase) || cluster.StartsWith(PostgresPrefix, StringComparison.OrdinalIgnoreCase);
 
     static List<IPEndPoint> Gateways(string cluster)
     {

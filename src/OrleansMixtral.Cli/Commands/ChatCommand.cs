@@ -21,7 +21,7 @@ static class ChatCommand
         var system = new Option<string?>("--system") { Description = "System message for the conversation", HelpName = "TEXT" };
         var cluster = new Option<string?>("--cluster")
         {
-            Description = "Chat through a running cluster instead of a local model: HOST:PORT[,HOST:PORT] of silo gateways, or redis://HOST:PORT",
+            Description = "Chat through a running cluster instead of a local model: HOST:PORT[,HOST:PORT] of silo gateways, redis://HOST:PORT, or postgres:NPGSQL-CONNECTION-STRING",
             HelpName = "ADDRESS",
         };
         var conversation = new Option<string?>("--conversation") { Description = "With --cluster: resume this conversation id", HelpName = "ID" };
