@@ -21,6 +21,9 @@ using Tok = OrleansMixtral.Tokenization;
 // The same turns (one at a time, greedy, fixed length) through: the engine in-process; a one-silo cluster (silo in this
 // process, the client over the loopback gateway, as a remote client) on the direct path; and its token stream at two
 // polling periods. Prints medians; per-turn overhead = what the caller saw minus what the engine measured for that turn.
+// Soak mode (SoakMode.cs), through the OpenAI-compatible gateway: `soak --gateway URL --conversations N --duration 30m`,
+// every stream and stored history checked, failures by type, TTFT/ITL and each process's RSS every minute, JSON.
+if (SoakModeAsked(args)) return await RunSoakAsync(args);
 if (LoadModeAsked(args)) return await RunLoadAsync(args);
 
 var runs = Arg("--runs", 12);
