@@ -345,22 +345,23 @@ __device__ __forceinline__ void gate_up_body(const signed char* W, const float* 
     }
 }
 
-// Experts down: out[p, r] = w[p] · s · W2_e[r] · h[i] for the pair p = slots[i] (h from the gate/up kernel).
-// grid (max tiles, H / 256). (Splitting I over two blocks to fill the GPU in decode steps, whose down has only
-// (experts in use) × 16 blocks, gained nothing: H200, harness, 2026-11-29.)
+// Experts down: out[p · S + z, r] = w[p] · s · Σ_{c in part z} W2_e[r, c] · h[i, c] for the pair p = slots[i] (h from
+// the gate/up kernel): the row length I in S = gridDim.z parts, whose partial rows the next norm adds in a fixed order
+// (no atomics). S = 2 in decode steps, whose down has only (experts in use) × 16 blocks: one a SM, where the 32-token
+// tiles need two to hide their latency. grid (max tiles, H / 256, S), S dividing I / 64.
 template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ void down_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
                                           const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
     if ((int)blockIdx.x >= *tile_count) return;
     const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
-    const int r0 = blockIdx.y * WGG_ROWS;
+    const int r0 = blockIdx.y * WGG_ROWS, S = gridDim.z, z = blockIdx.z, units = I / 64 / S;
     const char* base = reinterpret_cast<const char*>(W) + (size_t)e * H * I;
     const char* w_tile[WGG_TILES];
 #pragma unroll
-    for (int t = 0; t < WGG_TILES; t++) w_tile[t] = base + (size_t)min(r0 / 16 + t, H / 16 - 1) * (I / 64) * 1024;
-    const char* xr = reinterpret_cast<const char*>(h + (size_t)(first + min((int)threadIdx.x, n - 1)) * I);
+    for (int t = 0; t < WGG_TILES; t++) w_tile[t] = base + ((size_t)min(r0 / 16 + t, H / 16 - 1) * (I / 64) + (size_t)z * units) * 1024;
+    const char* xr = reinterpret_cast<const char*>(h + (size_t)(first + min((int)threadIdx.x, n - 1)) * I + (size_t)z * units * 64);
     float acc[2][BN / 2];
-    if (!wgmma_block<BN, AHEAD, CTAS>(w_tile, xr, I / 64, acc)) return;
+    if (!wgmma_block<BN, AHEAD, CTAS>(w_tile, xr, units, acc)) return;
     const int c = (threadIdx.x >> 7) - 1;
 #pragma unroll
     for (int m = 0; m < 2; m++)
@@ -369,7 +370,7 @@ __device__ __forceinline__ void down_body(const signed char* W, const float* sca
             const int r = r0 + 128 * c + 64 * m + acc_row(i), slot = acc_token(i);
             if (slot >= n || r >= H) continue;
             const int p = slots[first + slot];
-            out[(size_t)p * H + r] = acc[m][i] * expert_w[p] * scales[(size_t)e * H + r];
+            out[((size_t)p * S + z) * H + r] = acc[m][i] * expert_w[p] * scales[(size_t)e * H + r];
         }
 }
 

@@ -88,7 +88,8 @@ class Wgmma:
         self.f[f"wgmma_dense_i8_n{bn}"](((T + bn - 1) // bn, (R + 255) // 256), (WGG_THREADS,),
                                         (W, scales, xp, y, np.int32(T), np.int32(R), np.int32(C), np.int32(acc)), shared_mem=self.smem_for(bn))
 
-    def experts(self, k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, xp=None, bn=128):
+    def experts(self, k, W13, s13, W2, s2, ids, w, x16, h16, out, T, I_, H_, bufs=None, xp=None, bn=128, split=1):
+        """out [T·K·split, H]: row p·split + z is part z of pair p's down product (the norm adds a token's K·split rows)."""
         P = T * K
         x16 = self.permute(x16, cp.empty_like(x16) if xp is None else xp, T, H_)
         mt = P // bn + E
@@ -98,7 +99,7 @@ class Wgmma:
         k.moe_group((1,), (256,), (ids, np.int32(P), np.int32(E), np.int32(bn), slots, tiles, count))
         self.f[f"wgmma_gate_up_i8_n{bn}"]((mt, I_ // 128), (WGG_THREADS,), (W13, s13, tiles, count, slots, x16, h16, np.int32(I_), np.int32(H_), np.int32(K)),
                                           shared_mem=self.smem_for(bn))
-        self.f[f"wgmma_down_i8_n{bn}"]((mt, H_ // 256), (WGG_THREADS,), (W2, s2, tiles, count, slots, w, h16, out, np.int32(H_), np.int32(I_)),
+        self.f[f"wgmma_down_i8_n{bn}"]((mt, H_ // 256, split), (WGG_THREADS,), (W2, s2, tiles, count, slots, w, h16, out, np.int32(H_), np.int32(I_)),
                                        shared_mem=self.smem_for(bn))
 
 
@@ -120,16 +121,17 @@ def checks(wg, k):
         r2 = rel(y2, base + ref)
         ok = r1 < 1e-4 and r2 < 1e-4 and not bool(cp.isnan(y).any())  # fp32 sums of up to 14,336 exact fp16 products
         res.append((f"wgmma dense n{bn}", f"{T}x{R}x{C}", r1, r2, ok))
-    for (I_, H_, T, bn) in [(1024, 1024, 300, 128), (2048, 512, 40, 128), (14336, 4096, 70, 128),
-                            (1024, 1024, 100, 64), (2048, 512, 64, 32), (14336, 4096, 64, 32), (14336, 4096, 128, 64)]:
+    for (I_, H_, T, bn, split) in [(1024, 1024, 300, 128, 1), (2048, 512, 40, 128, 1), (14336, 4096, 70, 128, 1),
+                                   (1024, 1024, 100, 64, 1), (2048, 512, 64, 32, 2), (14336, 4096, 64, 32, 2), (14336, 4096, 128, 64, 1)]:
         W13, s13, W2, s2 = random_experts(I_, H_, True)
         x = cp.random.standard_normal((T, H_), dtype=cp.float32)
         x16 = f16(x)
         ids = cp.asarray(np.stack([np.random.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
         w = cp.random.random_sample(T * K, dtype=cp.float32)
         h16 = cp.full((T * K, I_), cp.nan, cp.float16)
-        out = cp.full((T * K, H_), cp.nan, cp.float32)
-        wg.experts(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h16, out, T, I_, H_, bn=bn)
+        parts = cp.full((T * K * split, H_), cp.nan, cp.float32)
+        wg.experts(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h16, parts, T, I_, H_, bn=bn, split=split)
+        out = parts.reshape(T * K, split, H_).sum(axis=1)
         ref = ref_moe(W13, s13, W2, s2, ids, w, x16, T, I_, H_) if T <= 100 or I_ <= 2048 else None
         r = rel(out, ref) if ref is not None else float("nan")
         # the old kernels on the same inputs (their order of sums differs: compare as two implementations)
@@ -138,7 +140,7 @@ def checks(wg, k):
         moe_prompt(k, tile(W13), s13, tile(W2), s2, ids, w, x16, h_old, out_old, T, I_, H_)
         ro = rel(out, out_old)
         ok = (ref is None or r < 2e-3) and ro < 1e-4 and not bool(cp.isnan(out).any())
-        res.append((f"wgmma experts n{bn}", f"T={T} I={I_} H={H_}", r, ro, ok))
+        res.append((f"wgmma experts n{bn}", f"T={T} I={I_} H={H_} split {split}", r, ro, ok))
     for name, what, a, b, ok in res:
         print(f"check {name:20} {what:30} rel {a:9.2e}  {b:9.2e}  {'ok' if ok else 'FAILED'}")
     return res
@@ -211,15 +213,16 @@ def decode_timings(wg, k, tokens=(16, 32, 64, 128), dense=True):
         used = len(set(ids_h.tolist()))
         most = int(np.bincount(ids_h, minlength=E).max())
         x16 = f16(cp.random.standard_normal((T, H), dtype=cp.float32)); xp = cp.empty_like(x16)
-        w = cp.ones(T * K, cp.float32); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K, H), cp.float32)
+        w = cp.ones(T * K, cp.float32); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K * 2, H), cp.float32)
         it = iter(range(10 ** 9))
         variants = []
         if T <= 128:
             variants.append((f"skinny moe nt{nt_for(T)}", lambda: moe(k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H)))
         for bn in TILES:
-            bufs = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // bn + E), cp.int32), cp.zeros(1, cp.int32))
-            variants.append((f"wgmma n{bn}", lambda bn=bn, bufs=bufs: wg.experts(
-                k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, bufs, xp, bn=bn)))
+            for split in ((1, 2) if bn == 32 else (1,)):
+                bufs = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // bn + E), cp.int32), cp.zeros(1, cp.int32))
+                variants.append((f"wgmma n{bn}" + (f" down split {split}" if split > 1 else ""), lambda bn=bn, split=split, bufs=bufs: wg.experts(
+                    k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, bufs, xp, bn=bn, split=split)))
         for name, f in variants:
             ms = time_ms(f, iters=10)
             rows.append({"op": "experts", "T": T, "kernel": name, "ms": ms, "GB/s": used * 3 * I * H / ms / 1e6, "experts_used": used, "most_tokens": most})

@@ -40,9 +40,11 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
 {
     const int DecodeMaxTokens = PrefillChunk.DecodeTokens; // steps up to this many tokens replay from graphs
     // Products of up to this many tokens use the skinny kernels (gemv.cu, moe.cu), larger ones the GEMMs. Measured (H200,
-    // harness prompt_gemm.py --decode, 2026-11-29): experts at 16 tokens 362 µs skinny / 501 wgmma, at 32 about equal,
-    // at 64 959 / 501; qkv at 64 tokens 30 µs skinny / 42 wgmma, at 128 the skinny kernels cannot (≤ 64 tokens).
-    const int SkinnyExpertTokens = 32, SkinnyDenseTokens = 64;
+    // harness prompt_gemm.py --decode, 2026-11-29): all experts of a layer at 16 tokens 362 µs skinny / 403 wgmma (32-token
+    // tiles, down in two parts), at 32 510 / 404, at 64 955 / 406; qkv at 64 tokens 30 µs skinny / 42 wgmma, at 128 the
+    // skinny kernels cannot (≤ 64 tokens). Without wgmma the experts' GEMM (64-token mma.sync tiles) takes over at 32.
+    int SkinnyExpertTokens => _wgmma ? 16 : 32;
+    const int SkinnyDenseTokens = 64;
     readonly CudaDevice _d;
     readonly MixtralConfig _c;
     readonly CudaBackendOptions _o;
@@ -103,7 +105,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _qkv = F((long)T * qkvRows);
             _act16 = F((long)T * Math.Max(h, qDim), 2);     // normed rows / attention output: the next product's input
             _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
-            _pairs = F((long)T * K * h);                     // weighted expert output per (token, choice)
+            _pairs = F((long)Math.Max(T, DownPartsDecode * Math.Min(T, DownPartsMaxTokens)) * K * h); // weighted expert output per (token, choice[, part])
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
             _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, WgmmaTokenTiles.Min())); _tileCount = F(1); // experts grouped on the device
             _xl16 = F((long)T * h, 2);
@@ -316,6 +318,15 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     }
 
     /// <summary>
+    /// Parts the wgmma experts' down product splits its row length into (down_body of kernels/wgmma_gemm_sm90a.cu): two in
+    /// decode steps of up to 64 tokens, whose down has only (experts in use) × 16 blocks, one an SM, where the 32-token
+    /// tiles need two an SM to hide their latency (all experts at 64 tokens: 406 µs against 454 in one part); at 128
+    /// tokens more tiles fill the GPU already (516 against 491). The norm that follows adds a pair's parts. One elsewhere.
+    /// </summary>
+    int DownParts(int T) => _wgmma && T > SkinnyExpertTokens && T <= DownPartsMaxTokens ? DownPartsDecode : 1;
+    const int DownPartsDecode = 2, DownPartsMaxTokens = 64;
+
+    /// <summary>
     /// The wgmma dense products' token tile: 32 for decode-sized steps, where more blocks beat fewer wider ones (qkv at
     /// 128 tokens: 43 µs with 32-token tiles, 47 with 64, 60 with 128; H200, harness, 2026-11-29), 128 for prompts.
     /// </summary>
@@ -327,13 +338,13 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     /// </summary>
     void Layers(int T, int N, bool sample)
     {
-        int h = _c.HiddenSize, K = _c.NumExpertsPerToken;
+        int h = _c.HiddenSize, K = _c.NumExpertsPerToken, pairRows = K * DownParts(T);
         var eps = (float)_c.RmsNormEps;
         _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
         for (var l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
-            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, l > 0 ? _pairs.Ptr : 0UL, K, 1, L.AttnNorm, _act16, h, eps);
+            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, l > 0 ? _pairs.Ptr : 0UL, pairRows, 1, L.AttnNorm, _act16, h, eps);
             Linear(L.Qkv, _act16, _qkv, T, accumulate: false);
             Attention(l, T);
             Linear(L.O, _act16, _x, T, accumulate: true); // the residual add is fused
@@ -341,7 +352,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             TraceRouter(l, T);
             Experts(L, T);
         }
-        Logits(N);
+        Logits(N, pairRows);
         if (sample && N > 0) _d.Launch("sample_rows", (uint)N, 1, 1024, _logits, _c.VocabSize, Temperatures, Uniforms, _sampled);
     }
 
@@ -389,10 +400,10 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             var groups = (uint)ExpertTiles(T, tile);
             _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, tile, _slots, _tiles, _tileCount);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
-            // gate/up writes h in down's input order
+            // gate/up writes h in down's input order; down writes DownParts(T) partial rows a pair
             _d.LaunchWithSharedMemory($"wgmma_gate_up_i8_n{tile}", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 L.W13, L.W13Scales.Ptr, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
-            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
+            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), (uint)DownParts(T)), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
             return;
         }
@@ -426,12 +437,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim);
     }
 
-    /// <summary>The final norm of the rows that want logits (adding the last layer's experts), then lm_head.</summary>
-    void Logits(int N)
+    /// <summary>The final norm of the rows that want logits (adding the last layer's experts: pairRows a token), then lm_head.</summary>
+    void Logits(int N, int pairRows)
     {
         if (N == 0) return;
         int h = _c.HiddenSize;
-        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, _pairs, _c.NumExpertsPerToken, 0, _finalNorm, _xl16, h, (float)_c.RmsNormEps);
+        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, _pairs, pairRows, 0, _finalNorm, _xl16, h, (float)_c.RmsNormEps);
         Linear(_lmHead, _xl16, _logits, N, accumulate: false);
     }
 

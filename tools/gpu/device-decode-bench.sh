@@ -21,8 +21,12 @@ echo "== this build: decode-only 16/256 at 1,16,64,128"
 timeout 150 $new bench $m --prompt-tokens 16 --output-tokens 256 --concurrency 1,16,64,128 --json $OUT/decode.json 2>&1 | grep -v "^concurrency\|warming" | tail -8
 if [ -f .device/old-cli.tar.xz ] && [ "${OLD:-1}" = 1 ]; then
   cp -r .run/app/OrleansMixtral.Cli .run/app/old && tar -C .run/app/old -xJf .device/old-cli.tar.xz
-  echo "== older build: decode-only 16/256 at 16,64"
-  timeout 100 dotnet .run/app/old/mixtral.dll bench $m --prompt-tokens 16 --output-tokens 256 --concurrency 16,64 --json $OUT/old-decode.json 2>&1 | grep -v "^concurrency\|warming" | tail -6
+  echo "== older build: decode-only 16/256 at ${OLD_LEVELS:-16,64}"
+  timeout 100 dotnet .run/app/old/mixtral.dll bench $m --prompt-tokens 16 --output-tokens 256 --concurrency ${OLD_LEVELS:-16,64} --json $OUT/old-decode.json 2>&1 | grep -v "^concurrency\|warming" | tail -6
+fi
+if [ -n "${LENGTHS:-}" ]; then
+  echo "== this build: TTFT by prompt length ($LENGTHS), one request"
+  timeout 200 $new bench $m --prompt-tokens "$LENGTHS" --output-tokens 16 --concurrency 1 --json $OUT/prompts.json 2>&1 | grep "│ [0-9]" | tail -6
 fi
 echo "== this build: 512/128 at 1,64"
 timeout 120 $new bench $m --prompt-tokens 512 --output-tokens 128 --concurrency 1,64 --json $OUT/bench-512.json 2>&1 | grep -v "^concurrency\|warming" | tail -6
