@@ -37,6 +37,22 @@ for f in "$results"/*.trx; do
   failed=$((failed + $(get failed) + $(get error) + $(get timeout) + $(get aborted)))
   skipped=$((skipped + total - executed))
 done
+# Why tests were skipped (the console logger names them without their reasons): one line per reason, with the classes.
+if [ $skipped -gt 0 ]; then
+  echo "skipped tests, by reason:"
+  for f in "$results"/*.trx; do
+    awk 'BEGIN { RS = "</UnitTestResult>" }
+         /outcome="NotExecuted"/ {
+           name = $0; sub(/.*testName="/, "", name); sub(/".*/, "", name)
+           n = split(name, parts, "."); cls = (n >= 2) ? parts[n - 1] : name
+           reason = "(no reason given)"
+           if (match($0, /<Message>[^<]*<\/Message>/)) reason = substr($0, RSTART + 9, RLENGTH - 19)
+           print reason "\t" cls
+         }' "$f"
+  done | sed -e 's/&lt;/</g' -e 's/&gt;/>/g' -e 's/&quot;/"/g' -e "s/&apos;/'/g" -e 's/&amp;/\&/g' | sort | awk -F'\t' '
+    { count[$1]++; if (!seen[$1 FS $2]++) classes[$1] = classes[$1] (classes[$1] == "" ? "" : ", ") $2 }
+    END { for (r in count) printf "  %d: %s [%s]\n", count[r], r, classes[r] }' | sort -t: -k1 -rn
+fi
 if [ $status -ne 0 ] && [ $failed -eq 0 ]; then failed=1; fi # a build or runner failure counts as a failure
 echo "$passed passed, $failed failed, $skipped skipped"
 exit $status

@@ -42,7 +42,7 @@ public static class CliApp
             Error = console.Error,
             EnableDefaultExceptionHandler = false,
         };
-        if (!handleTermination) configuration.ProcessTerminationTimeout = null;
+        if (!handleTermination || parse.CommandResult.Command is SelfInterruptingCommand) configuration.ProcessTerminationTimeout = null;
         try
         {
             int code = await parse.InvokeAsync(configuration, cancellationToken);

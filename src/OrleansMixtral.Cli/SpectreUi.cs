@@ -9,6 +9,15 @@ namespace OrleansMixtral.Cli;
 /// </summary>
 static class SpectreUi
 {
+    /// <summary>Where a long run reports how far it is (<see cref="WithProgressAsync"/>); <see cref="None"/> shows nothing.</summary>
+    public sealed class RunProgress(Action<string?, double, double> report)
+    {
+        public static readonly RunProgress None = new((_, _, _) => { });
+        public bool Shown => this != None;
+        /// <param name="what">The bar's new description, or null to keep it.</param>
+        public void Report(string? what, double done, double total) => report(what, done, total);
+    }
+
     public static IAnsiConsole Create(TextWriter writer, bool isTerminal) => AnsiConsole.Create(new AnsiConsoleSettings
     {
         Out = new AnsiConsoleOutput(writer),
@@ -37,6 +46,38 @@ static class SpectreUi
                 return result;
             });
     }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> under a progress bar on stderr with the time left, when stderr is a terminal (elsewhere
+    /// it just runs). The work reports through <see cref="RunProgress.Report"/>: what it is doing, done and total.
+    /// </summary>
+    public static async Task<T> WithProgressAsync<T>(CliConsole console, string description, Func<RunProgress, Task<T>> work)
+    {
+        if (!console.ErrorIsTerminal) return await work(RunProgress.None);
+        IAnsiConsole ansi = Create(console.Error, isTerminal: true);
+        return await ansi.Progress()
+            .AutoClear(true)
+            .HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                ProgressTask task = ctx.AddTask(Markup.Escape(description), autoStart: true, maxValue: 1);
+                var progress = new RunProgress((what, done, total) =>
+                {
+                    if (what is not null) task.Description = Markup.Escape(what);
+                    task.MaxValue = Math.Max(1e-9, total);
+                    task.Value = Math.Min(done, task.MaxValue);
+                });
+                T result = await work(progress);
+                task.Value = task.MaxValue;
+                return result;
+            });
+    }
+
+    /// <summary>The same for work that is not asynchronous.</summary>
+    public static T WithProgress<T>(CliConsole console, string description, Func<RunProgress, T> work) =>
+        WithProgressAsync(console, description, p => Task.FromResult(work(p))).GetAwaiter().GetResult();
 
     /// <summary>A table written to <paramref name="writer"/>.</summary>
     /// <param name="fileWidth">The width when the writer is a file or pipe (a wide table needs more than 120 for its headers).</param>

@@ -9,38 +9,62 @@ namespace OrleansMixtral.Client;
 /// The console chat against a running cluster (<c>mixtral chat --cluster HOST:PORT</c>): one line in, the reply streamed
 /// out, turn after turn, in a conversation that lives in the cluster and can be resumed by its id from anywhere.
 /// Replies go to <c>output</c> (one line each); the conversation id, figures, errors and prompts go to <c>error</c>.
-/// Commands: /exit (or end of input), /reset, /history, /id.
+/// The loop and its commands are <see cref="ChatRepl"/>'s, as in a local chat.
 /// </summary>
 public sealed class ClusterChat(MixtralClient client, TextReader input, TextWriter output, TextWriter error)
 {
-    public const int ExitOk = 0;
-    public const int ExitError = 1;
+    public const int ExitOk = ChatRepl.ExitOk;
+    public const int ExitError = ChatRepl.ExitError;
+    public const int ExitInterrupted = ChatRepl.ExitInterrupted;
+
+    /// <summary>How long <see cref="RunAsync(string, string?, string?, TurnOptions?, TextReader, TextWriter, TextWriter, bool, CancellationToken, string?, TimeSpan?, ChatInterrupts?)"/> waits for the cluster by default.</summary>
+    public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
 
     public TurnOptions Options { get; init; } = new() { MaxTokens = 512, Temperature = 0.7f };
     /// <summary>System message of a new conversation (ignored when resuming one that has turns).</summary>
     public string? SystemPrompt { get; init; }
     /// <summary>Print "> " before each line (when the input is a terminal).</summary>
     public bool Prompt { get; init; }
+    /// <summary>Ctrl+C: cancels a reply, or ends the chat at the prompt; null: none.</summary>
+    public ChatInterrupts? Interrupts { get; init; }
 
     /// <summary>
     /// Connects to <paramref name="cluster"/> (see <see cref="ClusterConnection"/>; <paramref name="clusterId"/> null: the
-    /// local silo's registered id, else the default) and runs the chat.
+    /// local silo's registered id, else the default), saying so on <paramref name="error"/>, and runs the chat. A cluster
+    /// that does not answer within <paramref name="connectTimeout"/> (default <see cref="DefaultConnectTimeout"/>) is one
+    /// line on <paramref name="error"/> and exit code 1.
     /// </summary>
     public static async Task<int> RunAsync(string cluster, string? conversationId, string? systemPrompt, TurnOptions? options,
         TextReader input, TextWriter output, TextWriter error, bool prompt = false, CancellationToken cancellationToken = default,
-        string? clusterId = null)
+        string? clusterId = null, TimeSpan? connectTimeout = null, ChatInterrupts? interrupts = null)
     {
+        var timeout = connectTimeout ?? DefaultConnectTimeout;
+        string ids;
+        try { ids = ClusterConnection.ResolveIds(cluster, clusterId).ClusterId; }
+        catch (ArgumentException e)
+        {
+            error.WriteLine($"error: --cluster {cluster}: {e.Message}");
+            return ExitError;
+        }
+        error.WriteLine($"connecting to the cluster at {cluster} (cluster id {ids})…");
         Microsoft.Extensions.Hosting.IHost host;
+        using var connecting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, interrupts?.Exit ?? CancellationToken.None);
         try
         {
-            host = await ClusterConnection.ConnectAsync(cluster, TimeSpan.FromSeconds(15), clusterId, logLevel: LogLevel.Error, cancellationToken: cancellationToken);
+            // the failure is this one line: no log output (Orleans' would be a stack trace)
+            host = await ClusterConnection.ConnectAsync(cluster, timeout, clusterId, logLevel: LogLevel.None, cancellationToken: connecting.Token);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (OperationCanceledException) when (connecting.IsCancellationRequested)
         {
-            string ids;
-            try { ids = ClusterConnection.ResolveIds(cluster, clusterId).ClusterId; }
-            catch (Exception) { ids = "?"; }
-            error.WriteLine($"error: cannot connect to the cluster at {cluster} (cluster id {ids}; a silo prints its own when ready): {e.Message}");
+            error.WriteLine("interrupted");
+            return ExitInterrupted;
+        }
+        catch (Exception e)
+        {
+            var why = e is TimeoutException
+                ? $"no gateway answered within {timeout.TotalSeconds:0.#} s" + (e.InnerException is { } last ? $" ({last.Message.ReplaceLineEndings(" ")})" : "")
+                : e.Message.ReplaceLineEndings(" ");
+            error.WriteLine($"error: cannot connect to the cluster at {cluster} (cluster id {ids}; a silo prints its own when ready): {why}");
             return ExitError;
         }
         using (host)
@@ -50,6 +74,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
                 Options = options ?? new TurnOptions { MaxTokens = 512, Temperature = 0.7f },
                 SystemPrompt = systemPrompt,
                 Prompt = prompt,
+                Interrupts = interrupts,
             };
             var code = await chat.RunAsync(conversationId, cancellationToken);
             try { await host.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(5)).Token); } catch (Exception) { }
@@ -81,79 +106,46 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
         }
         var id = snapshot.ConversationId;
         error.WriteLine(snapshot.Turns == 0
-            ? $"conversation {id} (resume it with --conversation {id}); /exit quits, /reset clears, /history shows it"
-            : $"resuming conversation {id}: {snapshot.Turns} turn(s) so far; /history shows them");
-
-        while (!cancellationToken.IsCancellationRequested)
-        {
-            if (Prompt) error.Write("> ");
-            string? line;
-            try { line = await input.ReadLineAsync(cancellationToken); }
-            catch (OperationCanceledException) { break; }
-            if (line is null) break;
-            var trimmed = line.Trim();
-            if (trimmed.Length == 0) continue;
-            try
-            {
-                switch (trimmed)
-                {
-                    case "/exit" or "/quit":
-                        return ExitOk;
-                    case "/id":
-                        error.WriteLine(id);
-                        continue;
-                    case "/reset":
-                        await client.Conversation(id).Reset();
-                        error.WriteLine("(conversation cleared)");
-                        continue;
-                    case "/history":
-                        foreach (var m in (await client.GetHistoryAsync(id)).Messages)
-                            error.WriteLine($"[{m.Role.ToString().ToLowerInvariant()}] {m.Content}");
-                        continue;
-                }
-            }
-            catch (Exception e) when (e is ConversationNotFoundException or TurnInProgressException)
-            {
-                error.WriteLine("error: " + e.Message); // a conversation its storage lost (memory storage), a turn still running
-                continue;
-            }
-            if (trimmed.StartsWith('/') && !trimmed.Contains(' '))
-            {
-                error.WriteLine($"unknown command {trimmed} (commands: /exit, /reset, /history, /id)");
-                continue;
-            }
-            await TurnAsync(id, line, cancellationToken);
-        }
-        return ExitOk;
+            ? $"conversation {id} (resume it with --conversation {id}); /help lists the commands"
+            : $"resuming conversation {id}: {snapshot.Turns} turn(s) so far; /history shows them, /help the commands");
+        var repl = new ChatRepl(new Session(client, id, Options), input, output, error) { Prompt = Prompt, Interrupts = Interrupts };
+        return await repl.RunAsync(cancellationToken);
     }
 
-    async Task TurnAsync(string id, string line, CancellationToken cancellationToken)
+    /// <summary>A conversation in the cluster, as the chat loop sees it.</summary>
+    sealed class Session(MixtralClient client, string id, TurnOptions options) : IChatSession
     {
-        try
+        public string? ConversationId => id;
+
+        public async Task<IReadOnlyList<ChatEntry>> GetHistoryAsync(CancellationToken cancellationToken) =>
+            await Guard(async () => (await client.GetHistoryAsync(id)).Messages);
+
+        public Task ResetAsync(CancellationToken cancellationToken) => Guard(async () =>
         {
-            var result = await client.SendAndCollectAsync(id, line, Options, chunk =>
-            {
-                output.Write(chunk.Text);
-                output.Flush();
-            }, cancellationToken);
-            output.WriteLine();
-            output.Flush();
+            await client.Conversation(id).Reset();
+            return true;
+        });
+
+        public async Task<ChatTurnOutcome> SendAsync(string message, Action<string> onText, CancellationToken cancellationToken)
+        {
+            var result = await Guard(() => client.SendAndCollectAsync(id, message, options, chunk => onText(chunk.Text), cancellationToken));
             var end = result.End;
-            if (end.Succeeded)
-            {
-                var decode = result.Elapsed - result.TimeToFirstChunk;
-                var rate = end.Usage.CompletionTokens > 1 && decode > TimeSpan.Zero ? (end.Usage.CompletionTokens - 1) / decode.TotalSeconds : 0;
-                error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"[{end.Usage.CompletionTokens} tokens, first after {result.TimeToFirstChunk.TotalMilliseconds:F0} ms, {rate:F1} tok/s; prompt {end.Usage.PromptTokens} ({end.Usage.CachedPromptTokens} cached) on {end.Silo}]"));
-            }
-            else
-            {
-                error.WriteLine($"({end.Finish.ToString().ToLowerInvariant()}: {end.Error}; the conversation is as it was before this message)");
-            }
+            if (!end.Succeeded)
+                return new ChatTurnOutcome($"({end.Finish.ToString().ToLowerInvariant()}: {end.Error}; the conversation is as it was before this message)");
+            var decode = result.Elapsed - result.TimeToFirstChunk;
+            var rate = end.Usage.CompletionTokens > 1 && decode > TimeSpan.Zero ? (end.Usage.CompletionTokens - 1) / decode.TotalSeconds : 0;
+            return new ChatTurnOutcome(string.Create(CultureInfo.InvariantCulture,
+                $"[{end.Usage.CompletionTokens} tokens, first after {result.TimeToFirstChunk.TotalMilliseconds:F0} ms, {rate:F1} tok/s; prompt {end.Usage.PromptTokens} ({end.Usage.CachedPromptTokens} cached) on {end.Silo}]"));
         }
-        catch (Exception e) when (e is TurnInProgressException or InvalidTurnException or ConversationNotFoundException)
+
+        /// <summary>A conversation its storage lost (memory storage), a turn still running, one that can never run: one line.</summary>
+        static async Task<T> Guard<T>(Func<Task<T>> call)
         {
-            error.WriteLine("error: " + e.Message);
+            try { return await call(); }
+            catch (Exception e) when (e is ConversationNotFoundException or TurnInProgressException or InvalidTurnException)
+            {
+                throw new ChatSessionException(e.Message, e);
+            }
         }
     }
 }

@@ -124,35 +124,43 @@ public static class ClusterConnection
     }
 
     /// <summary>
-    /// Starts a client host connected to the cluster (retrying until <paramref name="timeout"/>). Dispose the host to
-    /// disconnect; its <see cref="MixtralClient"/> is in the host's services.
+    /// Starts a client host connected to the cluster, trying again until <paramref name="timeout"/> (default 30 s) has
+    /// passed in all; then a <see cref="TimeoutException"/> whose inner exception is the last attempt's failure, if it
+    /// failed (Orleans' own connection attempts can go on for minutes: one still running is left to end on its own).
+    /// Dispose the host to disconnect; its <see cref="MixtralClient"/> is in the host's services.
     /// </summary>
     public static async Task<IHost> ConnectAsync(string cluster, TimeSpan? timeout = null, string? clusterId = null,
         string? serviceId = null, LogLevel logLevel = LogLevel.Warning, CancellationToken cancellationToken = default)
     {
-        var until = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(30));
+        var budget = timeout ?? TimeSpan.FromSeconds(30);
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         while (true)
         {
+            var left = budget - System.Diagnostics.Stopwatch.GetElapsedTime(started);
             var builder = Host.CreateApplicationBuilder();
             builder.Logging.SetMinimumLevel(logLevel);
             builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
             builder.UseOrleansClient(client => client.UseMixtralCluster(cluster, clusterId, serviceId));
             builder.Services.AddSingleton(sp => new MixtralClient(sp.GetRequiredService<IClusterClient>()));
             var host = builder.Build();
+            using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            attempt.CancelAfter(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+            var starting = host.StartAsync(attempt.Token);
             try
             {
-                await host.StartAsync(cancellationToken);
+                await starting.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, cancellationToken);
                 return host;
             }
-            catch (Exception) when (DateTime.UtcNow < until && !cancellationToken.IsCancellationRequested)
+            catch (Exception e)
             {
-                host.Dispose();
-                await Task.Delay(500, cancellationToken);
-            }
-            catch
-            {
-                host.Dispose();
-                throw;
+                if (starting.IsCompleted) host.Dispose();
+                else _ = starting.ContinueWith(_ => host.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+                cancellationToken.ThrowIfCancellationRequested();
+                left = budget - System.Diagnostics.Stopwatch.GetElapsedTime(started);
+                if (left <= TimeSpan.Zero)
+                    throw new TimeoutException($"the cluster at {cluster} did not answer within {budget.TotalSeconds:0.#} s",
+                        e is TimeoutException or OperationCanceledException ? null : e);
+                await Task.Delay(left < TimeSpan.FromMilliseconds(500) ? left : TimeSpan.FromMilliseconds(500), cancellationToken);
             }
         }
     }

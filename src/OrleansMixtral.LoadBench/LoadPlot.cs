@@ -57,13 +57,51 @@ public static class PlotFiles
     public static ScottPlot.Plot NewPlot()
     {
         var plot = new ScottPlot.Plot();
-        // A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.
-        if (Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font))
+        if (FontFile is { } font)
         {
             ScottPlot.Fonts.AddFontFile("bench", font);
             plot.Font.Set("bench");
         }
         return plot;
+    }
+
+    /// <summary>A machine without system fonts (the GPU machine) draws no text: MIXTRAL_PLOT_FONT names a .ttf to use.</summary>
+    static string? FontFile => Environment.GetEnvironmentVariable("MIXTRAL_PLOT_FONT") is { Length: > 0 } font && File.Exists(font) ? font : null;
+
+    /// <summary>
+    /// Several plots side by side under one title, in one PNG: each panel's y axis from 0 (with room above its highest
+    /// point) and its legend below its data.
+    /// </summary>
+    public static void SavePanels(string path, string title, IReadOnlyList<ScottPlot.Plot> panels, int width = 1400, int height = 620)
+    {
+        const int header = 48;
+        foreach (var panel in panels)
+        {
+            panel.Axes.AutoScale();
+            var top = panel.Axes.GetLimits().Top;
+            panel.Axes.SetLimitsY(0, top > 0 && double.IsFinite(top) ? top * 1.1 : 1);
+            panel.ShowLegend(ScottPlot.Edge.Bottom);
+        }
+        var multiplot = new ScottPlot.Multiplot(panels[0]);
+        foreach (var panel in panels.Skip(1)) multiplot.Subplots.Add(panel);
+        multiplot.Layout = new ScottPlot.MultiplotLayouts.Columns();
+
+        using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(width, height));
+        surface.Canvas.Clear(SkiaSharp.SKColors.White);
+        // the panels below the title (the multiplot draws from its canvas's origin, and clears all of it first)
+        surface.Canvas.Save();
+        surface.Canvas.Translate(0, header);
+        multiplot.Render(surface.Canvas, new ScottPlot.PixelRect(0, width, height - header, 0));
+        surface.Canvas.Restore();
+        // the title over the panels, in the plots' font
+        using (var typeface = FontFile is { } file ? SkiaSharp.SKTypeface.FromFile(file) : SkiaSharp.SKTypeface.FromFamilyName(ScottPlot.Fonts.Default, SkiaSharp.SKFontStyle.Bold))
+        using (var font = new SkiaSharp.SKFont(typeface, 18))
+        using (var ink = new SkiaSharp.SKPaint { Color = SkiaSharp.SKColors.Black, IsAntialias = true })
+            surface.Canvas.DrawText(title.Length > 150 ? title[..150] + "…" : title, width / 2f, header * 0.65f, SkiaSharp.SKTextAlign.Center, font, ink);
+        if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } dir) Directory.CreateDirectory(dir);
+        using var image = surface.Snapshot();
+        using var png = image.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);
+        File.WriteAllBytes(path, png.ToArray());
     }
 
     /// <param name="legendOutside">The legend below the data area instead of inside it.</param>

@@ -13,7 +13,7 @@ public sealed class ClusterChatTests(ClusterFixture fixture)
         var options = new TurnOptions { MaxTokens = 8, Temperature = 0 };
         var output = new StringWriter();
         var error = new StringWriter();
-        var chat = new ClusterChat(fixture.Client, new StringReader("Hello\n/bogus\nTell me more\n/exit\nnot read\n"), output, error)
+        var chat = new ClusterChat(fixture.Client, new StringReader("Hello\n/bogus\n/help\nTell me more\n/exit\nnot read\n"), output, error)
         {
             Options = options,
             SystemPrompt = "Be brief.",
@@ -26,7 +26,8 @@ public sealed class ClusterChatTests(ClusterFixture fixture)
         Assert.Equal(2, history.Turns);
         Assert.Equal("Be brief.", history.Messages[0].Content);
         Assert.Equal(history.Messages[2].Content + "\n" + history.Messages[4].Content + "\n", output.ToString());
-        Assert.Contains("unknown command /bogus", err);
+        Assert.Contains("unknown command /bogus (commands: /help, /history, /reset, /id, /exit)", err);
+        foreach (var (name, help) in ChatRepl.Commands) Assert.Contains($"{name,-9} {help}", err); // the local chat's commands
         Assert.Contains("tokens, first after", err);
 
         var resumed = new StringWriter();
@@ -35,5 +36,37 @@ public sealed class ClusterChatTests(ClusterFixture fixture)
         Assert.Contains($"resuming conversation {id}: 2 turn(s)", resumed.ToString());
         Assert.Contains("[user] Tell me more", resumed.ToString());
         Assert.Equal(3, (await fixture.Client.GetHistoryAsync(id)).Turns);
+    }
+
+    /// <summary>stdout that presses Ctrl+C when the first reply text arrives.</summary>
+    sealed class InterruptingWriter(ChatInterrupts interrupts) : StringWriter
+    {
+        bool _pressed;
+
+        public override void Write(string? value)
+        {
+            base.Write(value);
+            if (!string.IsNullOrEmpty(value) && !_pressed) _pressed = !interrupts.Interrupt();
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Ctrl_C_during_a_reply_cancels_the_turn_and_the_chat_goes_on()
+    {
+        using var interrupts = new ChatInterrupts();
+        var output = new InterruptingWriter(interrupts);
+        var error = new StringWriter();
+        var chat = new ClusterChat(fixture.Client, new StringReader("Tell me a long story.\nHello\n"), output, error)
+        {
+            Options = new TurnOptions { MaxTokens = 400, Temperature = 0, IgnoreEos = true },
+            Interrupts = interrupts,
+        };
+        Assert.Equal(ClusterChat.ExitOk, await chat.RunAsync());
+
+        var err = error.ToString();
+        Assert.Contains("(cancelled: cancelled by the client; the conversation is as it was before this message)", err);
+        var history = await fixture.Client.GetHistoryAsync(err.Split(' ', '\n')[1]);
+        Assert.Equal(1, history.Turns);
+        Assert.Equal("Hello", history.Messages[0].Content); // the cancelled turn is not in it
     }
 }

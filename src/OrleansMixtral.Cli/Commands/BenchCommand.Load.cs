@@ -45,7 +45,7 @@ static partial class BenchCommand
             HelpName = "SECONDS",
         };
 
-        public void AddValidators(Command command, Option<int[]> concurrency, Option<int[]> promptTokens)
+        public void AddValidators(Command command, Option<CommaList<int>> concurrency, Option<CommaList<int>> promptTokens)
         {
             Duration.Validators.Add(r =>
             {
@@ -65,7 +65,7 @@ static partial class BenchCommand
                 if (c.GetResult(concurrency) is { Implicit: false })
                     c.AddError("--rate and --concurrency are exclusive: a load at arrival rates, or requests submitted at once");
                 if (requests && duration is not null) c.AddError("--requests and --duration are exclusive: give a count or a duration");
-                if (c.GetResult(promptTokens) is { } p && Opt.TryGet(p, out int[]? lengths) && lengths is { Length: > 1 })
+                if (c.GetResult(promptTokens) is { } p && Opt.TryGet(p, out CommaList<int>? lengths) && lengths is { Values.Length: > 1 })
                     c.AddError("--rate takes one --prompt-tokens length");
                 if (c.GetResult(Rate) is { } rr && Opt.TryGet(rr, out double[]? rates) && rates is { Length: > 0 }
                     && duration is not null && Opt.TryGet(duration, out double? d) && LoadFlags.CheckArrivals(rates, d) is { } tooMany)
@@ -109,30 +109,42 @@ static partial class BenchCommand
         await Task.WhenAll(Enumerable.Range(next, 2).Select(g => engine.Submit(new GenerationRequest(prompts.For(g), warmup), ct).ReadToEndAsync(ct: ct)));
         next += 2;
 
-        var reports = new List<RateReport>();
-        for (int k = 0; k < settings.Rates.Length; k++)
+        // on a terminal a bar over every rate's requests (finished ones) with the time left; elsewhere a line per rate
+        int allRequests = schedules.Sum(s => s.Length);
+        var reports = await SpectreUi.WithProgressAsync(console, "load", async progress =>
         {
-            double rate = settings.Rates[k];
-            double[] arrivals = schedules[k];
-            int first = next;
-            next += arrivals.Length;
-            console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"rate {rate:0.##}/s: {arrivals.Length} requests arriving over {arrivals[^1]:F1} s, {prompt} prompt + {output} output tokens each"));
-            RateReport report = await LoadRunner.RunAsync(rate, arrivals, async (i, clock, token) =>
+            var done = new List<RateReport>();
+            int finished = 0;
+            for (int k = 0; k < settings.Rates.Length; k++)
             {
-                GenerationStream stream = engine.Submit(new GenerationRequest(prompts.For(first + i), sampling), token);
-                await foreach (GeneratedToken t in stream.Tokens.ReadAllAsync(token))
-                    if (t.TokenId >= 0) clock.Tokens();
-                GenerationResult result = await stream.Completion.WaitAsync(token);
-                return new RequestOutcome(result.FinishReason is FinishReason.Length or FinishReason.Stop,
-                    result.Usage.PromptTokens, result.Usage.CompletionTokens, result.FinishReason.ToString(), result.Error);
-            }, ct);
-            reports.Add(report);
-            if (report.Failed > 0)
-                console.Error.WriteLine($"warning: {report.Failed} of {report.Sent} requests failed, the first: {report.Requests.First(q => q.Error is not null || q.Finish == "Error").Error}");
-            else if (report.Requests.Any(q => q.OutputTokens != output))
-                console.Error.WriteLine($"warning: some requests generated fewer than {output} tokens");
-        }
+                double rate = settings.Rates[k];
+                double[] arrivals = schedules[k];
+                int first = next;
+                next += arrivals.Length;
+                string what = string.Create(CultureInfo.InvariantCulture,
+                    $"rate {rate:0.##}/s: {arrivals.Length} requests arriving over {arrivals[^1]:F1} s, {prompt} prompt + {output} output tokens each");
+                if (progress.Shown)
+                    progress.Report(string.Create(CultureInfo.InvariantCulture, $"rate {k + 1}/{settings.Rates.Length}: {rate:0.##}/s × {arrivals.Length}"), finished, allRequests);
+                else console.Error.WriteLine(what);
+                RateReport report = await LoadRunner.RunAsync(rate, arrivals, async (i, clock, token) =>
+                {
+                    GenerationStream stream = engine.Submit(new GenerationRequest(prompts.For(first + i), sampling), token);
+                    await foreach (GeneratedToken t in stream.Tokens.ReadAllAsync(token))
+                        if (t.TokenId >= 0) clock.Tokens();
+                    GenerationResult result = await stream.Completion.WaitAsync(token);
+                    progress.Report(null, Interlocked.Increment(ref finished), allRequests);
+                    return new RequestOutcome(result.FinishReason is FinishReason.Length or FinishReason.Stop,
+                        result.Usage.PromptTokens, result.Usage.CompletionTokens, result.FinishReason.ToString(), result.Error);
+                }, ct);
+                done.Add(report);
+                if (report.Failed > 0)
+                    console.Error.WriteLine($"warning: {report.Failed} of {report.Sent} requests failed, the first: {report.Requests.First(q => q.Error is not null || q.Finish == "Error").Error}");
+                else if (report.Requests.Any(q => q.OutputTokens != output))
+                    console.Error.WriteLine($"warning: some requests generated fewer than {output} tokens");
+                finished = done.Sum(d => d.Sent); // failed requests count as done too
+            }
+            return done;
+        });
 
         string title = $"{loaded.Name} on {loaded.Backend.Name}, {Environment.ProcessorCount} cores: Poisson arrivals, " +
                        $"{prompt} prompt + {output} output tokens per request";

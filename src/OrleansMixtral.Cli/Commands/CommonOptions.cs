@@ -4,6 +4,15 @@ using OrleansMixtral.Engine;
 
 namespace OrleansMixtral.Cli.Commands;
 
+/// <summary>
+/// The value of a comma-separated list option. Not a collection, so that help shows a default as it is typed
+/// ("[default: 1,2,4,8]"; System.CommandLine writes a collection's default as "1|2|4|8", its syntax for choices).
+/// </summary>
+sealed record CommaList<T>(T[] Values)
+{
+    public override string ToString() => string.Join(",", Values.Select(v => string.Format(System.Globalization.CultureInfo.InvariantCulture, "{0}", v)));
+}
+
 /// <summary>Option builders shared by the commands (each command gets its own instances).</summary>
 static class Opt
 {

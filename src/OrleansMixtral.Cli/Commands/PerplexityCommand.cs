@@ -40,10 +40,9 @@ static class PerplexityCommand
 
             int? limit = r.GetValue(maxWindows);
             var started = Stopwatch.GetTimestamp();
-            Action<int, int>? progress = console.ErrorIsTerminal
-                ? (done, total) => console.Error.Write($"\rwindow {done}/{total}{(done == total ? "\n" : "")}")
-                : null;
-            PerplexityResult result = runner.Perplexity(ids, loaded.Tokenizer.BosId, limit, progress);
+            // on a terminal: a bar over the windows with the time left (a full file is hundreds of windows)
+            PerplexityResult result = SpectreUi.WithProgress(console, "perplexity", progress =>
+                runner.Perplexity(ids, loaded.Tokenizer.BosId, limit, (done, total) => progress.Report($"window {done}/{total}", done, total)));
             double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
 
             if (r.GetValue(json))
