@@ -16,6 +16,9 @@ using Tok = OrleansMixtral.Tokenization;
 // Load mode (LoadMode.cs), the same load as `mixtral bench --rate` through the Orleans client:
 //     --rate R1,R2,... [--requests 200 | --duration S] [--prompt-tokens 512] [--output-tokens 128] [--seed 0]
 //     [--json FILE] [--plot FILE.png] [--threads 0] [--model DIR | synthetic:mixtral-8x7b]
+// Conversation mode (ConversationMode.cs), closed loop against a running cluster (e.g. the host launcher's silos):
+//     --cluster HOST:PORT[,...] --concurrency C [--duration S] [--turns T] [--prompt-tokens N] [--output-tokens N]
+//     [--kill-pid PID --kill-at S] [--json FILE]: throughput, TTFT, KV affinity of follow-up turns, a silo killed mid-load
 // --one-silo: only the default silo settings (direct path, stream at 20 ms), and the in-process path uses that silo's
 // engine, so the model is loaded once (the 8x7B on one GPU).
 // The same turns (one at a time, greedy, fixed length) through: the engine in-process; a one-silo cluster (silo in this
@@ -24,6 +27,7 @@ using Tok = OrleansMixtral.Tokenization;
 // Soak mode (SoakMode.cs), through the OpenAI-compatible gateway: `soak --gateway URL --conversations N --duration 30m`,
 // every stream and stored history checked, failures by type, TTFT/ITL and each process's RSS every minute, JSON.
 if (SoakModeAsked(args)) return await RunSoakAsync(args);
+if (ConversationModeAsked(args)) return await RunConversationsAsync(args);
 if (LoadModeAsked(args)) return await RunLoadAsync(args);
 
 var runs = Arg("--runs", 12);

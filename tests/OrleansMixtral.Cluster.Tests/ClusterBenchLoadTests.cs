@@ -101,6 +101,11 @@ public sealed class ClusterBenchLoadTests : IDisposable
     [InlineData("exclusive", "--rate", "2", "--requests", "5", "--duration", "1")]
     [InlineData("unknown option --runs", "--rate", "2", "--runs", "3")]
     [InlineData("--threads", "--rate", "2", "--threads", "many")]
+    // conversation mode (--concurrency): against a running cluster, one kill at a time within the run
+    [InlineData("give --cluster", "--concurrency", "4")]
+    [InlineData("--kill-pid and --kill-at go together", "--cluster", "localhost:30000", "--concurrency", "4", "--kill-pid", "42")]
+    [InlineData("--kill-at must come before the end of --duration", "--cluster", "localhost:30000", "--concurrency", "4", "--kill-pid", "42", "--kill-at", "30")]
+    [InlineData("unknown option --rate with --concurrency", "--cluster", "localhost:30000", "--concurrency", "4", "--rate", "2")]
     public async Task Bad_load_arguments_exit_2_with_the_usage(string message, params string[] args)
     {
         var (code, stdout, stderr) = await Run(args);

@@ -94,17 +94,15 @@ public sealed class HostLauncherTests(ITestOutputHelper output) : IDisposable
         Assert.Null(Plan("--no-api", gpus: 1).Gateway);
     }
 
-    /// <summary>The launcher as built next to these tests (the test project builds it), and its own folder's programs.</summary>
-    static string Program
+    /// <summary>A program of silos/ as built in the same configuration as these tests (the test project builds it).</summary>
+    static string Built(string name)
     {
-        get
-        {
-            var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-            var path = Path.Combine(RepoPaths.Root, "silos", "OrleansMixtral.HostLauncher", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.HostLauncher.dll");
-            if (!File.Exists(path)) throw new FileNotFoundException("the launcher is not built", path);
-            return path;
-        }
+        var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
+        var path = Path.Combine(RepoPaths.Root, "silos", name, "bin", output.Parent!.Name, "net10.0", name + ".dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"{name} is not built", path);
     }
+
+    static string Program => Built("OrleansMixtral.HostLauncher");
 
     /// <summary>A first port of <paramref name="count"/> free loopback ports in a row.</summary>
     static int FreePorts(int count)
@@ -138,93 +136,160 @@ public sealed class HostLauncherTests(ITestOutputHelper output) : IDisposable
         catch (ArgumentException) { return false; }
     }
 
-    [Fact(Timeout = 240_000)]
-    public async Task Two_cpu_silos_and_the_gateway_serve_as_one_cluster_and_sigterm_stops_every_process()
+    /// <summary>A launcher process and what it said; disposing it kills whatever is left of it and its children.</summary>
+    sealed class Launched(Process process, StringBuilder log, ITestOutputHelper output) : IDisposable
     {
-        var (silo, gateway, dashboard, api) = (FreePorts(2), FreePorts(2), FreePorts(2), FreePorts(1));
+        public Process Process { get; } = process;
+        public List<int> Children { get; } = [];
+        public JsonElement Status { get; set; }
+        public string Log { get { lock (log) return log.ToString(); } }
+
+        public async Task<int> TerminateAsync()
+        {
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", $"{Process.Id}"])) await kill.WaitForExitAsync();
+            await Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(90));
+            return Process.ExitCode;
+        }
+
+        public void Dispose()
+        {
+            output.WriteLine(Log);
+            if (!Process.HasExited) Process.Kill(entireProcessTree: true);
+            foreach (var pid in Children.Where(Alive))
+                try { using var p = System.Diagnostics.Process.GetProcessById(pid); p.Kill(); } catch (ArgumentException) { }
+            Process.Dispose();
+        }
+    }
+
+    /// <summary>Two CPU silos (and the gateway unless --no-api is given) on free ports, once the launcher says they are ready.</summary>
+    async Task<Launched> LaunchAsync(int silo, int gateway, int dashboard, params string[] more)
+    {
         var status = Path.Combine(_work, "status.json");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoPaths.Root };
         foreach (var a in new[]
                  {
                      Program, "--silos", "2", "--backend", "cpu", "--model", "models/tiny-mixtral", "--data-directory", Path.Combine(_work, "data"),
-                     "--silo-port", $"{silo}", "--gateway-port", $"{gateway}", "--dashboard-port", $"{dashboard}", "--api-port", $"{api}",
-                     "--status-file", status, "--", "--Mixtral:KvCacheMegabytes", "16", "--Mixtral:PrefillChunkTokens", "64",
-                 })
+                     "--silo-port", $"{silo}", "--gateway-port", $"{gateway}", "--dashboard-port", $"{dashboard}", "--status-file", status,
+                 }.Concat(more).Concat(["--", "--Mixtral:KvCacheMegabytes", "16", "--Mixtral:PrefillChunkTokens", "64"]))
             psi.ArgumentList.Add(a);
         var log = new StringBuilder();
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var launcher = Process.Start(psi)!;
+        var launched = new Launched(System.Diagnostics.Process.Start(psi)!, log, output);
         void OnLine(string? line)
         {
             if (line is null) return;
             lock (log) log.AppendLine(line);
             if (line.StartsWith("OrleansMixtral host ready: ", StringComparison.Ordinal)) ready.TrySetResult();
         }
-        launcher.OutputDataReceived += (_, e) => OnLine(e.Data);
-        launcher.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        launcher.BeginOutputReadLine();
-        launcher.BeginErrorReadLine();
-        var children = new List<int>();
-        try
+        launched.Process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        launched.Process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        launched.Process.BeginOutputReadLine();
+        launched.Process.BeginErrorReadLine();
+        await Task.WhenAny(ready.Task, launched.Process.WaitForExitAsync()).WaitAsync(TimeSpan.FromSeconds(150));
+        Assert.True(ready.Task.IsCompleted, "the launcher exited before it was ready:\n" + launched.Log);
+        using var doc = JsonDocument.Parse(await File.ReadAllTextAsync(status));
+        launched.Status = doc.RootElement.Clone();
+        launched.Children.AddRange(launched.Status.GetProperty("silos").EnumerateArray().Select(s => s.GetProperty("processId").GetInt32()));
+        if (launched.Status.GetProperty("gateway").ValueKind == JsonValueKind.Object)
+            launched.Children.Add(launched.Status.GetProperty("gateway").GetProperty("processId").GetInt32());
+        return launched;
+    }
+
+    [Fact(Timeout = 240_000)]
+    public async Task Two_cpu_silos_and_the_gateway_serve_as_one_cluster_and_sigterm_stops_every_process()
+    {
+        var (silo, gateway, dashboard, api) = (FreePorts(2), FreePorts(2), FreePorts(2), FreePorts(1));
+        using var host = await LaunchAsync(silo, gateway, dashboard, "--api-port", $"{api}");
+        var root = host.Status;
+        var silos = root.GetProperty("silos").EnumerateArray().ToList();
+        Assert.Equal(2, silos.Count);
+        Assert.Equal(3, host.Children.Count);
+        Assert.All(host.Children, pid => Assert.True(Alive(pid)));
+        Assert.All(silos, s => Assert.Equal("the CPU", s.GetProperty("device").GetString()));
+        var clusterId = root.GetProperty("clusterId").GetString()!;
+        Assert.Equal(clusterId, (await File.ReadAllTextAsync(Path.Combine(_work, "data", "cluster-id"))).Trim());
+        Assert.Equal($"localhost:{gateway},localhost:{gateway + 1}", root.GetProperty("clientGateways").GetString());
+
+        // Both silos are members of one cluster: either's engines listing has both engines, on the CPU.
+        var addresses = silos.Select(s => s.GetProperty("siloAddress").GetString()).Order().ToArray();
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        var engines = await http.GetFromJsonAsync<JsonElement>($"http://localhost:{dashboard + 1}/engines");
+        Assert.Equal(addresses, engines.EnumerateArray().Select(e => e.GetProperty("silo").GetString()).Order());
+        Assert.All(engines.EnumerateArray(), e => Assert.Equal(("cpu", JsonValueKind.Null), (e.GetProperty("deviceName").GetString(), e.GetProperty("deviceIndex").ValueKind)));
+        var (clientHost, client) = await ConnectAsync($"localhost:{gateway},localhost:{gateway + 1}", clusterId);
+        using (clientHost) Assert.Equal(addresses, (await client.GetEngineLoadsAsync()).Select(l => l.Silo).Order());
+
+        // A conversation through the OpenAI endpoints: two turns, the second on top of the first.
+        var baseUrl = $"http://127.0.0.1:{api}";
+        var health = await http.GetFromJsonAsync<JsonElement>(baseUrl + "/health");
+        Assert.Equal(2, health.GetProperty("engines").GetArrayLength());
+        Assert.All(health.GetProperty("engines").EnumerateArray(), e => Assert.Equal("cpu", e.GetProperty("device").GetString()));
+        string? conversation = "new";
+        foreach (var message in new[] { "Tell me about a lighthouse", "And its keeper?" })
         {
-            await Task.WhenAny(ready.Task, launcher.WaitForExitAsync()).WaitAsync(TimeSpan.FromSeconds(150));
-            Assert.True(ready.Task.IsCompleted, "the launcher exited before it was ready:\n" + log);
-            using var doc = JsonDocument.Parse(await File.ReadAllTextAsync(status));
-            var root = doc.RootElement;
-            var silos = root.GetProperty("silos").EnumerateArray().ToList();
-            Assert.Equal(2, silos.Count);
-            children.AddRange(silos.Select(s => s.GetProperty("processId").GetInt32()));
-            children.Add(root.GetProperty("gateway").GetProperty("processId").GetInt32());
-            Assert.All(children, pid => Assert.True(Alive(pid)));
-            Assert.All(silos, s => Assert.Equal("the CPU", s.GetProperty("device").GetString()));
-            var clusterId = root.GetProperty("clusterId").GetString()!;
-            Assert.Equal(clusterId, (await File.ReadAllTextAsync(Path.Combine(_work, "data", "cluster-id"))).Trim());
-            Assert.Equal($"localhost:{gateway},localhost:{gateway + 1}", root.GetProperty("clientGateways").GetString());
-
-            // Both silos are members of one cluster: either's engines listing has both engines, on the CPU.
-            var addresses = silos.Select(s => s.GetProperty("siloAddress").GetString()).Order().ToArray();
-            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
-            var engines = await http.GetFromJsonAsync<JsonElement>($"http://localhost:{dashboard + 1}/engines");
-            Assert.Equal(addresses, engines.EnumerateArray().Select(e => e.GetProperty("silo").GetString()).Order());
-            Assert.All(engines.EnumerateArray(), e => Assert.Equal(("cpu", JsonValueKind.Null), (e.GetProperty("deviceName").GetString(), e.GetProperty("deviceIndex").ValueKind)));
-            var (clientHost, client) = await ConnectAsync($"localhost:{gateway},localhost:{gateway + 1}", clusterId);
-            using (clientHost) Assert.Equal(addresses, (await client.GetEngineLoadsAsync()).Select(l => l.Silo).Order());
-
-            // A conversation through the OpenAI endpoints: two turns, the second on top of the first.
-            var baseUrl = $"http://127.0.0.1:{api}";
-            var health = await http.GetFromJsonAsync<JsonElement>(baseUrl + "/health");
-            Assert.Equal(2, health.GetProperty("engines").GetArrayLength());
-            Assert.All(health.GetProperty("engines").EnumerateArray(), e => Assert.Equal("cpu", e.GetProperty("device").GetString()));
-            string? conversation = "new";
-            foreach (var message in new[] { "Tell me about a lighthouse", "And its keeper?" })
+            using var request = new HttpRequestMessage(HttpMethod.Post, baseUrl + "/v1/chat/completions")
             {
-                using var request = new HttpRequestMessage(HttpMethod.Post, baseUrl + "/v1/chat/completions")
-                {
-                    Content = JsonContent.Create(new { model = "tiny-mixtral", messages = new[] { new { role = "user", content = message } }, max_tokens = 8 }),
-                };
-                request.Headers.Add("X-Conversation-Id", conversation);
-                using var response = await http.SendAsync(request);
-                Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
-                conversation = response.Headers.GetValues("X-Conversation-Id").Single();
-            }
-            var stored = await http.GetFromJsonAsync<JsonElement>($"{baseUrl}/v1/conversations/{conversation}");
-            Assert.Equal(2, stored.GetProperty("turns").GetInt32());
-            output.WriteLine(stored.ToString());
+                Content = JsonContent.Create(new { model = "tiny-mixtral", messages = new[] { new { role = "user", content = message } }, max_tokens = 8 }),
+            };
+            request.Headers.Add("X-Conversation-Id", conversation);
+            using var response = await http.SendAsync(request);
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+            conversation = response.Headers.GetValues("X-Conversation-Id").Single();
+        }
+        var stored = await http.GetFromJsonAsync<JsonElement>($"{baseUrl}/v1/conversations/{conversation}");
+        Assert.Equal(2, stored.GetProperty("turns").GetInt32());
+        output.WriteLine(stored.ToString());
 
-            // SIGTERM: the launcher stops the gateway and the silos, and exits 0 with nothing left behind.
-            using (var kill = Process.Start("kill", ["-TERM", $"{launcher.Id}"])) await kill.WaitForExitAsync();
-            await launcher.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(90));
-            Assert.Equal(0, launcher.ExitCode);
-            Assert.DoesNotContain(children, Alive);
-            Assert.EndsWith("stopped", log.ToString().TrimEnd());
-        }
-        finally
-        {
-            output.WriteLine(log.ToString());
-            if (!launcher.HasExited) launcher.Kill(entireProcessTree: true);
-            foreach (var pid in children.Where(Alive))
-                try { using var p = Process.GetProcessById(pid); p.Kill(); } catch (ArgumentException) { }
-        }
+        // SIGTERM: the launcher stops the gateway and the silos, and exits 0 with nothing left behind.
+        Assert.Equal(0, await host.TerminateAsync());
+        Assert.DoesNotContain(host.Children, Alive);
+        Assert.EndsWith("stopped", host.Log.TrimEnd());
+    }
+
+    static string ClusterBench => Built("OrleansMixtral.ClusterBench");
+
+    [Fact(Timeout = 240_000)]
+    public async Task Conversations_through_the_launched_host_survive_a_silo_killed_mid_load()
+    {
+        // What tools/gpu/device-multi-gpu.sh does in its step (c), small: multi-turn conversations from ClusterBench's
+        // conversation mode, silo 1 killed (SIGKILL) in the middle; the launcher goes on with silo 0 and still stops clean.
+        // 14 s: the cluster takes some seconds to declare the silo dead, and the turns after that must fit in the run.
+        using var host = await LaunchAsync(FreePorts(2), FreePorts(2), FreePorts(2), "--no-api");
+        var silo1 = host.Status.GetProperty("silos")[1];
+        var json = Path.Combine(_work, "c.json");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoPaths.Root };
+        foreach (var a in new[]
+                 {
+                     ClusterBench, "--cluster", host.Status.GetProperty("clientGateways").GetString()!, "--cluster-id", host.Status.GetProperty("clusterId").GetString()!,
+                     "--concurrency", "3", "--turns", "3", "--duration", "14", "--prompt-tokens", "32", "--output-tokens", "6", "--follow-up-words", "4",
+                     "--warmup", "2", "--kill-pid", $"{silo1.GetProperty("processId").GetInt32()}", "--kill-at", "2", "--json", json, "--label", "kill test",
+                 })
+            psi.ArgumentList.Add(a);
+        using var bench = System.Diagnostics.Process.Start(psi)!;
+        Task<string> stdout = bench.StandardOutput.ReadToEndAsync(), stderr = bench.StandardError.ReadToEndAsync();
+        await bench.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
+        output.WriteLine(await stdout);
+        output.WriteLine(await stderr);
+        Assert.Equal(0, bench.ExitCode);
+
+        using var report = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+        var r = report.RootElement;
+        Assert.Equal(2, r.GetProperty("enginesBefore").GetArrayLength());
+        var histories = r.GetProperty("histories");
+        Assert.True(histories.GetProperty("conversations").GetInt32() > 0);
+        Assert.Equal(histories.GetProperty("conversations").GetInt32(), histories.GetProperty("intact").GetInt32());
+        var fault = r.GetProperty("fault");
+        var gone = silo1.GetProperty("siloAddress").GetString();
+        Assert.Equal([gone], fault.GetProperty("silosGone").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(0, fault.GetProperty("unanswered").GetInt32());
+        var after = fault.GetProperty("turnsAfterKill").EnumerateObject().ToList();
+        Assert.NotEmpty(after);
+        Assert.DoesNotContain(after, p => p.Name == gone); // the turns sent after the kill ran on silo 0
+        Assert.True(r.GetProperty("affinity").GetProperty("followUps").GetInt32() > 0);
+        Assert.Contains($"silo 1 (pid {silo1.GetProperty("processId").GetInt32()}) exited with code 137", host.Log);
+
+        Assert.Equal(0, await host.TerminateAsync());
+        Assert.DoesNotContain(host.Children, Alive);
     }
 
     static async Task<(Microsoft.Extensions.Hosting.IHost Host, MixtralClient Client)> ConnectAsync(string gateways, string clusterId)
