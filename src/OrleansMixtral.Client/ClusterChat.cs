@@ -130,12 +130,25 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
         {
             var result = await Guard(() => client.SendAndCollectAsync(id, message, options, chunk => onText(chunk.Text), cancellationToken));
             var end = result.End;
+            // a cancelled turn ends in the grain at the engine's next step: the next message must not find it still running
+            if (end.Finish == TurnFinish.Cancelled) await UntilNoTurnRunsAsync();
             if (!end.Succeeded)
                 return new ChatTurnOutcome($"({end.Finish.ToString().ToLowerInvariant()}: {end.Error}; the conversation is as it was before this message)");
             var decode = result.Elapsed - result.TimeToFirstChunk;
             var rate = end.Usage.CompletionTokens > 1 && decode > TimeSpan.Zero ? (end.Usage.CompletionTokens - 1) / decode.TotalSeconds : 0;
             return new ChatTurnOutcome(string.Create(CultureInfo.InvariantCulture,
                 $"[{end.Usage.CompletionTokens} tokens, first after {result.TimeToFirstChunk.TotalMilliseconds:F0} ms, {rate:F1} tok/s; prompt {end.Usage.PromptTokens} ({end.Usage.CachedPromptTokens} cached) on {end.Silo}]"));
+        }
+
+        async Task UntilNoTurnRunsAsync()
+        {
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            try
+            {
+                while ((await client.Conversation(id).GetSnapshot()).TurnInProgress is not null && waited.Elapsed < TimeSpan.FromSeconds(10))
+                    await Task.Delay(25);
+            }
+            catch (Exception) { } // a silo gone: the next message says so
         }
 
         /// <summary>A conversation its storage lost (memory storage), a turn still running, one that can never run: one line.</summary>
