@@ -112,13 +112,58 @@ public static partial class GatewayHost
             });
         }
         ConfigureServices(builder.Services, options, keys);
-        builder.Services.AddOpenTelemetry()
-            .ConfigureResource(r => r.AddService("orleansmixtral-gateway"))
+        AddMetrics(builder.Services, "orleansmixtral-gateway");
+        return true;
+    }
+
+    /// <summary>
+    /// The gateway's endpoints inside a silo host (the silo's HTTP port then serves <c>/v1</c>, <c>/health</c> and
+    /// <c>/metrics</c> beside its dashboard): the silo's own cluster client, its model, section "Gateway" and the API keys
+    /// as a gateway reads them; <see cref="Map"/> then maps them. False with a one-line reason for unusable settings.
+    /// </summary>
+    public static bool TryConfigureInSilo(WebApplicationBuilder builder, string model, out string error)
+    {
+        GatewayOptions options;
+        ApiKeys keys;
+        try
+        {
+            options = ReadOptions(builder.Configuration);
+            options.Model = model;
+            keys = ApiKeys.Load(builder.Configuration, options);
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException or IOException)
+        {
+            error = e.Message;
+            return false;
+        }
+        error = "";
+        ConfigureServices(builder.Services, options, keys);
+        AddMetrics(builder.Services, "orleansmixtral-silo");
+        return true;
+    }
+
+    /// <summary>
+    /// /metrics: the gateway's meter, Orleans' (with a silo's engine gauges, as its dashboard shows them) and ASP.NET Core's,
+    /// in Prometheus' text format.
+    /// </summary>
+    static void AddMetrics(IServiceCollection services, string serviceName) =>
+        services.AddOpenTelemetry()
+            .ConfigureResource(r => r.AddService(serviceName))
             .WithMetrics(m => m
                 .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
                 .AddPrometheusExporter());
-        return true;
-    }
+
+    /// <summary>
+    /// Console logs of the project's hosts: one line per entry, with a timestamp (UTC, to the millisecond), so that the
+    /// logs of a silo, a gateway and a client line up.
+    /// </summary>
+    public static void UseConsoleLogFormat(ILoggingBuilder logging) =>
+        logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-dd HH:mm:ss.fff ";
+            o.UseUtcTimestamp = true;
+        });
 
     /// <summary>The gateway's services, given an <see cref="IClusterClient"/> in the container.</summary>
     public static void ConfigureServices(IServiceCollection services, GatewayOptions options, ApiKeys keys)
@@ -297,10 +342,14 @@ public static partial class GatewayHost
 }
 
 /// <summary>Fetches the engines' loads every EnginePollMilliseconds, for the per-silo gauges and /health.</summary>
-public sealed class EnginePoller(MixtralChatService service, GatewayOptions options) : BackgroundService
+public sealed class EnginePoller(MixtralChatService service, GatewayOptions options, IHostApplicationLifetime lifetime) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        // from when the host has started: inside a silo, its grains answer only then (before, Orleans logs each refusal)
+        try { await Task.Delay(Timeout.Infinite, lifetime.ApplicationStarted).WaitAsync(stoppingToken); }
+        catch (OperationCanceledException) when (lifetime.ApplicationStarted.IsCancellationRequested) { }
+        catch (OperationCanceledException) { return; }
         var period = TimeSpan.FromMilliseconds(Math.Max(100, options.EnginePollMilliseconds));
         while (!stoppingToken.IsCancellationRequested)
         {

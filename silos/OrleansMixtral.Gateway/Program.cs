@@ -5,6 +5,7 @@ using OrleansMixtral.Gateway;
 // redis://HOST:PORT serves from a running cluster. Settings: appsettings.json, environment, command line (--Cluster,
 // --Model, --ModelId, --ApiKeysFile, --urls, --Gateway:NAME=VALUE). See docs/GATEWAY.md.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+GatewayHost.UseConsoleLogFormat(builder.Logging);
 if (!GatewayHost.TryConfigure(builder, out var error))
 {
     Console.Error.WriteLine("error: " + error);

@@ -3,9 +3,11 @@ using OrleansMixtral.Silo;
 // A silo of the serving cluster: `dotnet run --project silos/OrleansMixtral.Silo` starts a one-silo local cluster with
 // the bundled model. Settings: appsettings.json, environment, command line (--Model, --Backend, --Int8, --Clustering
 // localhost|redis, --Redis, --Storage memory|redis, --SiloPort, --GatewayPort, --PrimarySiloPort, --AdvertisedHost,
-// --Mixtral:Device N for the GPU, standard --urls). See docs/CLUSTER.md.
+// --Mixtral:Device N for the GPU, --OpenAiApi false, --Gateway:NAME=VALUE, standard --urls). Its HTTP port serves the
+// Orleans dashboard and, as the gateway does, the OpenAI-compatible API, /health and /metrics. See docs/CLUSTER.md.
 // appsettings.json beside the program, whatever the working directory (model paths still resolve from the latter).
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+OrleansMixtral.Gateway.GatewayHost.UseConsoleLogFormat(builder.Logging);
 if (!SiloSetup.TryConfigure(builder, out var error, out var exitCode))
 {
     Console.Error.WriteLine("error: " + error);

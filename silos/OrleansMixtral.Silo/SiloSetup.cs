@@ -1,15 +1,20 @@
 using System.Net;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Hosting;
 using Orleans.Configuration;
 using Orleans.Dashboard;
 using OrleansMixtral.Backends;
 using OrleansMixtral.Engine;
+using OrleansMixtral.Gateway;
 using OrleansMixtral.Grains;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Silo;
 
-/// <summary>Reads the silo's settings and wires Orleans, the grains and the dashboard into the web host.</summary>
+/// <summary>
+/// Reads the silo's settings and wires Orleans, the grains, the dashboard and (unless <c>--OpenAiApi false</c>) the
+/// gateway's OpenAI-compatible endpoints, /health and /metrics into the web host: the README's one command serves all.
+/// </summary>
 public static class SiloSetup
 {
     public const string DashboardPath = "/dashboard";
@@ -22,8 +27,9 @@ public static class SiloSetup
     enum Clustering { Localhost, Redis, Postgres }
 
     /// <param name="ClusterId">Given (--ClusterId), or null until derived from the data directory.</param>
+    /// <param name="OpenAiApi">The HTTP port serves the gateway's endpoints too (<c>--OpenAiApi</c>, default true).</param>
     sealed record Settings(MixtralSiloOptions Mixtral, Clustering Clustering, int SiloPort, int GatewayPort, int PrimarySiloPort,
-        string? ClusterId, string ServiceId, string? AdvertisedHost)
+        string? ClusterId, string ServiceId, string? AdvertisedHost, bool OpenAiApi = true)
     {
         /// <summary>Silos of several machines (a membership table in Redis or PostgreSQL), not one machine's.</summary>
         public bool Shared => Clustering != Clustering.Localhost;
@@ -44,6 +50,11 @@ public static class SiloSetup
         catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or ModelFormatException)
         {
             (error, exitCode) = (e.Message, 2);
+            return false;
+        }
+        if (s.OpenAiApi && !GatewayHost.TryConfigureInSilo(builder, s.Mixtral.Model, out var api))
+        {
+            (error, exitCode) = (api, 2);
             return false;
         }
         try
@@ -153,8 +164,10 @@ public static class SiloSetup
         if (siloPort == gatewayPort) throw new ArgumentException($"--SiloPort and --GatewayPort must differ (both are {siloPort})");
         var clusterId = config["ClusterId"];
         if (clusterId is not null && string.IsNullOrWhiteSpace(clusterId)) throw new ArgumentException("--ClusterId must not be empty");
+        var openAi = config["OpenAiApi"] is not { } api || (bool.TryParse(api, out var on)
+            ? on : throw new ArgumentException($"--OpenAiApi must be true or false, not '{api}'"));
         return new Settings(mixtral, clustering, siloPort, gatewayPort, Port(config, "PrimarySiloPort", 11111),
-            clusterId, config["ServiceId"] ?? DefaultServiceId, config["AdvertisedHost"]);
+            clusterId, config["ServiceId"] ?? DefaultServiceId, config["AdvertisedHost"], openAi);
     }
 
     /// <summary>
@@ -228,6 +241,39 @@ public static class SiloSetup
         }
     }
 
+    /// <summary>What to do with the silo, as lines that work when copied: chat with it, call its API, watch it.</summary>
+    static IEnumerable<string> NextSteps(WebApplication app, Settings s, string url)
+    {
+        // a wildcard listening address is reached as localhost
+        var http = Regex.Replace(url.TrimEnd('/'), @"://(\*|\+|0\.0\.0\.0|\[::\])", "://localhost");
+        yield return "chat:       " + ChatCommand(s.GatewayPort);
+        if (s.OpenAiApi)
+        {
+            var service = app.Services.GetRequiredService<Client.AI.MixtralChatService>();
+            var keyed = !app.Services.GetRequiredService<ApiKeys>().IsEmpty;
+            var body = $$"""{"model": "{{service.ModelId}}", "messages": [{"role": "user", "content": "Tell me about the old city."}], "max_tokens": 32}""";
+            yield return $"OpenAI API: {http}/v1 (docs/GATEWAY.md), e.g.";
+            yield return $"  curl -s {http}/v1/chat/completions -H 'Content-Type: application/json'{(keyed ? " -H 'Authorization: Bearer YOUR_KEY'" : "")} -d '{body}'";
+            yield return $"dashboard:  {http}{DashboardPath}/   health: {http}/health   metrics: {http}/metrics   engines: {http}/engines";
+        }
+        else yield return $"dashboard:  {http}{DashboardPath}/   engines: {http}/engines   (no OpenAI API: --OpenAiApi false)";
+    }
+
+    /// <summary>
+    /// The CLI's chat against this silo: from the checkout the silo runs in, by the CLI project's absolute path (dotnet run
+    /// --project runs the silo in its own folder, not where the user typed the command); else the installed command.
+    /// </summary>
+    static string ChatCommand(int gatewayPort)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var cli = Path.Combine(dir.FullName, "src", "OrleansMixtral.Cli");
+            if (File.Exists(Path.Combine(dir.FullName, "OrleansMixtral.sln")) && Directory.Exists(cli))
+                return $"dotnet run --project {cli} -c Release -- chat --cluster localhost:{gatewayPort}";
+        }
+        return $"mixtral chat --cluster localhost:{gatewayPort}";
+    }
+
     static int Port(IConfiguration config, string key, int fallback)
     {
         var text = config[key];
@@ -239,9 +285,14 @@ public static class SiloSetup
     static IPAddress ResolveAddress(string host) =>
         IPAddress.TryParse(host, out var ip) ? ip : Dns.GetHostAddresses(host).First(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork);
 
-    /// <summary>The dashboard, the engines' loads as JSON, and the start-up line saying where they are.</summary>
+    /// <summary>
+    /// The dashboard, the engines' loads as JSON, the OpenAI-compatible API with /health and /metrics, and the start-up
+    /// lines: where everything is, and the next steps (a chat command and a curl line that work as printed).
+    /// </summary>
     public static void MapEndpoints(WebApplication app)
     {
+        var settings = app.Services.GetRequiredService<Settings>();
+        if (settings.OpenAiApi) GatewayHost.Map(app);
         app.MapOrleansDashboard(DashboardPath);
         app.MapGet("/", () => Results.Redirect(DashboardPath + "/"));
         app.MapGet("/engines", async (EngineDirectory engines) => Results.Json(await engines.GetLoadsAsync(fresh: true)));
@@ -260,7 +311,7 @@ public static class SiloSetup
                 var other => other.ToString().ToLowerInvariant(),
             };
             Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}) on {host.Device}, KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");
-            Console.WriteLine($"  dashboard: {url.TrimEnd('/')}{DashboardPath}/   engines: {url.TrimEnd('/')}/engines");
+            foreach (var line in NextSteps(app, s, url)) Console.WriteLine("  " + line);
             Console.Out.Flush();
         });
         app.Lifetime.ApplicationStopping.Register(() => LocalClusters.Unregister(app.Services.GetRequiredService<Settings>().GatewayPort));

@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using OrleansMixtral.Client;
+using OrleansMixtral.Grains;
+using OrleansMixtral.Tests;
+
+namespace OrleansMixtral.Cluster.Tests;
+
+/// <summary>
+/// The README's main job as a new user runs it: one silo host process serves the cluster, the OpenAI-compatible API,
+/// /health and /metrics, prints its next steps as lines that work when copied (the chat command, a curl line, the
+/// dashboard's and the other URLs), and logs one timestamped line per entry; docs/GATEWAY.md's conversation snippet runs
+/// as written against it.
+/// </summary>
+public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
+{
+    readonly string _data = Path.Combine(Path.GetTempPath(), "mixtral-stack-" + Guid.NewGuid().ToString("N")[..8]);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_data, recursive: true); } catch (IOException) { }
+    }
+
+    static (int Code, string Out, string Err) Bash(string script, params (string Name, string Value)[] environment)
+    {
+        var psi = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add("set -euo pipefail\n" + script);
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEnd();
+        process.WaitForExit(60_000);
+        return (process.ExitCode, stdout.Result, stderr);
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task The_silo_serves_the_api_and_its_printed_next_steps_work_as_printed()
+    {
+        if (Bash("command -v curl").Code != 0) Assert.Skip("curl is not installed (the printed line is a curl command)");
+        var (siloPort, gatewayPort) = (RedisServer.FreePort(), RedisServer.FreePort());
+        await using var silo = SiloProcess.Start(["--Model", "models/tiny-mixtral", "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16",
+            "--DataDirectory", _data, "--PrimarySiloPort", $"{siloPort}"], siloPort, gatewayPort);
+        try { await silo.Ready(TimeSpan.FromSeconds(60)); }
+        catch { output.WriteLine(silo.Log); throw; }
+        await Task.Delay(500); // the lines after the ready line
+        var lines = silo.Log.Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
+        output.WriteLine(silo.Log);
+
+        // chat: the CLI project of this checkout, by its absolute path, at this silo's gateway port
+        var chat = Regex.Match(lines.Single(l => l.TrimStart().StartsWith("chat:", StringComparison.Ordinal)),
+            @"^\s*chat:\s+dotnet run --project (?<cli>\S+) -c Release -- chat --cluster (?<cluster>\S+)$");
+        Assert.True(chat.Success, "the chat line");
+        Assert.Equal(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cli"), chat.Groups["cli"].Value);
+        Assert.Equal($"localhost:{gatewayPort}", chat.Groups["cluster"].Value);
+        // what that command runs (ClusterChat, the CLI's chat --cluster), at that address: a reply
+        var replies = new StringWriter();
+        var notes = new StringWriter();
+        Assert.Equal(ClusterChat.ExitOk, await ClusterChat.RunAsync(chat.Groups["cluster"].Value, null, null, TurnOptions.Greedy(8),
+            new StringReader("Hello\n"), replies, notes));
+        Assert.False(string.IsNullOrWhiteSpace(replies.ToString()), notes.ToString());
+
+        // the curl line, run as printed
+        var curl = lines.Single(l => l.TrimStart().StartsWith("curl ", StringComparison.Ordinal)).Trim();
+        var (code, json, err) = Bash(curl);
+        Assert.True(code == 0, err);
+        var reply = JsonDocument.Parse(json).RootElement;
+        Assert.Equal("chat.completion", reply.GetProperty("object").GetString());
+        Assert.InRange(reply.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 32);
+        Assert.False(string.IsNullOrEmpty(reply.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()));
+
+        // the URLs it prints answer: the dashboard, /health with the engine, /metrics with the engine's and the API's figures
+        var urls = Regex.Matches(lines.Single(l => l.TrimStart().StartsWith("dashboard:", StringComparison.Ordinal)), @"(?<name>\w+):\s+(?<url>http\S+)")
+            .ToDictionary(m => m.Groups["name"].Value, m => m.Groups["url"].Value);
+        Assert.Equal(["dashboard", "health", "metrics", "engines"], urls.Keys);
+        using var http = new HttpClient();
+        Assert.True((await http.GetAsync(urls["dashboard"])).IsSuccessStatusCode);
+        var health = JsonDocument.Parse(await http.GetStringAsync(urls["health"])).RootElement;
+        Assert.Equal("ok", health.GetProperty("status").GetString());
+        Assert.Equal(silo.SiloKey, health.GetProperty("engines")[0].GetProperty("silo").GetString());
+        var metrics = await http.GetStringAsync(urls["metrics"]);
+        Assert.Matches(@"(?m)^mixtral_engine_tokens_generated_tokens_total\{[^}]*\} [1-9]", metrics);
+        Assert.Matches(@"(?m)^mixtral_gateway_requests_total\{[^}]*outcome=""ok""[^}]*\} 1", metrics);
+
+        // docs/GATEWAY.md's conversation, as written: it starts one, continues it by $ID and reads it back
+        var doc = File.ReadAllText(Path.Combine(RepoPaths.Root, "docs", "GATEWAY.md"));
+        var snippet = doc[doc.IndexOf("# a conversation:", StringComparison.Ordinal)..];
+        snippet = snippet[..(snippet.IndexOf("curl -s $API/v1/conversations/$ID\n", StringComparison.Ordinal) + "curl -s $API/v1/conversations/$ID\n".Length)];
+        var api = urls["health"][..^"/health".Length];
+        var (snippetCode, snippetOut, snippetErr) = Bash(snippet, ("API", api));
+        Assert.True(snippetCode == 0, snippetErr);
+        var conversation = JsonDocument.Parse(snippetOut[snippetOut.LastIndexOf("{\"id\":\"conv", StringComparison.Ordinal)..]).RootElement;
+        Assert.Equal(2, conversation.GetProperty("turns").GetInt32());
+        Assert.Matches(@"^conversation conv\S+$", snippetOut.Split('\n')[0]);
+
+        // logs: one line per entry, each with its UTC timestamp
+        var entries = lines.Where(l => Regex.IsMatch(l, @"\b(info|warn|fail|crit): ")).ToArray();
+        Assert.NotEmpty(entries);
+        Assert.All(entries, l => Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (info|warn|fail|crit): \S+\[\d+\] \S", l));
+        Assert.Contains(entries, l => l.Contains("Engine ready: tiny-mixtral", StringComparison.Ordinal));
+    }
+}
