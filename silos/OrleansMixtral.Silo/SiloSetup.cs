@@ -153,7 +153,9 @@ public static class SiloSetup
             throw new ArgumentException("--Clustering redis and --Storage redis need --Redis HOST:PORT (a StackExchange.Redis connection string)");
         if ((clustering == Clustering.Postgres || mixtral.Storage == ConversationStorageKind.Postgres) && string.IsNullOrWhiteSpace(postgres))
             throw new ArgumentException("--Clustering postgres and --Storage postgres need --Postgres \"Host=HOST;Port=5432;Database=orleansmixtral;Username=USER\" (an Npgsql connection string; the schema: tools/postgres/apply-schema.sh)");
-        mixtral.Model = ModelPaths.Resolve(mixtral.Model); // fail now, not when the silo starts
+        // fail now, not when the silo starts; a synthetic model (random weights made on the GPU) is a name, not a directory
+        var synthetic = ModelLoader.IsSynthetic(mixtral.Model);
+        if (!synthetic) mixtral.Model = ModelPaths.Resolve(mixtral.Model);
         if (mixtral.PrefillChunkTokens is { } chunk
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
@@ -166,6 +168,9 @@ public static class SiloSetup
         if (clusterId is not null && string.IsNullOrWhiteSpace(clusterId)) throw new ArgumentException("--ClusterId must not be empty");
         var openAi = config["OpenAiApi"] is not { } api || (bool.TryParse(api, out var on)
             ? on : throw new ArgumentException($"--OpenAiApi must be true or false, not '{api}'"));
+        // The API reads the model directory's tokenizer.json and config.json, which a synthetic model has not (its load
+        // tests are Orleans clients: ClusterBench).
+        openAi &= !synthetic;
         return new Settings(mixtral, clustering, siloPort, gatewayPort, Port(config, "PrimarySiloPort", 11111),
             clusterId, config["ServiceId"] ?? DefaultServiceId, config["AdvertisedHost"], openAi);
     }
@@ -256,7 +261,8 @@ public static class SiloSetup
             yield return $"  curl -s {http}/v1/chat/completions -H 'Content-Type: application/json'{(keyed ? " -H 'Authorization: Bearer YOUR_KEY'" : "")} -d '{body}'";
             yield return $"dashboard:  {http}{DashboardPath}/   health: {http}/health   metrics: {http}/metrics   engines: {http}/engines";
         }
-        else yield return $"dashboard:  {http}{DashboardPath}/   engines: {http}/engines   (no OpenAI API: --OpenAiApi false)";
+        else yield return $"dashboard:  {http}{DashboardPath}/   engines: {http}/engines   (no OpenAI API: " +
+                          (ModelLoader.IsSynthetic(s.Mixtral.Model) ? "a synthetic model has no tokenizer.json and config.json for it)" : "--OpenAiApi false)");
     }
 
     /// <summary>

@@ -63,6 +63,21 @@ public sealed class DeviceSelectionTests(ITestOutputHelper output)
         Assert.Equal(-1, Assert.Throws<CudaDeviceNotFoundException>(() => ModelLoader.CheckDevice(BackendKind.Cpu, -1)).Ordinal);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_synthetic_model_is_a_name_the_silo_takes_and_needs_a_gpu_for()
+    {
+        // It is no directory to resolve (the silo refused it as one, exit 2): it gets as far as the load, which here says
+        // in one line that it needs a GPU.
+        RequireNoGpu();
+        var siloPort = RedisServer.FreePort();
+        await using var silo = SiloProcess.Start(["--Model", "synthetic:mixtral-8x7b", "--PrimarySiloPort", $"{siloPort}",
+            "--DataDirectory", Path.Combine(Path.GetTempPath(), "mixtral-synthetic-" + Guid.NewGuid().ToString("N")[..8])], siloPort, RedisServer.FreePort());
+        Assert.Equal(1, await silo.Exited(TimeSpan.FromSeconds(30)));
+        output.WriteLine(silo.Log);
+        Assert.DoesNotContain("model directory not found", silo.Log);
+        Assert.Contains("error: the silo could not start: synthetic models are generated on the GPU; no CUDA device here", silo.Log);
+    }
+
     static string VisibleNote() => Environment.GetEnvironmentVariable("CUDA_VISIBLE_DEVICES") is { } v
         ? $" with CUDA_VISIBLE_DEVICES={v}, which numbers the devices it lists from 0" : "";
 
