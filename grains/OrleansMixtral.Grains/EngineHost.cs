@@ -1,6 +1,7 @@
 using OrleansMixtral.Backends;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
@@ -22,14 +23,16 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     readonly ILocalSiloDetails _silo;
     readonly ILogger<EngineHost> _log;
     readonly Lazy<LoadedEngine> _loaded;
+    readonly EngineHistograms _histograms;
     readonly ConcurrentDictionary<(string Conversation, int Turn), GenerationStream> _running = new();
     readonly ConcurrentDictionary<string, long> _resident = new(); // conversation id → last turn (Stopwatch ticks)
     int _disposed;
 
     sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, ComputeDevice Device, TimeSpan LoadTime);
 
-    public EngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<EngineHost> log)
+    public EngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<EngineHost> log, IMeterFactory meters)
     {
+        _histograms = new EngineHistograms(meters);
         _options = options.Value;
         _silo = silo;
         _log = log;
@@ -57,7 +60,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     {
         var started = Stopwatch.GetTimestamp();
         LogLoading(_log, _options.Model, _options.Backend);
-        var (engine, tokenizer, directory, device) = CreateEngine(_options);
+        var (engine, tokenizer, directory, device) = CreateEngine(_options, _histograms);
         var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
         var loaded = new LoadedEngine(engine, tokenizer, name, directory, device, Stopwatch.GetElapsedTime(started));
         LogLoaded(_log, name, engine.Info.Backend, device.ToString(), engine.Info.KvBlocks * engine.Info.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
@@ -68,7 +71,8 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// Builds the engine a silo with <paramref name="options"/> runs (model, backend, KV budget, threads, batching), outside
     /// any silo: the same engine, for in-process baselines.
     /// </summary>
-    public static SiloEngine CreateEngine(MixtralSiloOptions options)
+    /// <param name="observer">Told what the engine does as it runs (the silo's histograms).</param>
+    public static SiloEngine CreateEngine(MixtralSiloOptions options, IEngineObserver? observer = null)
     {
         // the CLI's loader: the right backend for this machine (CUDA when asked or, with auto, when there is a
         // GPU), a model directory or a synthetic:… model, streamed tensor by tensor
@@ -83,7 +87,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             PrefillChunkTokens = options.PrefillChunkTokens,
             Device = options.Device,
         });
-        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting) });
+        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting), Observer = observer });
         return new SiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
     }
 

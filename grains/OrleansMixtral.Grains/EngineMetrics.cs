@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using OrleansMixtral.Engine;
 
 namespace OrleansMixtral.Grains;
 
@@ -23,7 +24,7 @@ public sealed class EngineMetrics : IDisposable
         _meter = meters.Create(MeterName);
         EngineLoad? Load() => host.IsLoaded ? host.GetLoad() : null;
         _meter.CreateObservableGauge("mixtral-engine-tokens-per-second", () => Load()?.DecodeTokensPerSecond ?? 0, "tokens/s",
-            "decode tokens per second of the engine's batch (moving average over steps)");
+            "tokens generated per second over the last 5 s (0 when idle), to 0.1");
         _meter.CreateObservableGauge("mixtral-engine-batch-size", () => Load()?.LastBatchSize ?? 0, "sequences",
             "sequences in the engine's last step");
         _meter.CreateObservableGauge("mixtral-engine-running", () => Load()?.Running ?? 0, "sequences", "sequences admitted and generating");
@@ -43,4 +44,42 @@ public sealed class EngineMetrics : IDisposable
     }
 
     public void Dispose() { } // the meter belongs to the factory
+}
+
+/// <summary>
+/// The engine's histograms, on the meter of its gauges (<see cref="EngineMetrics"/>; names "mixtral-engine-…", on
+/// /metrics "mixtral_engine_…"): time to first token and queue wait per request, and per step its time, its tokens and
+/// the prompt chunks it ran. The engine reports to it (<see cref="IEngineObserver"/>) from its loop thread.
+/// </summary>
+public sealed class EngineHistograms : IEngineObserver
+{
+    readonly Histogram<double> _timeToFirstToken, _queueWait, _stepTime;
+    readonly Histogram<int> _tokensPerStep, _promptChunk;
+
+    public EngineHistograms(IMeterFactory meters)
+    {
+        var meter = meters.Create(EngineMetrics.MeterName);
+        double[] seconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30];
+        int[] tokens = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
+        _timeToFirstToken = meter.CreateHistogram("mixtral-engine-time-to-first-token", "s",
+            "submission to first token in the engine (queue wait and prompt included)", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = seconds });
+        _queueWait = meter.CreateHistogram("mixtral-engine-queue-wait", "s",
+            "submission to admission into the running batch", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = seconds });
+        _stepTime = meter.CreateHistogram("mixtral-engine-step-time", "s",
+            "one engine step: a forward pass over the batch and its sampling", advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = seconds });
+        _tokensPerStep = meter.CreateHistogram("mixtral-engine-tokens-per-step", "tokens",
+            "tokens of one step: a token per decoding sequence plus prompt chunks", advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = tokens });
+        _promptChunk = meter.CreateHistogram("mixtral-engine-prompt-chunk-tokens", "tokens",
+            "prompt tokens of one request computed in one step (chunked prefill)", advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = tokens });
+    }
+
+    public void Admitted(TimeSpan queueWait) => _queueWait.Record(queueWait.TotalSeconds);
+    public void FirstToken(TimeSpan timeToFirstToken) => _timeToFirstToken.Record(timeToFirstToken.TotalSeconds);
+    public void PromptChunk(int tokens) => _promptChunk.Record(tokens);
+
+    public void StepCompleted(TimeSpan duration, int tokens, int sequences)
+    {
+        _stepTime.Record(duration.TotalSeconds);
+        _tokensPerStep.Record(tokens);
+    }
 }

@@ -99,7 +99,7 @@ public sealed record EngineStats(
     long TokensGenerated,
     long PromptTokensComputed,
     long PromptTokensReused,
-    double DecodeTokensPerSecond,
+    double DecodeTokensPerSecond, // tokens generated per second over the last EngineOptions.ThroughputWindow (0 when idle), to 0.1
     int LastBatchSize,
     long Preemptions = 0);
 

@@ -12,6 +12,13 @@ public sealed record EngineOptions
     public int MaxWaiting { get; init; } = 1024;
     /// <summary>Sequences decoded together in one step.</summary>
     public int MaxRunningSequences { get; init; } = 64;
+    /// <summary>Told what the engine does as it runs (queue waits, first tokens, steps, prompt chunks), for metrics.</summary>
+    public IEngineObserver? Observer { get; init; }
+    /// <summary>
+    /// The window of <see cref="EngineStats.DecodeTokensPerSecond"/>: tokens generated over the last this long, so that
+    /// the figure falls to 0 when the engine has nothing to do.
+    /// </summary>
+    public TimeSpan ThroughputWindow { get; init; } = TimeSpan.FromSeconds(5);
     // Prompt tokens per step (chunked prefill) are the backend's IModelBackend.PrefillChunkTokens: its buffers are sized for them.
 }
 
@@ -78,7 +85,8 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     // statistics (written by the loop thread, read by anyone)
     long _tokensGenerated, _promptComputed, _promptReused, _preemptions;
-    double _decodeRate;
+    readonly RateWindow _generatedRate;
+    readonly IEngineObserver? _observer;
     int _lastBatch;
 
     public InferenceEngine(IModelBackend backend, MistralTokenizer tokenizer, EngineOptions? options = null)
@@ -104,6 +112,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         _uniforms = new double[maxSeqs];
         _sampled = new int[maxSeqs];
         _eos = [.. c.EosTokenIds];
+        _observer = _options.Observer;
+        _generatedRate = new RateWindow(_options.ThroughputWindow > TimeSpan.Zero ? _options.ThroughputWindow : TimeSpan.FromSeconds(5));
         Info = new EngineInfo(backend.Name, "", c.MaxPositionEmbeddings, c.VocabSize, backend.KvBlockSize, backend.KvBlockCount);
         _loop = new Thread(Loop) { IsBackground = true, Name = "engine-loop" };
         _loop.Start();
@@ -159,7 +169,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     public EngineStats GetStats() => new(
         _backend.Name, Volatile.Read(ref _waitingCount), _running.Count, _kv.BlocksInUse, _kv.BlockCount, _kv.BlocksCached,
         Interlocked.Read(ref _tokensGenerated), Interlocked.Read(ref _promptComputed), Interlocked.Read(ref _promptReused),
-        Volatile.Read(ref _decodeRate), Volatile.Read(ref _lastBatch), Interlocked.Read(ref _preemptions));
+        Math.Round(_generatedRate.PerSecond(Stopwatch.GetTimestamp()), 1), Volatile.Read(ref _lastBatch), Interlocked.Read(ref _preemptions));
 
     void Loop()
     {
@@ -223,7 +233,12 @@ public sealed class InferenceEngine : IAsyncDisposable
             _waiting.RemoveFirst();
             Interlocked.Decrement(ref _waitingCount);
             s.Kv = kv;
-            if (s.CachedPromptTokens < 0) s.CachedPromptTokens = Math.Min(kv.CachedTokens, s.PromptLength);
+            if (s.CachedPromptTokens < 0)
+            {
+                // the first admission (a preempted sequence comes back later)
+                s.CachedPromptTokens = Math.Min(kv.CachedTokens, s.PromptLength);
+                _observer?.Admitted(Stopwatch.GetElapsedTime(s.SubmittedAt));
+            }
             Interlocked.Add(ref _promptReused, kv.CachedTokens);
             _running.Add(s);
         }
@@ -267,7 +282,6 @@ public sealed class InferenceEngine : IAsyncDisposable
         _batch.Clear();
         _inBatch.Clear();
         var budget = _batch.MaxTokens;
-        var decoding = 0;
         // decodes first (one token each), then prompt chunks with what is left of the token budget
         foreach (var pass in DecodeThenPrompts)
         {
@@ -290,8 +304,11 @@ public sealed class InferenceEngine : IAsyncDisposable
                     _batch.AddToken(s.BatchSlot, s.Tokens[start + i], start + i, wantLogits: scoring || start + i == s.Length - 1);
                 s.LogitRow = start + n == s.Length ? _batch.LogitCount - 1 : -1;
                 budget -= n;
-                if (pass) decoding++;
-                else Interlocked.Add(ref _promptComputed, n);
+                if (!pass)
+                {
+                    Interlocked.Add(ref _promptComputed, n);
+                    _observer?.PromptChunk(n);
+                }
                 _inBatch.Add(s);
             }
         }
@@ -339,11 +356,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         _inBatch.Clear();
 
         Volatile.Write(ref _lastBatch, _batch.SequenceCount);
-        if (decoding > 0)
-        {
-            var rate = decoding / Stopwatch.GetElapsedTime(started).TotalSeconds;
-            Volatile.Write(ref _decodeRate, _decodeRate == 0 ? rate : 0.9 * _decodeRate + 0.1 * rate);
-        }
+        _observer?.StepCompleted(Stopwatch.GetElapsedTime(started), _batch.TokenCount, _batch.SequenceCount);
     }
 
     int CountTokens(Sequence s)
@@ -357,7 +370,13 @@ public sealed class InferenceEngine : IAsyncDisposable
     {
         var p = s.Request.Sampling;
         Interlocked.Increment(ref _tokensGenerated);
-        if (s.FirstTokenAt == 0) s.FirstTokenAt = Stopwatch.GetTimestamp();
+        var now = Stopwatch.GetTimestamp();
+        _generatedRate.Add(now, 1);
+        if (s.FirstTokenAt == 0)
+        {
+            s.FirstTokenAt = now;
+            _observer?.FirstToken(Stopwatch.GetElapsedTime(s.SubmittedAt, now));
+        }
         if ((!p.IgnoreEos && _eos.Contains(token)) || p.StopTokens.Contains(token))
         {
             Finish(s, FinishReason.Stop, null);

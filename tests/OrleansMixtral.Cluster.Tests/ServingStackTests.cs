@@ -82,6 +82,11 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         var metrics = await http.GetStringAsync(urls["metrics"]);
         Assert.Matches(@"(?m)^mixtral_engine_tokens_generated_tokens_total\{[^}]*\} [1-9]", metrics);
         Assert.Matches(@"(?m)^mixtral_gateway_requests_total\{[^}]*outcome=""ok""[^}]*\} 1", metrics);
+        // the engine's histograms (the chat and the curl call: two requests at least), and tok/s to one decimal
+        foreach (var histogram in new[] { "time_to_first_token_seconds", "queue_wait_seconds", "step_time_seconds", "tokens_per_step_tokens", "prompt_chunk_tokens" })
+            Assert.Matches($@"(?m)^mixtral_engine_{histogram}_count\{{[^}}]*\}} [1-9]", metrics);
+        Assert.Matches(@"(?m)^mixtral_engine_time_to_first_token_seconds_count\{[^}]*\} ([2-9]|\d\d)", metrics);
+        Assert.Matches(@"(?m)^mixtral_engine_tokens_per_second\{[^}]*\} \d+(\.\d)?$", metrics);
 
         // docs/GATEWAY.md's conversation, as written: it starts one, continues it by $ID and reads it back
         var doc = File.ReadAllText(Path.Combine(RepoPaths.Root, "docs", "GATEWAY.md"));
