@@ -65,8 +65,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     /// <summary>WGG_SMEM_FOR(tile) of kernels/wgmma_gemm_sm90a.cu (6 stages of tile token rows; KernelSourceTests checks the two agree).</summary>
     public static int WgmmaSharedBytes(int tile) => WgmmaStages * tile * 128 + 2 * WgmmaStages * 8 + tile * 8 + 1024;
     public const int WgmmaStages = 6;
-    /// <summary>Token tiles the wgmma kernels are stamped out for (WGMMA_KERNELS of kernels/wgmma_gemm_sm90a.cu).</summary>
-    public static readonly int[] WgmmaTokenTiles = [128, 64, 32];
+    /// <summary>Token tiles the wgmma kernels are stamped out for (WGMMA_KERNELS of kernels/wgmma_gemm_sm90a.cu), ascending.</summary>
+    public static readonly int[] WgmmaTokenTiles = [32, 64, 128];
     static string[] WgmmaKernels(int tile) => [$"wgmma_dense_i8_n{tile}", $"wgmma_gate_up_i8_n{tile}", $"wgmma_down_i8_n{tile}"];
     // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
     // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
@@ -313,8 +313,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     int ExpertTile(int T)
     {
         var share = T * _c.NumExpertsPerToken / _c.NumExperts;
-        foreach (var n in WgmmaTokenTiles.Order()) if (share <= n) return n;
-        return WgmmaTokenTiles.Max();
+        foreach (var n in WgmmaTokenTiles) if (share <= n) return n; // ascending: no sort (and no allocation) a layer
+        return WgmmaTokenTiles[^1];
     }
 
     /// <summary>
