@@ -33,6 +33,9 @@ public sealed record TurnOptions
     /// </summary>
     [Id(7)] public int? Logprobs { get; init; }
 
+    /// <summary>The most alternatives <see cref="Logprobs"/> may ask for (the engine's limit, which validates it again).</summary>
+    public const int MaxLogprobs = 20;
+
     public static TurnOptions Greedy(int maxTokens) => new() { MaxTokens = maxTokens };
 }
 
@@ -152,6 +155,18 @@ public sealed record ConversationSnapshot
     [Id(8)] public bool Exists { get; init; }
 }
 
+/// <summary>Whether a silo's engine takes requests.</summary>
+[GenerateSerializer, Alias("mixtral.EngineState")]
+public enum EngineState
+{
+    /// <summary>Loaded and serving.</summary>
+    Ready = 0,
+    /// <summary>The model is still loading.</summary>
+    Loading = 1,
+    /// <summary>The silo runs no engine (<c>--Mixtral:Engine false</c>): it holds conversations; engines run elsewhere.</summary>
+    None = 2,
+}
+
 /// <summary>An engine's load, for routing and dashboards.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.EngineLoad")]
 public sealed record EngineLoad
@@ -179,6 +194,8 @@ public sealed record EngineLoad
     [Id(16)] public int? DeviceIndex { get; init; }
     /// <summary>The GPU's name (e.g. "NVIDIA H200"), or "cpu".</summary>
     [Id(17)] public string DeviceName { get; init; } = "";
+    /// <summary>Whether the engine takes requests; only <see cref="EngineState.Ready"/> engines are routed to.</summary>
+    [Id(18)] public EngineState State { get; init; }
 
     /// <summary>KV blocks neither held by running sequences nor cached (cached ones can be evicted, so they count as free).</summary>
     public int KvBlocksFree => KvBlocksTotal - KvBlocksUsed;

@@ -57,7 +57,8 @@ public sealed class ConversationState
 [PreferLocalPlacement]
 public sealed partial class ConversationGrain(
     [PersistentState("conversation", ConversationGrain.StorageName)] IPersistentState<ConversationState> state,
-    EngineHost host,
+    ITokenizerService model,
+    ILocalSiloDetails silo,
     EngineDirectory engines,
     IOptions<MixtralSiloOptions> options,
     ILogger<ConversationGrain> log) : Grain, IConversationGrain
@@ -173,7 +174,7 @@ public sealed partial class ConversationGrain(
         KvSilo = state.State.KvSilo,
         KvTokens = state.State.KvTokens,
         TurnInProgress = _run?.Turn,
-        GrainSilo = host.SiloKey,
+        GrainSilo = silo.SiloAddress.ToParsableString(),
         Exists = Exists,
     };
 
@@ -237,10 +238,10 @@ public sealed partial class ConversationGrain(
             .Select(t => (User: s.Messages[first + 2 * t].Content, Assistant: s.Messages[first + 2 * t + 1].Content)).ToList();
         var window = s.TurnStarts.Length == kept.Count && s.ReplyStarts.Length == kept.Count && (kept.Count > 0 || s.Tokens.Length == 0)
             ? new Tok.ConversationWindow(s.Tokens, s.TurnStarts, s.ReplyStarts, s.DroppedTurns)
-            : Tok.ConversationWindow.FromMessages(host.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
+            : Tok.ConversationWindow.FromMessages(model.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
         try
         {
-            return window.NextTurn(host.Tokenizer, system, [.. kept.Select(k => k.User)], userMessage, maxTokens, host.ContextLength,
+            return window.NextTurn(model.Tokenizer, system, [.. kept.Select(k => k.User)], userMessage, maxTokens, model.ContextLength,
                 _options.ReplyReserveTokens);
         }
         catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message); }
@@ -285,7 +286,7 @@ public sealed partial class ConversationGrain(
     async Task CommitAsync(TurnRun run, TurnEnd end, int[] output)
     {
         var before = state.State;
-        var window = run.Prompt.Commit(output, host.Tokenizer.EosId);
+        var window = run.Prompt.Commit(output, model.Tokenizer.EosId);
         var messages = new List<ChatEntry>(before.Messages)
         {
             new(ChatRole.User, run.UserMessage),

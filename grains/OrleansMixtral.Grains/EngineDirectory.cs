@@ -80,7 +80,7 @@ public sealed partial class EngineDirectory(
                     return null;
                 }
             }).ToList();
-            var loads = (await Task.WhenAll(queries)).Where(l => l is not null && l.Backend != "loading").Select(l => l!).ToList();
+            var loads = (await Task.WhenAll(queries)).Where(l => l is not null && l.State == EngineState.Ready).Select(l => l!).ToList();
             lock (_lock)
             {
                 _loads = loads;

@@ -5,7 +5,7 @@ namespace OrleansMixtral.Grains;
 
 /// <summary>
 /// The engine's gauges as System.Diagnostics.Metrics instruments (tok/s, batch size, KV use, queue), observed from
-/// <see cref="EngineHost.GetLoad"/> when a metrics listener collects them.
+/// <see cref="ISiloEngine.GetLoad"/> when a metrics listener collects them.
 /// </summary>
 /// <remarks>
 /// The instruments live on Orleans' own meter ("Microsoft.Orleans", from the silo's <see cref="IMeterFactory"/>, which
@@ -18,7 +18,7 @@ public sealed class EngineMetrics : IDisposable
     public const string MeterName = "Microsoft.Orleans";
     readonly Meter _meter;
 
-    public EngineMetrics(EngineHost host, IMeterFactory meters)
+    public EngineMetrics(ISiloEngine host, IMeterFactory meters)
     {
         // From the silo's meter factory, like Orleans' own meter: listeners scoped to that factory see these too.
         _meter = meters.Create(MeterName);

@@ -20,6 +20,12 @@ public sealed class MixtralSiloOptions
 {
     /// <summary>The model directory (Hugging Face layout). Relative paths are resolved against the working directory, then the repository root.</summary>
     public string Model { get; set; } = "models/tiny-mixtral";
+    /// <summary>
+    /// Run an engine on this silo (load the model's weights). False (<c>--Mixtral:Engine false</c>): the silo holds
+    /// conversations and serves clients, reading only the model directory's tokenizer.json and config.json; their turns
+    /// run on the engines of the cluster's other silos.
+    /// </summary>
+    public bool Engine { get; set; } = true;
     public EngineBackendKind Backend { get; set; } = EngineBackendKind.Auto;
     /// <summary>Hold the weights as int8 (weight-only, per output channel); implied by a pre-quantized checkpoint.</summary>
     public bool Int8 { get; set; }

@@ -2,32 +2,35 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Threading.Channels;
 using Orleans.Concurrency;
+using Orleans.Runtime;
 using OrleansMixtral.Engine;
 
 namespace OrleansMixtral.Grains;
 
 /// <summary>
-/// The "GPU grain": fronts this silo's <see cref="EngineHost"/>. One activation per silo (<see cref="SiloEnginePlacementAttribute"/>,
+/// The "GPU grain": fronts this silo's engine (<see cref="ISiloEngine"/>). One activation per silo (<see cref="SiloEnginePlacementAttribute"/>,
 /// key = the silo address). <see cref="Reentrant"/>: every call interleaves, so the turns of all conversations on the
 /// silo are in the engine at once and its loop batches them; nothing here waits on the engine thread, which hands
 /// tokens over through channels.
 /// </summary>
 [Reentrant, SiloEnginePlacement]
-public sealed class SiloEngineGrain(EngineHost host, Microsoft.Extensions.Options.IOptions<MixtralSiloOptions> options) : Grain, IEngineGrain
+public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Microsoft.Extensions.Options.IOptions<MixtralSiloOptions> options)
+    : Grain, IEngineGrain
 {
+    readonly string _siloKey = silo.SiloAddress.ToParsableString();
     readonly TimeSpan _interval = TimeSpan.FromMilliseconds(Math.Max(0, options.Value.DirectChunkIntervalMilliseconds));
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        if (this.GetPrimaryKeyString() != host.SiloKey)
-            throw new InvalidOperationException($"engine grain {this.GetPrimaryKeyString()} activated on silo {host.SiloKey}");
+        if (this.GetPrimaryKeyString() != _siloKey)
+            throw new InvalidOperationException($"engine grain {this.GetPrimaryKeyString()} activated on silo {_siloKey}");
         return Task.CompletedTask;
     }
 
     public async IAsyncEnumerable<EngineChunk> Generate(EngineRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         if (request.RefuseIfBusy && host.BusyReason(request) is { } reason)
-            throw new EngineBusyException($"engine on {host.SiloKey} is busy: {reason}");
+            throw new EngineBusyException($"engine on {_siloKey} is busy: {reason}");
         var stream = host.Submit(request);
         var completed = false;
         using var registration = cancellationToken.Register(stream.Cancel);
@@ -125,7 +128,7 @@ public sealed class SiloEngineGrain(EngineHost host, Microsoft.Extensions.Option
                 Finish = finish,
                 Usage = new TurnUsage(r.Usage.PromptTokens, r.Usage.CachedPromptTokens, r.Usage.CompletionTokens),
                 Error = r.Error,
-                Silo = host.SiloKey,
+                Silo = _siloKey,
                 EngineTtftMs = r.TimeToFirstToken.TotalMilliseconds,
                 EngineElapsedMs = r.Elapsed.TotalMilliseconds,
                 Text = r.Text,

@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
 using Tok = OrleansMixtral.Tokenization;
 
@@ -55,7 +56,7 @@ partial class Program
         var (silo, clientHost, client) = await StartOneSiloAsync("load-bench", options);
         try
         {
-            var engine = silo.Services.GetRequiredService<EngineHost>();
+            var engine = silo.Services.GetRequiredService<SiloEngineHost>();
             int context = engine.ContextLength;
             if (settings.PromptTokens + settings.OutputTokens > context)
             {

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
 using Tok = OrleansMixtral.Tokenization;
 
@@ -73,10 +74,10 @@ InferenceEngine engine;
 Tok.MistralTokenizer tokenizer;
 if (oneSilo)
 {
-    var host = clusters[0].Silo.Services.GetRequiredService<EngineHost>();
+    var host = clusters[0].Silo.Services.GetRequiredService<SiloEngineHost>();
     (engine, tokenizer) = (host.Engine, host.Tokenizer);
 }
-else (engine, tokenizer, _, _) = EngineHost.CreateEngine(baseOptions);
+else (engine, tokenizer, _, _) = SiloEngineHost.CreateEngine(baseOptions);
 
 var samples = new Dictionary<string, List<Sample>>();
 void Add(string path, Sample sample)

@@ -7,12 +7,12 @@ using OpenTelemetry.Resources;
 using OrleansMixtral.Client;
 using OrleansMixtral.Client.AI;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Gateway;
 
 /// <summary>
-/// Wires the gateway into an ASP.NET Core host: settings, API keys, listening addresses, the Orleans client (or an
-/// embedded silo), the chat service, admission, metrics; then maps the endpoints.
+/// Wires the gateway into an ASP.NET Core host: settings, API keys, listening addresses, the Orleans client, the chat service, admission, metrics; then maps the endpoints.
 /// </summary>
 /// <remarks>
 /// Why a separate process that is an Orleans client, not endpoints inside the silo host: the HTTP edge (TLS, keys,
@@ -20,14 +20,19 @@ namespace OrleansMixtral.Gateway;
 /// restarts cost a model load and their KV caches; the silos stay on a private network with only Orleans' ports
 /// open; and a gateway needs no GPU and no weights (only tokenizer.json and config.json). The price is one network hop
 /// per chunk (gateway → the conversation grain's silo), small next to a token's time. <see cref="ConfigureServices"/>
-/// and <see cref="Map"/> work in any host with an <see cref="IClusterClient"/>, a silo's included, and
-/// <c>Cluster=embedded</c> runs a one-silo cluster inside the gateway for a one-command set-up.
+/// and <see cref="Map"/> work in any host with an <see cref="IClusterClient"/>: the silo host serves the same API (the
+/// one-process set-up), so the gateway itself links no engine and no backend.
 /// </remarks>
 public static partial class GatewayHost
 {
     /// <summary>Names the conversation of a chat request, and is set on responses that belong to one.</summary>
     public const string ConversationHeader = "X-Conversation-Id";
     public const string DefaultUrl = "http://127.0.0.1:8000";
+
+    /// <summary>The answer to <c>--Cluster embedded</c>, which the silo host replaced (one line).</summary>
+    public const string EmbeddedMoved =
+        "--Cluster embedded: the gateway serves an existing cluster; for one process with the model, run the silo, which serves " +
+        "this API itself: dotnet run --project silos/OrleansMixtral.Silo -c Release (http://localhost:5000/v1)";
 
     /// <summary>
     /// Configures <paramref name="builder"/>; false with a one-line reason when the settings are unusable.
@@ -37,29 +42,16 @@ public static partial class GatewayHost
     {
         GatewayOptions options;
         ApiKeys keys;
-        MixtralSiloOptions? embedded = null;
         try
         {
             options = ReadOptions(builder.Configuration);
             options.Model = ModelPaths.Resolve(options.Model);
             keys = ApiKeys.Load(builder.Configuration, options);
+            // The one-process set-up is the silo host, which serves this API itself: the gateway links no engine.
             if (cluster is null && options.Cluster.Equals("embedded", StringComparison.OrdinalIgnoreCase))
-            {
-                embedded = new MixtralSiloOptions();
-                builder.Configuration.GetSection("Mixtral").Bind(embedded);
-                embedded.Model = options.Model;
-                // Orleans' listeners share a taken port on Linux (SO_REUSEPORT) instead of failing: refuse before anything loads.
-                foreach (var (port, name) in new[] { (options.EmbeddedSiloPort, "EmbeddedSiloPort"), (options.EmbeddedGatewayPort, "EmbeddedGatewayPort") })
-                    if (LocalClusters.IsPortInUse(System.Net.IPAddress.Loopback, port))
-                        throw new InvalidOperationException($"port {port} (Gateway:{name} of the embedded silo) is already in use: is a silo running? Stop it, serve from it (--Cluster localhost), or give other ports");
-                // A local cluster's id is its data directory's, as for the silo host (clusters of other directories never merge).
-                options.ClusterId ??= LocalClusters.ClusterIdFor(embedded.ResolveDataDirectory());
-                options.ServiceId ??= ClusterConnection.DefaultServiceId;
-            }
-            else if (cluster is null && string.IsNullOrWhiteSpace(options.Cluster))
-            {
-                throw new ArgumentException("--Cluster must name a cluster: localhost, HOST:PORT, redis://HOST:PORT, postgres:CONNECTION-STRING or embedded");
-            }
+                throw new ArgumentException(EmbeddedMoved);
+            if (cluster is null && string.IsNullOrWhiteSpace(options.Cluster))
+                throw new ArgumentException("--Cluster must name a cluster: localhost, HOST:PORT, redis://HOST:PORT or postgres:CONNECTION-STRING");
         }
         catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or IOException)
         {
@@ -84,18 +76,6 @@ public static partial class GatewayHost
         });
 
         if (cluster is not null) builder.Services.AddSingleton(cluster);
-        else if (embedded is not null)
-        {
-            builder.UseOrleans(silo =>
-            {
-                silo.UseLocalhostClustering(options.EmbeddedSiloPort, options.EmbeddedGatewayPort, serviceId: options.ServiceId!, clusterId: options.ClusterId!);
-                silo.AddMixtral(embedded);
-            });
-            // `mixtral chat --cluster localhost:PORT` finds this cluster's id without being told.
-            var entry = new LocalClusterEntry(options.ClusterId!, options.ServiceId!, options.EmbeddedGatewayPort, options.EmbeddedSiloPort,
-                embedded.ResolveDataDirectory(), Environment.ProcessId);
-            builder.Services.AddHostedService(sp => new LocalClusterRegistration(entry));
-        }
         else
         {
             var until = DateTime.UtcNow.AddSeconds(options.ConnectTimeoutSeconds);
@@ -359,21 +339,5 @@ public sealed class EnginePoller(MixtralChatService service, GatewayOptions opti
             try { await Task.Delay(period, stoppingToken); }
             catch (OperationCanceledException) { return; }
         }
-    }
-}
-
-/// <summary>Registers the embedded silo's gateway port for the clients of this machine (<see cref="LocalClusters"/>) while it runs.</summary>
-public sealed class LocalClusterRegistration(LocalClusterEntry entry) : IHostedService
-{
-    public Task StartAsync(CancellationToken cancellationToken)
-    {
-        LocalClusters.Register(entry);
-        return Task.CompletedTask;
-    }
-
-    public Task StopAsync(CancellationToken cancellationToken)
-    {
-        LocalClusters.Unregister(entry.GatewayPort);
-        return Task.CompletedTask;
     }
 }

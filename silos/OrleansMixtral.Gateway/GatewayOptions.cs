@@ -10,14 +10,12 @@ public sealed class GatewayOptions
     /// <summary>
     /// The cluster to serve from: <c>localhost</c>, <c>HOST:PORT[,HOST:PORT...]</c> (silo gateways), <c>redis://HOST:PORT</c> or
     /// <c>postgres:NPGSQL-CONNECTION-STRING</c> (the silos' membership table),
-    /// as <see cref="Client.ClusterConnection"/> reads it; or <c>embedded</c>: this process hosts a one-silo cluster with the
-    /// model itself (one command for development; section "Mixtral" configures its engine as in the silo host).
+    /// as <see cref="Client.ClusterConnection"/> reads it. (One process with the model: the silo host, which serves this API too.)
     /// </summary>
     public string Cluster { get; set; } = "localhost";
     /// <summary>
     /// The cluster's Orleans ids (<c>--ClusterId</c>, <c>--ServiceId</c>); null: for gateways on this machine the ids their
-    /// silo registered, else <c>mixtral</c> (see <see cref="Client.ClusterConnection.ResolveIds"/>). With <c>embedded</c>:
-    /// null is the id of the data directory (<c>Mixtral:DataDirectory</c>), as for the silo host.
+    /// silo registered, else <c>mixtral</c> (see <see cref="Client.ClusterConnection.ResolveIds"/>).
     /// </summary>
     public string? ClusterId { get; set; }
     public string? ServiceId { get; set; }
@@ -56,8 +54,4 @@ public sealed class GatewayOptions
     /// silent before its silo is asked whether it still works on it (for the other half).
     /// </summary>
     public int ClusterCallTimeoutMilliseconds { get; set; } = 1500;
-
-    /// <summary>Silo and Orleans gateway ports of the embedded silo (Cluster=embedded).</summary>
-    public int EmbeddedSiloPort { get; set; } = 11111;
-    public int EmbeddedGatewayPort { get; set; } = 30000;
 }

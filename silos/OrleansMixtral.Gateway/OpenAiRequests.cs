@@ -56,7 +56,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var (generation, stream, includeUsage) = ReadCommon(root, chat: true);
         // logprobs: true for the sampled tokens' logprobs, top_logprobs for that many alternatives at each (OpenAI: 0-20)
         var logprobs = Prop(root, "logprobs") is { } lp && ReadBool(lp, "logprobs");
-        var top = Prop(root, "top_logprobs") is { } t ? ReadInt(t, "top_logprobs", 0, Engine.SamplingParams.MaxLogprobs) : 0;
+        var top = Prop(root, "top_logprobs") is { } t ? ReadInt(t, "top_logprobs", 0, Grains.TurnOptions.MaxLogprobs) : 0;
         if (top > 0 && !logprobs) throw new MixtralRequestException("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
         if (logprobs) generation = generation with { Logprobs = top };
         string? conversation = null;
@@ -80,7 +80,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var echo = Prop(root, "echo") is { } e && ReadBool(e, "echo");
         // logprobs: N gives each token's logprob and its N likeliest alternatives (OpenAI: 0-5; here, as vLLM, up to 20); with
         // echo the prompt's tokens get theirs too
-        int? logprobs = Prop(root, "logprobs") is { } lp ? ReadInt(lp, "logprobs", 0, Engine.SamplingParams.MaxLogprobs) : null;
+        int? logprobs = Prop(root, "logprobs") is { } lp ? ReadInt(lp, "logprobs", 0, Grains.TurnOptions.MaxLogprobs) : null;
         if (Prop(root, "best_of") is { } bestOf && ReadInt(bestOf, "best_of", 1, 128) != 1)
             throw new MixtralRequestException("best_of must be 1", "best_of", "unsupported_parameter");
         string? text = null;

@@ -1,8 +1,8 @@
 using OrleansMixtral.Gateway;
 
-// The OpenAI-compatible gateway: `dotnet run --project silos/OrleansMixtral.Gateway -c Release -- --Cluster embedded` serves
-// the bundled model on http://127.0.0.1:8000 from one process; `--Cluster localhost` (the default) or HOST:PORT or
-// redis://HOST:PORT serves from a running cluster. Settings: appsettings.json, environment, command line (--Cluster,
+// The OpenAI-compatible gateway: `dotnet run --project silos/OrleansMixtral.Gateway -c Release` serves a running cluster
+// (`--Cluster localhost`, the default, or HOST:PORT, redis://HOST:PORT, postgres:CONNECTION-STRING) on
+// http://127.0.0.1:8000; one process with the model is the silo host, which serves the same API. Settings: appsettings.json, environment, command line (--Cluster,
 // --Model, --ModelId, --ApiKeysFile, --urls, --Gateway:NAME=VALUE). See docs/GATEWAY.md.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 GatewayHost.UseConsoleLogFormat(builder.Logging);

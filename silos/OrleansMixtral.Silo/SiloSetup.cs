@@ -7,6 +7,7 @@ using OrleansMixtral.Backends;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Gateway;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Silo;
@@ -160,7 +161,7 @@ public static class SiloSetup
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
         // A GPU this process does not see stops the silo now, not after a model load.
-        if (EngineHost.DeviceProblem(mixtral) is { } badDevice) throw new ArgumentException(badDevice);
+        if (mixtral.Engine && SiloEngineHost.DeviceProblem(mixtral) is { } badDevice) throw new ArgumentException(badDevice);
         var siloPort = Port(config, "SiloPort", 11111);
         var gatewayPort = Port(config, "GatewayPort", 30000);
         if (siloPort == gatewayPort) throw new ArgumentException($"--SiloPort and --GatewayPort must differ (both are {siloPort})");
@@ -304,7 +305,7 @@ public static class SiloSetup
         app.MapGet("/engines", async (EngineDirectory engines) => Results.Json(await engines.GetLoadsAsync(fresh: true)));
         app.Lifetime.ApplicationStarted.Register(() =>
         {
-            var host = app.Services.GetRequiredService<EngineHost>();
+            var host = app.Services.GetRequiredService<SiloEngineHost>();
             var options = app.Services.GetRequiredService<MixtralSiloOptions>();
             var s = app.Services.GetRequiredService<Settings>();
             var load = host.GetLoad();
@@ -316,7 +317,10 @@ public static class SiloSetup
                 ConversationStorageKind.Postgres => "postgres",
                 var other => other.ToString().ToLowerInvariant(),
             };
-            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: model {load.Model} ({load.Backend}) on {host.Device}, KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens, storage {storage}, cluster {s.ClusterId}");
+            var engine = host.RunsEngine
+                ? $"model {load.Model} ({load.Backend}) on {host.Device}, KV cache {load.KvBlocksTotal * load.KvBlockSize} tokens"
+                : "no engine (--Mixtral:Engine false: conversations here, turns on other silos' engines)";
+            Console.WriteLine($"OrleansMixtral silo {host.SiloKey} ready: {engine}, storage {storage}, cluster {s.ClusterId}");
             foreach (var line in NextSteps(app, s, url)) Console.WriteLine("  " + line);
             Console.Out.Flush();
         });

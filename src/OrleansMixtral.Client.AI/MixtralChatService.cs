@@ -413,7 +413,7 @@ public sealed class MixtralChatService
                     try { return await _cluster.GetGrain<IEngineGrain>(silo).GetLoad().WaitAsync(timeout); }
                     catch (Exception) { return null; }
                 }));
-                loads = [.. answers.Where(l => l is not null && l.Backend != "loading").Select(l => l!).OrderBy(l => l.Silo, StringComparer.Ordinal)];
+                loads = [.. answers.Where(l => l is not null && l.State == EngineState.Ready).Select(l => l!).OrderBy(l => l.Silo, StringComparer.Ordinal)];
             }
             catch (Exception) { loads = []; }
             lock (_lock)

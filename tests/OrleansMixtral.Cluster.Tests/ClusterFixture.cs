@@ -6,6 +6,7 @@ using Orleans.Runtime;
 using Orleans.TestingHost;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Cluster.Tests;
@@ -68,8 +69,8 @@ public class ClusterFixture : IAsyncLifetime
     }
 
     /// <summary>The engine host of a live silo.</summary>
-    public EngineHost Engine(string siloKey) =>
-        Cluster.GetSiloServiceProvider(SiloAddress.FromParsableString(siloKey)).GetRequiredService<EngineHost>();
+    public SiloEngineHost Engine(string siloKey) =>
+        Cluster.GetSiloServiceProvider(SiloAddress.FromParsableString(siloKey)).GetRequiredService<SiloEngineHost>();
 
     public static TurnOptions Short(int maxTokens = 12) => new() { MaxTokens = maxTokens, Temperature = 0 };
 

@@ -1,5 +1,6 @@
 using Orleans.Runtime;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 
 namespace OrleansMixtral.Cluster.Tests;
 
@@ -15,7 +16,7 @@ public sealed class PlacementTests(ClusterFixture fixture)
         foreach (var silo in silos)
         {
             var load = await fixture.Cluster.Client.GetGrain<IEngineGrain>(silo).GetLoad();
-            Assert.Equal(silo, load.Silo); // answered by the EngineHost of that very silo
+            Assert.Equal(silo, load.Silo); // answered by the SiloEngineHost of that very silo
             Assert.Equal("tiny-mixtral", load.Model);
         }
         var loads = await fixture.Client.GetEngineLoadsAsync();

@@ -6,6 +6,7 @@ using Orleans.Hosting;
 using Orleans.Runtime;
 using Orleans.Storage;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 
 namespace OrleansMixtral.Cluster.Tests;
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Orleans.Hosting;
 using Orleans.TestingHost;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 
 namespace OrleansMixtral.Gateway.Tests;
 
@@ -35,7 +36,7 @@ public sealed class EngineQueueTests(GatewayFixture fixture)
         await cluster.DeployAsync();
         var (_, url) = await fixture.StartGatewayOverAsync(cluster.Client, new() { ["Gateway:RetryAfterSeconds"] = "3" });
         using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = url, Timeout = TimeSpan.FromSeconds(60) };
-        var engine = cluster.GetSiloServiceProvider(cluster.Silos[0].SiloAddress).GetRequiredService<EngineHost>().Engine;
+        var engine = cluster.GetSiloServiceProvider(cluster.Silos[0].SiloAddress).GetRequiredService<SiloEngineHost>().Engine;
 
         // Two conversations with a turn each (their KV on the only engine), before the engine fills.
         var ids = new List<string>();

@@ -18,6 +18,7 @@ using Orleans.Hosting;
 using Orleans.TestingHost;
 using OrleansMixtral.Gateway;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Hosting;
 using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Gateway.Tests;
@@ -144,7 +145,7 @@ public sealed class GatewayFixture : IAsyncLifetime
     }
 
     /// <summary>The silo's engine host (one silo).</summary>
-    public EngineHost Engine => Cluster.GetSiloServiceProvider(Cluster.Silos[0].SiloAddress).GetRequiredService<EngineHost>();
+    public SiloEngineHost Engine => Cluster.GetSiloServiceProvider(Cluster.Silos[0].SiloAddress).GetRequiredService<SiloEngineHost>();
 
     /// <summary>Waits until the engine runs nothing and holds no KV blocks for running sequences.</summary>
     public async Task EngineIdle(double seconds = 15)

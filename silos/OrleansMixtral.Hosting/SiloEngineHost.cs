@@ -6,22 +6,24 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 using OrleansMixtral.Engine;
-using OrleansMixtral.Engine.Cpu;
+using OrleansMixtral.Grains;
 using OrleansMixtral.Model;
 using OrleansMixtral.Tokenization;
 
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Hosting;
 
 /// <summary>
-/// The silo's one <see cref="InferenceEngine"/> (a DI singleton): loads the model when the silo starts, submits turns,
-/// cancels them, and reports load. The engine's loop runs on its own thread; nothing here blocks it (tokens reach the
-/// grains through the engine's channels, whose continuations run on the grain's scheduler).
+/// The silo's one <see cref="InferenceEngine"/> (a DI singleton, the grains' <see cref="ISiloEngine"/>): chooses the
+/// backend and loads the model when the silo starts, submits turns, cancels them, and reports load. The engine's loop
+/// runs on its own thread; nothing here blocks it (tokens reach the grains through the engine's channels, whose
+/// continuations run on the grain's scheduler). With <see cref="MixtralSiloOptions.Engine"/> false it loads nothing and
+/// never serves.
 /// </summary>
-public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, IAsyncDisposable
+public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<ISiloLifecycle>, IAsyncDisposable
 {
     readonly MixtralSiloOptions _options;
     readonly ILocalSiloDetails _silo;
-    readonly ILogger<EngineHost> _log;
+    readonly ILogger<SiloEngineHost> _log;
     readonly Lazy<LoadedEngine> _loaded;
     readonly EngineHistograms _histograms;
     readonly ConcurrentDictionary<(string Conversation, int Turn), GenerationStream> _running = new();
@@ -30,7 +32,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
 
     sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, ComputeDevice Device, TimeSpan LoadTime);
 
-    public EngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<EngineHost> log, IMeterFactory meters)
+    public SiloEngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<SiloEngineHost> log, IMeterFactory meters)
     {
         _histograms = new EngineHistograms(meters);
         _options = options.Value;
@@ -49,12 +51,17 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     public ComputeDevice Device => _loaded.Value.Device;
     public int ContextLength => Engine.Info.ContextLength;
     public bool IsLoaded => _loaded.IsValueCreated;
+    /// <summary>This silo runs an engine (<see cref="MixtralSiloOptions.Engine"/>).</summary>
+    public bool RunsEngine => _options.Engine;
 
-    void ILifecycleParticipant<ISiloLifecycle>.Participate(ISiloLifecycle lifecycle) =>
+    void ILifecycleParticipant<ISiloLifecycle>.Participate(ISiloLifecycle lifecycle)
+    {
+        if (!RunsEngine) return;
         // Load before the silo joins the cluster as Active, so no turn waits for a model load.
-        lifecycle.Subscribe(nameof(EngineHost), ServiceLifecycleStage.ApplicationServices,
+        lifecycle.Subscribe(nameof(SiloEngineHost), ServiceLifecycleStage.ApplicationServices,
             ct => Task.Run(() => { _ = _loaded.Value; }, ct),
             async ct => await DisposeAsync());
+    }
 
     LoadedEngine LoadEngine()
     {
@@ -72,7 +79,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// any silo: the same engine, for in-process baselines.
     /// </summary>
     /// <param name="observer">Told what the engine does as it runs (the silo's histograms).</param>
-    public static SiloEngine CreateEngine(MixtralSiloOptions options, IEngineObserver? observer = null)
+    public static LoadedSiloEngine CreateEngine(MixtralSiloOptions options, IEngineObserver? observer = null)
     {
         // the CLI's loader: the right backend for this machine (CUDA when asked or, with auto, when there is a
         // GPU), a model directory or a synthetic:… model, streamed tensor by tensor
@@ -88,7 +95,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
             Device = options.Device,
         });
         var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting), Observer = observer });
-        return new SiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
+        return new LoadedSiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
     }
 
     static BackendKind LoaderBackend(EngineBackendKind backend) =>
@@ -117,6 +124,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// <summary>Why this engine should not take <paramref name="request"/> now (null: it should).</summary>
     public string? BusyReason(EngineRequest request)
     {
+        if (!RunsEngine) return "this silo runs no engine";
         var s = Engine.GetStats();
         if (s.Waiting >= _options.RedirectWhenWaiting) return $"{s.Waiting} requests are waiting for admission";
         var info = Engine.Info;
@@ -130,6 +138,7 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
     /// <summary>Queues a turn. Throws <see cref="InvalidTurnException"/> or <see cref="EngineBusyException"/>.</summary>
     public GenerationStream Submit(EngineRequest request)
     {
+        if (!RunsEngine) throw new EngineBusyException($"silo {SiloKey} runs no engine (--Mixtral:Engine false)");
         var o = request.Options;
         var sampling = new SamplingParams
         {
@@ -185,12 +194,14 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
 
     public EngineLoad GetLoad()
     {
-        if (!IsLoaded) return new EngineLoad { Silo = SiloKey, Backend = "loading", Waiting = int.MaxValue / 2 };
+        if (!RunsEngine) return new EngineLoad { Silo = SiloKey, State = EngineState.None, Backend = "none", Waiting = int.MaxValue / 2 };
+        if (!IsLoaded) return new EngineLoad { Silo = SiloKey, State = EngineState.Loading, Backend = "loading", Waiting = int.MaxValue / 2 };
         var s = Engine.GetStats();
         var info = Engine.Info;
         return new EngineLoad
         {
             Silo = SiloKey,
+            State = EngineState.Ready,
             Backend = s.Backend,
             Model = ModelName,
             Waiting = s.Waiting,
@@ -232,39 +243,20 @@ public sealed partial class EngineHost : ILifecycleParticipant<ISiloLifecycle>, 
 }
 
 /// <summary>The engine a silo with given options runs, with what it was built from and runs on.</summary>
-public sealed record SiloEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory, ComputeDevice Device);
+public sealed record LoadedSiloEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory, ComputeDevice Device);
 
-/// <summary>Finds a model directory given on the command line or in configuration.</summary>
-public static class ModelPaths
+/// <summary>
+/// The grains' <see cref="ITokenizerService"/>: the loaded engine's tokenizer and context, or, on a silo without an
+/// engine, the model directory's tokenizer.json and config.json (no weights read).
+/// </summary>
+public sealed class ModelTokenizerService(SiloEngineHost engine, IOptions<MixtralSiloOptions> options) : ITokenizerService
 {
-    /// <summary>
-    /// An absolute path as is; a relative one against the working directory, else against the repository root (the
-    /// folder above the running program that holds OrleansMixtral.sln), so the bundled <c>models/tiny-mixtral</c> is
-    /// found from anywhere in the checkout.
-    /// </summary>
-    /// <exception cref="DirectoryNotFoundException">None of these exists.</exception>
-    public static string Resolve(string model)
+    readonly Lazy<(MistralTokenizer Tokenizer, int ContextLength)> _files = new(() =>
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(model);
-        if (Path.IsPathRooted(model))
-        {
-            if (Directory.Exists(model)) return Path.GetFullPath(model);
-            throw new DirectoryNotFoundException($"model directory not found: {model}");
-        }
-        var candidates = new List<string> { Path.GetFullPath(model) };
-        foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
-        {
-            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
-            {
-                if (File.Exists(Path.Combine(dir.FullName, "OrleansMixtral.sln")))
-                {
-                    candidates.Add(Path.Combine(dir.FullName, model));
-                    break;
-                }
-            }
-        }
-        foreach (var c in candidates)
-            if (Directory.Exists(c)) return Path.GetFullPath(c);
-        throw new DirectoryNotFoundException($"model directory not found: {model} (looked in {string.Join(", ", candidates.Distinct())})");
-    }
+        var directory = ModelLoader.IsSynthetic(options.Value.Model) ? options.Value.Model : ModelPaths.Resolve(options.Value.Model);
+        return (ModelLoader.LoadTokenizer(directory), ModelLoader.ReadConfig(directory).MaxPositionEmbeddings);
+    });
+
+    public MistralTokenizer Tokenizer => engine.RunsEngine ? engine.Tokenizer : _files.Value.Tokenizer;
+    public int ContextLength => engine.RunsEngine ? engine.ContextLength : _files.Value.ContextLength;
 }

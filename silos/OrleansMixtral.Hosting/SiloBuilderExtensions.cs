@@ -3,14 +3,16 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Runtime;
+using OrleansMixtral.Grains;
 using StackExchange.Redis;
 
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Hosting;
 
 public static partial class SiloBuilderExtensions
 {
     /// <summary>
-    /// Adds the serving grains to a silo: the silo's engine (loaded when the silo starts), the engine grain's placement,
+    /// Adds the serving grains to a silo: the silo's engine (loaded when the silo starts, unless it runs none), the
+    /// tokenizer conversations use, the engine grain's placement,
     /// the router, the token stream provider (memory streams) and conversation storage. Clustering and endpoints are
     /// the host's business (the silo host, or the test cluster).
     /// </summary>
@@ -18,8 +20,10 @@ public static partial class SiloBuilderExtensions
     {
         var services = silo.Services;
         services.AddSingleton<IOptions<MixtralSiloOptions>>(Options.Create(options));
-        services.AddSingleton<EngineHost>();
-        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<EngineHost>());
+        services.AddSingleton<SiloEngineHost>();
+        services.AddSingleton<ISiloEngine>(sp => sp.GetRequiredService<SiloEngineHost>());
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloEngineHost>());
+        services.AddSingleton<ITokenizerService, ModelTokenizerService>();
         services.AddSingleton<EngineDirectory>();
         services.AddSingleton<EngineMetrics>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MetricsStarter>();

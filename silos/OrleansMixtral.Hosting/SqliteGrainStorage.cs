@@ -7,7 +7,8 @@ using Orleans.Configuration;
 using Orleans.Runtime;
 using Orleans.Storage;
 
-namespace OrleansMixtral.Grains;
+
+namespace OrleansMixtral.Hosting;
 
 /// <summary>Settings of <see cref="SqliteGrainStorage"/>.</summary>
 public sealed class SqliteGrainStorageOptions
