@@ -10,6 +10,9 @@
 //   attention_split (decode): grid (heads, T, splits ≤ 8): each (token, head) splits its positions over
 //     several blocks (a decode step has only 32 heads × a few tokens: one block each left most of the GPU idle
 //     and walked 600 positions serially); the last block to finish merges the partial softmaxes, in split order.
+//   attention_decode_gqa (decode steps of 4+ sequences, D = 128): one block per (token, kv head, split) for all of
+//     the kv head's query heads, each K/V row read once (below).
+//   attention_prefill (prompts, D = 128): tensor cores, FlashAttention-2 style (below).
 #include "common.cuh"
 #include "mma.cuh" // mma_f16 (attention_prefill)
 
@@ -164,6 +167,166 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
         out[th * D + d] = f32_to_f16(O / L);
     }
     if (threadIdx.x == 0) arrivals[th] = 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention_decode_gqa (decode steps of many sequences): one block per (token, kv head, split) serving all the kv head's
+// query heads (Mixtral: 4) from one read of each K/V row. attention_paged and attention_split give each query head its
+// own block, so every K/V row crossed from L2 to the SMs 4 times (64 sequences: 1.2 ms of an 18.2 ms decode step;
+// ncu, H200, 2026-11-29). Same inputs and split outputs as attention_split; reads positions 0..pos from the cache
+// (rope_store_kv has stored pos). D == 128 and n_heads / n_kv ≤ GQ_HEADS only (the caller checks).
+// A warp takes 4 positions a step, 8 lanes a position, 16 dimensions a lane: the 4 query heads' dot products share the
+// K loads, their 4 running softmaxes (log2 domain: q pre-scaled by scale · log2 e) the V loads, and the next step's
+// K/V rows load while this one computes. Partials merge as in attention_split, with one arrival counter per
+// (token, kv head): arrivals[t · n_heads + kv_head · group].
+// grid (n_kv, T, splits ≤ the backend's AttentionSplits), block GQ_WARPS · 32.
+#define GQ_WARPS 4
+#define GQ_HEADS 4
+#define GQ_D 128
+
+// merge_partial in the log2 domain (exp2 of differences of base-2 maxima)
+__device__ __forceinline__ void merge_partial2(float& M, float& L, float& O, float m, float l, float o) {
+    if (m == -INFINITY) return;
+    const float mm = fmaxf(M, m);
+    const float c1 = M == -INFINITY ? 0.f : exp2f(M - mm), c2 = exp2f(m - mm);
+    O = O * c1 + o * c2;
+    L = L * c1 + l * c2;
+    M = mm;
+}
+
+extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa(
+    const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
+    const int* block_tables, int max_blocks, f16_t* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride,
+    float* part_o, float* part_ml, int* arrivals) {
+    __shared__ float s_acc[GQ_WARPS][GQ_HEADS][GQ_D];
+    __shared__ float s_m[GQ_WARPS][GQ_HEADS], s_l[GQ_WARPS][GQ_HEADS];
+    __shared__ int s_last;
+    const int group = n_heads / n_kv;
+    if (D != GQ_D || group > GQ_HEADS) return;
+    const int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 3, sub = lane & 7;
+    const int n = positions[t] + 1;
+    const int chunk = ((n + splits - 1) / splits + 3) / 4 * 4; // whole 4-position steps
+    const int j0 = min(n, split * chunk), j1 = min(n, j0 + chunk);
+    const int* table = block_tables + (size_t)seq_of_token[t] * max_blocks;
+    const size_t kv_dim = (size_t)n_kv * GQ_D;
+    const float qs = scale * 1.4426950408889634f; // log2 e
+
+    float qv[GQ_HEADS][16], acc[GQ_HEADS][16], m[GQ_HEADS], l[GQ_HEADS];
+#pragma unroll
+    for (int h = 0; h < GQ_HEADS; h++) {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            qv[h][i] = h < group ? q[(size_t)t * q_stride + (kvh * group + h) * GQ_D + sub * 16 + i] * qs : 0.f;
+            acc[h][i] = 0.f;
+        }
+        m[h] = -INFINITY;
+        l[h] = 0.f;
+    }
+    auto row = [&](int j) { return ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kvh * GQ_D + sub * 16; };
+    const int stride = GQ_WARPS * 4;
+    int j = j0 + warp * 4 + g;
+    bool valid = j < j1;
+    int4 kk[2] = {}, vv[2] = {};
+    if (valid) {
+        const size_t r = row(j);
+        kk[0] = reinterpret_cast<const int4*>(k_cache + r)[0]; kk[1] = reinterpret_cast<const int4*>(k_cache + r)[1];
+        vv[0] = reinterpret_cast<const int4*>(v_cache + r)[0]; vv[1] = reinterpret_cast<const int4*>(v_cache + r)[1];
+    }
+    // the loop bound is the same for the whole warp (shuffles); lanes past j1 idle
+    for (int base = j0 + warp * 4; base < j1; base += stride) {
+        const int jn = j + stride;
+        const bool vn = jn < j1;
+        int4 nk[2] = {}, nv[2] = {};
+        if (vn) {
+            const size_t r = row(jn);
+            nk[0] = reinterpret_cast<const int4*>(k_cache + r)[0]; nk[1] = reinterpret_cast<const int4*>(k_cache + r)[1];
+            nv[0] = reinterpret_cast<const int4*>(v_cache + r)[0]; nv[1] = reinterpret_cast<const int4*>(v_cache + r)[1];
+        }
+        float kf[16], s[GQ_HEADS];
+        const f16_t* kh = reinterpret_cast<const f16_t*>(kk);
+#pragma unroll
+        for (int i = 0; i < 16; i++) kf[i] = f16_to_f32(kh[i]);
+#pragma unroll
+        for (int h = 0; h < GQ_HEADS; h++) {
+            float d = 0.f;
+#pragma unroll
+            for (int i = 0; i < 16; i++) d += qv[h][i] * kf[i];
+            d += __shfl_xor_sync(0xffffffffu, d, 1);
+            d += __shfl_xor_sync(0xffffffffu, d, 2);
+            d += __shfl_xor_sync(0xffffffffu, d, 4);
+            s[h] = d;
+        }
+        if (valid) {
+            float vf[16];
+            const f16_t* vh = reinterpret_cast<const f16_t*>(vv);
+#pragma unroll
+            for (int i = 0; i < 16; i++) vf[i] = f16_to_f32(vh[i]);
+#pragma unroll
+            for (int h = 0; h < GQ_HEADS; h++) {
+                const float m_new = fmaxf(m[h], s[h]), correction = exp2f(m[h] - m_new), p = exp2f(s[h] - m_new);
+                l[h] = l[h] * correction + p;
+#pragma unroll
+                for (int i = 0; i < 16; i++) acc[h][i] = acc[h][i] * correction + p * vf[i];
+                m[h] = m_new;
+            }
+        }
+        kk[0] = nk[0]; kk[1] = nk[1]; vv[0] = nv[0]; vv[1] = nv[1];
+        j = jn;
+        valid = vn;
+    }
+    // merge the warp's 4 position groups (lanes 8 apart hold the same dimensions)
+#pragma unroll
+    for (int off = 8; off < 32; off <<= 1) {
+#pragma unroll
+        for (int h = 0; h < GQ_HEADS; h++) {
+            const float m2 = __shfl_xor_sync(0xffffffffu, m[h], off), l2 = __shfl_xor_sync(0xffffffffu, l[h], off);
+            const float mm = fmaxf(m[h], m2);
+            const float c1 = m[h] == -INFINITY ? 0.f : exp2f(m[h] - mm), c2 = m2 == -INFINITY ? 0.f : exp2f(m2 - mm);
+#pragma unroll
+            for (int i = 0; i < 16; i++) acc[h][i] = acc[h][i] * c1 + __shfl_xor_sync(0xffffffffu, acc[h][i], off) * c2;
+            l[h] = l[h] * c1 + l2 * c2;
+            m[h] = mm;
+        }
+    }
+    if (g == 0) {
+#pragma unroll
+        for (int h = 0; h < GQ_HEADS; h++) {
+#pragma unroll
+            for (int i = 0; i < 16; i++) s_acc[warp][h][sub * 16 + i] = acc[h][i];
+            if (sub == 0) { s_m[warp][h] = m[h]; s_l[warp][h] = l[h]; }
+        }
+    }
+    __syncthreads();
+    const size_t th0 = (size_t)t * n_heads + kvh * group; // (token, first query head of this kv head)
+    for (int idx = threadIdx.x; idx < group * GQ_D; idx += blockDim.x) {
+        const int h = idx / GQ_D, d = idx % GQ_D;
+        float M = -INFINITY, L = 0.f, O = 0.f;
+        for (int w = 0; w < GQ_WARPS; w++) merge_partial2(M, L, O, s_m[w][h], s_l[w][h], s_acc[w][h][d]);
+        if (splits == 1) {
+            out[(th0 + h) * GQ_D + d] = f32_to_f16(O / L);
+            continue;
+        }
+        part_o[((th0 + h) * splits + split) * GQ_D + d] = O;
+        if (d == 0) { part_ml[((th0 + h) * splits + split) * 2] = M; part_ml[((th0 + h) * splits + split) * 2 + 1] = L; }
+    }
+    if (splits == 1) return;
+    __threadfence(); // the partials are visible before this block counts itself in
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(&arrivals[th0], 1) == splits - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int idx = threadIdx.x; idx < group * GQ_D; idx += blockDim.x) {
+        const int h = idx / GQ_D, d = idx % GQ_D;
+        const size_t th = th0 + h;
+        float M = -INFINITY, L = 0.f, O = 0.f;
+        for (int sp = 0; sp < splits; sp++)
+            merge_partial2(M, L, O, __ldcg(&part_ml[(th * splits + sp) * 2]), __ldcg(&part_ml[(th * splits + sp) * 2 + 1]),
+                           __ldcg(&part_o[(th * splits + sp) * GQ_D + d]));
+        out[th * GQ_D + d] = f32_to_f16(O / L);
+    }
+    if (threadIdx.x == 0) arrivals[th0] = 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -278,8 +278,9 @@ extern "C" __global__ void permute_units_f16(const f16_t* x, f16_t* y, int T, in
 // Dense: y[t, r] (+)= scale[r] · Σ_c W[r, c] x[t, c], x in the wgmma input order. grid (ceil(T / BN), ceil(R / 256)):
 // token tiles fastest, so the blocks that share a row block's weights run together.
 template <int BN, int AHEAD, int CTAS>
-__device__ __forceinline__ void dense_body(const signed char* W, const float* scales, const f16_t* x, float* y, int T, int R, int C, int accumulate) {
-    const int t0 = blockIdx.x * BN, r0 = blockIdx.y * WGG_ROWS;
+__device__ __forceinline__ void dense_tile(const signed char* W, const float* scales, const f16_t* x, float* y, int T, int R, int C, int accumulate,
+                                           int t0) {
+    const int r0 = blockIdx.y * WGG_ROWS;
     const char* w_tile[WGG_TILES];
 #pragma unroll
     for (int t = 0; t < WGG_TILES; t++) // tiles past the last row read the last one again and store nothing
@@ -308,15 +309,41 @@ __device__ __forceinline__ void dense_body(const signed char* W, const float* sc
         }
 }
 
+// A block's tokens (n ≤ BN) on the narrowest wgmma that holds them: a 128-token kernel computes the remainder tile of a
+// prompt (an expert's last few slots past its full tiles: ≈ 4 of the ≈ 11 expert tiles of a 512-token step hold
+// ≤ 32 slots with even routing) at 32 or 64 columns, in a quarter or half of the tensor work. All experts, same routing:
+// 512 / 1,024 / 2,048 tokens 0.985 / 1.625 / 2.963 ms against 1.062 / 1.736 / 3.103 without (H200, harness, 2026-11-29).
+// WGG_REMAINDER_TILES=0 turns it off (the harness's baseline). Registers and shared memory: the BN kernel's (the smaller
+// tiles use less of both).
+#ifndef WGG_REMAINDER_TILES
+#define WGG_REMAINDER_TILES 1
+#endif
+#define WGG_DISPATCH(BN, AHEAD, CTAS, n, call)                                          \
+    do {                                                                                \
+        if constexpr (WGG_REMAINDER_TILES && CTAS == 1 && BN >= 64) {                   \
+            if ((n) <= 32) { call(32, 4, 1); return; }                                  \
+        }                                                                               \
+        if constexpr (WGG_REMAINDER_TILES && CTAS == 1 && BN >= 128) {                  \
+            if ((n) <= 64) { call(64, 4, 1); return; }                                  \
+        }                                                                               \
+        call(BN, AHEAD, CTAS);                                                          \
+    } while (0)
+
+template <int BN, int AHEAD, int CTAS>
+__device__ __forceinline__ void dense_body(const signed char* W, const float* scales, const f16_t* x, float* y, int T, int R, int C, int accumulate) {
+    const int t0 = blockIdx.x * BN;
+#define DENSE_TILE(bn, ahead, ctas) dense_tile<bn, ahead, ctas>(W, scales, x, y, T, R, C, accumulate, t0)
+    WGG_DISPATCH(BN, AHEAD, CTAS, T - t0, DENSE_TILE);
+#undef DENSE_TILE
+}
+
 // Experts gate/up: tiles[3·x] = (expert, first slot, count ≤ BN) (moe_group with BN-slot tiles). The block's 16 tiles
 // are 8 gate tiles (rows r0..r0+127) and the 8 matching up tiles, so consumer c's m-tile 0 (gate) and m-tile 1 (up)
 // hold the same rows: h[i, r] = fp16(silu(s·gate) · s·up), written in the wgmma input order (down's B). x in that order too.
 // grid (max tiles, I / 128).
 template <int BN, int AHEAD, int CTAS>
-__device__ __forceinline__ void gate_up_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
-                                             const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) {
-    if ((int)blockIdx.x >= *tile_count) return;
-    const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
+__device__ __forceinline__ void gate_up_tile(const signed char* W, const float* scales, const int* slots, const f16_t* x, f16_t* h,
+                                             int I, int H, int K, int e, int first, int n) {
     const int r0 = blockIdx.y * (WGG_ROWS / 2);
     const char* base = reinterpret_cast<const char*>(W) + (size_t)e * 2 * I * H;
     const char* w_tile[WGG_TILES];
@@ -345,15 +372,23 @@ __device__ __forceinline__ void gate_up_body(const signed char* W, const float* 
     }
 }
 
+template <int BN, int AHEAD, int CTAS>
+__device__ __forceinline__ void gate_up_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
+                                             const int* slots, const f16_t* x, f16_t* h, int I, int H, int K) {
+    if ((int)blockIdx.x >= *tile_count) return;
+    const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
+#define GATE_UP_TILE(bn, ahead, ctas) gate_up_tile<bn, ahead, ctas>(W, scales, slots, x, h, I, H, K, e, first, n)
+    WGG_DISPATCH(BN, AHEAD, CTAS, n, GATE_UP_TILE);
+#undef GATE_UP_TILE
+}
+
 // Experts down: out[p · S + z, r] = w[p] · s · Σ_{c in part z} W2_e[r, c] · h[i, c] for the pair p = slots[i] (h from
 // the gate/up kernel): the row length I in S = gridDim.z parts, whose partial rows the next norm adds in a fixed order
 // (no atomics). S = 2 in decode steps, whose down has only (experts in use) × 16 blocks: one a SM, where the 32-token
 // tiles need two to hide their latency. grid (max tiles, H / 256, S), S dividing I / 64.
 template <int BN, int AHEAD, int CTAS>
-__device__ __forceinline__ void down_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
-                                          const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
-    if ((int)blockIdx.x >= *tile_count) return;
-    const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
+__device__ __forceinline__ void down_tile(const signed char* W, const float* scales, const int* slots, const float* expert_w, const f16_t* h,
+                                          float* out, int H, int I, int e, int first, int n) {
     const int r0 = blockIdx.y * WGG_ROWS, S = gridDim.z, z = blockIdx.z, units = I / 64 / S;
     const char* base = reinterpret_cast<const char*>(W) + (size_t)e * H * I;
     const char* w_tile[WGG_TILES];
@@ -374,6 +409,16 @@ __device__ __forceinline__ void down_body(const signed char* W, const float* sca
         }
 }
 
+template <int BN, int AHEAD, int CTAS>
+__device__ __forceinline__ void down_body(const signed char* W, const float* scales, const int* tiles, const int* tile_count,
+                                          const int* slots, const float* expert_w, const f16_t* h, float* out, int H, int I) {
+    if ((int)blockIdx.x >= *tile_count) return;
+    const int e = tiles[3 * blockIdx.x], first = tiles[3 * blockIdx.x + 1], n = tiles[3 * blockIdx.x + 2];
+#define DOWN_TILE(bn, ahead, ctas) down_tile<bn, ahead, ctas>(W, scales, slots, expert_w, h, out, H, I, e, first, n)
+    WGG_DISPATCH(BN, AHEAD, CTAS, n, DOWN_TILE);
+#undef DOWN_TILE
+}
+
 // One set of the three products per token tile BN, loading weights AHEAD units ahead, CTAS blocks an SM (registers: BN
 // accumulators and 16 per unit ahead fit the consumers' 232 at one block an SM).
 #define WGMMA_KERNELS(BN, AHEAD, CTAS) \
@@ -389,6 +434,11 @@ extern "C" __global__ void __launch_bounds__(WGG_THREADS, CTAS) wgmma_down_i8_n#
 
 // Decode experts at the 8x7B shape (H200, harness prompt_gemm.py --decode-only, 2026-11-29), 64 tokens: n32 at one block
 // an SM 498 µs whatever AHEAD (4, 6, 8), at two blocks (AHEAD 1) 451 µs; n64 at two blocks spills wgmma operands (1.4 ms).
-WGMMA_KERNELS(128, 2, 1)
+// Prompts: weights 3 units ahead (all experts, 512 / 1,024 / 2,048 tokens: 0.960 / 1.587 / 2.862 ms against 0.985 /
+// 1.625 / 2.963 with 2; same routing, one harness run, H200, 2026-11-29). The harness tries others with --define.
+#ifndef WGG_AHEAD_128
+#define WGG_AHEAD_128 3
+#endif
+WGMMA_KERNELS(128, WGG_AHEAD_128, 1)
 WGMMA_KERNELS(64, 4, 1)
 WGMMA_KERNELS(32, 1, 2)

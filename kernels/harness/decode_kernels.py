@@ -617,6 +617,87 @@ def attention_timings():
     return rows
 
 
+def decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs, splits):
+    """attention_decode_gqa: grid (kv heads, T, splits), 4 warps; bufs as attention_split's (partials, arrival counters)."""
+    k.attention_decode_gqa((NKV, T, splits), (128,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV), np.int32(D),
+                                                     np.int32(BS), np.float32(D ** -0.5), np.int32(qstride)) + bufs)
+
+
+def decode_attention_checks(k):
+    """attention_decode_gqa against float64 attention (ref_attention) and beside attention_split / attention_paged: decode
+    batches of one token per sequence at contexts 1..5,000, plus three consecutive tokens of one sequence; splits 1, 2, 8;
+    shuffled block tables, poisoned outputs, a rerun must give the same bits."""
+    cp.random.seed(int.from_bytes(os.urandom(4), "little"))
+    D, NH, NKV, BS = 128, 32, 8, 16
+    rng = np.random.default_rng(11)
+    res = []
+    for name, runs in [("c=5", [(0, 1), (16, 1), (300, 1), (1023, 1), (4999, 1)]),
+                       ("c=64", [(int(p), 1) for p in rng.integers(0, 700, 61)] + [(17, 3)]),
+                       ("c=128 short", [(int(p), 1) for p in rng.integers(0, 40, 128)])]:
+        seq_h = np.concatenate([np.full(n, s_, np.int32) for s_, (_, n) in enumerate(runs)])
+        pos_h = np.concatenate([np.arange(p_, p_ + n, dtype=np.int32) for p_, n in runs])
+        S_ = len(runs); T = len(seq_h)
+        maxb = (int(pos_h.max()) + 1 + BS - 1) // BS + 1
+        tables_h = np.random.permutation(S_ * maxb).astype(np.int32).reshape(S_, maxb)
+        kc = cp.random.standard_normal((S_ * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        vc = cp.random.standard_normal((S_ * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        pos, seq, tables = cp.asarray(pos_h), cp.asarray(seq_h), cp.asarray(tables_h)
+        ref = ref_attention(qkv, kc, vc, pos_h, seq_h, tables_h, NH, NKV, D, BS)
+        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        for splits in (1, 2, 8):
+            outs = []
+            for _ in range(2):
+                out = cp.full((T, NH * D), cp.nan, cp.float16)
+                decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, splits)
+                outs.append(out)
+            cp.cuda.Device().synchronize()
+            r = rel(outs[0], ref)
+            same = bool((outs[0].view(cp.uint16) == outs[1].view(cp.uint16)).all())
+            counters = int(cp.abs(bufs[2]).sum())  # the merging blocks put them back to 0
+            ok = r < 2e-3 and not bool(cp.isnan(outs[0]).any()) and same and counters == 0
+            res.append(("gqa", f"{name} T={T} splits {splits}{'' if same else ' RERUN DIFFERS'}{'' if counters == 0 else ' COUNTERS LEFT'}", r, 0.0, 0.0, ok))
+        old = cp.full((T, NH * D), cp.nan, cp.float16)
+        attention(k, False, qkv, kc, vc, pos, seq, tables, maxb, old, T, NH, NKV, D, BS, QKV)
+        res.append(("paged", f"{name} T={T} (the kernel it replaces)", rel(old, ref), 0.0, 0.0, rel(old, ref) < 2e-3))
+        del kc, vc, qkv, ref
+        cp.get_default_memory_pool().free_all_blocks()
+    return res
+
+
+def decode_attention_timings():
+    """Decode attention at the 8x7B shape by (sequences, context): what the backend runs today (attention_split for
+    T ≤ 4, attention_paged with 4 warps beyond) against attention_decode_gqa at 1-8 splits; µs per layer, and the
+    floor: K/V bytes read once at 4.25 TB/s."""
+    D, NH, NKV, BS = 128, 32, 8, 16
+    k = module(HERE, only="attention.cu")
+    rows = []
+    for T, ctx in [(1, 512), (1, 4096), (4, 2048), (8, 1024), (16, 1024), (16, 4096), (32, 512), (64, 144), (64, 1024), (64, 4096), (128, 144), (128, 1024)]:
+        maxb = ctx // BS + 2
+        kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
+        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32)
+        tables = cp.asarray(np.random.permutation(T * maxb).astype(np.int32))
+        out = cp.zeros((T, H), cp.float16)
+        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        sp = splits_for(T, NH)
+        if sp >= 2:
+            cur_name, cur = f"attention_split {sp}", lambda: attention(k, True, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, sp)
+        else:
+            cur_name, cur = "attention_paged", lambda: attention(k, False, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV)
+        row = {"T": T, "ctx": ctx, "current": cur_name, "current_us": time_ms(cur, iters=50) * 1000,
+               "floor_us": T * ctx * NKV * D * 2 * 2 / 4.25e12 * 1e6}
+        for g in (1, 2, 4, 8):
+            row[f"gqa{g}_us"] = time_ms(lambda g=g: decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, g), iters=50) * 1000
+        rows.append(row)
+        print(f"decode attention T={T:3} ctx {ctx:5}: {cur_name:17} {row['current_us']:7.1f} us | gqa splits 1 {row['gqa1_us']:7.1f}  2 {row['gqa2_us']:7.1f}  "
+              f"4 {row['gqa4_us']:7.1f}  8 {row['gqa8_us']:7.1f} | floor {row['floor_us']:6.1f}", flush=True)
+        del kc, vc
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
 def prefill_tiles(seq, pos, rows=64):
     """The host's tile rule for attention_prefill (kernels/attention.cu): runs of tokens of one sequence with
     consecutive positions, cut into pieces of ≤ 64 → int32 [n_tiles, 2] of (first token, count)."""
@@ -842,11 +923,21 @@ def main():
     ap.add_argument("--moe-only", action="store_true", help="only run the T = 1 experts a few times (for ncu)")
     ap.add_argument("--attention-only", action="store_true", help="only the decode attention timings by context length")
     ap.add_argument("--prefill-attention-only", action="store_true", help="only attention_prefill: its check and the prompt attention timings")
+    ap.add_argument("--decode-attention-only", action="store_true", help="only attention_decode_gqa: its checks and the decode attention timings")
     ap.add_argument("--prompt-experts-only", action="store_true", help="only run a 512-token prompt's experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
     dev = cp.cuda.Device()
     print(cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode())
+    if a.decode_attention_only:  # builds attention.cu alone
+        ka = module(HERE, only="attention.cu")
+        res = decode_attention_checks(ka)
+        for r in res:
+            print(f"{'ok ' if r[5] else 'BAD'} {r[0]:5} {r[1]:44} rel {r[2]:.2e}", flush=True)
+        rows = decode_attention_timings() if all(r[5] for r in res) else []
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], "decode-attention.json").write_text(json.dumps({"checks": res, "timings": rows}, indent=1))
+        sys.exit(1 if any(not r[5] for r in res) else 0)
     if a.prefill_attention_only:  # builds attention.cu alone
         ka = module(HERE, only="attention.cu")
         variants = prefill_attention_variants()

@@ -121,7 +121,7 @@ def checks(wg, k):
         r2 = rel(y2, base + ref)
         ok = r1 < 1e-4 and r2 < 1e-4 and not bool(cp.isnan(y).any())  # fp32 sums of up to 14,336 exact fp16 products
         res.append((f"wgmma dense n{bn}", f"{T}x{R}x{C}", r1, r2, ok))
-    for (I_, H_, T, bn, split) in [(1024, 1024, 300, 128, 1), (2048, 512, 40, 128, 1), (14336, 4096, 70, 128, 1),
+    for (I_, H_, T, bn, split) in [(1024, 1024, 300, 128, 1), (1024, 1024, 600, 128, 1), (1024, 1024, 600, 128, 2), (2048, 512, 40, 128, 1), (14336, 4096, 70, 128, 1),
                                    (1024, 1024, 100, 64, 1), (2048, 512, 64, 32, 2), (14336, 4096, 64, 32, 2), (14336, 4096, 128, 64, 1)]:
         W13, s13, W2, s2 = random_experts(I_, H_, True)
         x = cp.random.standard_normal((T, H_), dtype=cp.float32)
@@ -146,7 +146,7 @@ def checks(wg, k):
     return res
 
 
-def timings(wg, k, tokens, dense=True):
+def timings(wg, k, tokens, dense=True, down_parts=(1,)):
     import torch
     cp.random.seed(3)
     rows = []
@@ -167,13 +167,16 @@ def timings(wg, k, tokens, dense=True):
         W2 = [tile(cp.random.randint(-127, 128, (E, H, I), dtype=cp.int8)) for _ in range(layers)]
         s13 = cp.full((E, 2 * I), 1e-3, cp.float32); s2 = cp.full((E, H), 1e-3, cp.float32)
         x16 = f16(cp.random.standard_normal((T, H), dtype=cp.float32))
-        ids = cp.asarray(np.stack([np.random.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
-        w = cp.ones(T * K, cp.float32); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K, H), cp.float32)
+        rng = np.random.default_rng(T)  # the same routing for every variant (--define) of the kernels: comparable tile counts
+        ids = cp.asarray(np.stack([rng.permutation(E)[:K] for _ in range(T)]).reshape(-1).astype(np.int32))
+        w = cp.ones(T * K, cp.float32); h16 = cp.zeros((T * K, I), cp.float16); o = cp.zeros((T * K * max(down_parts), H), cp.float32)
         b128 = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // 128 + E), cp.int32), cp.zeros(1, cp.int32))
         b64 = (cp.zeros(T * K, cp.int32), cp.zeros(3 * (T * K // 64 + E), cp.int32), cp.zeros(1, cp.int32))
         it = iter(range(10 ** 9))
         xp = cp.empty_like(x16)
-        new = time_ms(lambda: wg.experts(k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, b128, xp), iters=4)
+        news = {parts: time_ms(lambda parts=parts: wg.experts(k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, b128, xp,
+                                                            split=parts), iters=4) for parts in down_parts}
+        new = news[down_parts[0]]
         old = time_ms(lambda: moe_prompt(k, W13[next(it) % layers], s13, W2[next(it) % layers], s2, ids, w, x16, h16, o, T, I, H, b64), iters=4)
         # ceiling: the same expert FLOPs as bf16 matmuls of T·K/E tokens per expert (uniform routing)
         n = T * K // E
@@ -185,11 +188,15 @@ def timings(wg, k, tokens, dense=True):
                 torch.matmul(g[:, :I], w2)
         tt = torch_ms(tref)
         fl = 2 * T * K * 3 * I * H
-        rows.append({"op": "experts (gate_up + down)", "T": T, "wgmma_ms": new, "mma_sync_ms": old, "torch_bf16_ms": tt,
+        tiles = int(cp.asnumpy(b128[2])[0])
+        for parts in down_parts[1:]:
+            rows.append({"op": f"experts, down in {parts} parts", "T": T, "wgmma_ms": news[parts], "mma_sync_ms": old, "torch_bf16_ms": tt,
+                         "wgmma_TFLOPs": fl / news[parts] / 1e9, "mma_sync_TFLOPs": fl / old / 1e9, "torch_TFLOPs": fl / tt / 1e9, "tiles": tiles})
+        rows.append({"op": "experts (gate_up + down)", "T": T, "tiles": tiles, "wgmma_ms": new, "mma_sync_ms": old, "torch_bf16_ms": tt,
                      "wgmma_TFLOPs": fl / new / 1e9, "mma_sync_TFLOPs": fl / old / 1e9, "torch_TFLOPs": fl / tt / 1e9})
         del W13, W2
     for r in rows:
-        print(f"time {r['op']:26} T={r['T']:5}: wgmma {r['wgmma_ms']:7.3f} ms {r['wgmma_TFLOPs']:5.0f} TFLOP/s | mma.sync {r['mma_sync_ms']:7.3f} ms "
+        print(f"time {r['op']:26} T={r['T']:5}{' tiles ' + str(r['tiles']) if 'tiles' in r else ''}: wgmma {r['wgmma_ms']:7.3f} ms {r['wgmma_TFLOPs']:5.0f} TFLOP/s | mma.sync {r['mma_sync_ms']:7.3f} ms "
               f"{r['mma_sync_TFLOPs']:5.0f} | torch bf16 {r['torch_bf16_ms']:7.3f} ms {r['torch_TFLOPs']:5.0f}")
     return rows
 
@@ -264,6 +271,7 @@ def main():
     ap.add_argument("--tokens", default="512,2048")
     ap.add_argument("--define", action="append", default=[])
     ap.add_argument("--no-timings", action="store_true")
+    ap.add_argument("--down-parts", default="1", help="experts' down product in these numbers of parts (the first is the table's)")
     ap.add_argument("--diagnostic", action="store_true", help="no checks (WGG_DIAG variants compute garbage): time the experts only")
     ap.add_argument("--save-cubin", help="copy the compiled cubin here (for cuobjdump)")
     ap.add_argument("--decode", action="store_true", help="also time decode steps' experts and dense products (T = 16..128) by kernel")
@@ -289,7 +297,7 @@ def main():
     if args.decode and all(r[-1] for r in res):
         out["decode"] = decode_timings(wg, k)
     if not args.no_timings and all(r[-1] for r in res):
-        out["timings"] = timings(wg, k, [int(t) for t in args.tokens.split(",")])
+        out["timings"] = timings(wg, k, [int(t) for t in args.tokens.split(",")], down_parts=tuple(int(p) for p in args.down_parts.split(",")))
     if os.environ.get("OUT"):
         pathlib.Path(os.environ["OUT"], "prompt-gemm" + ("-" + "-".join(args.define).replace("=", "_") if args.define else "") + ".json").write_text(json.dumps(out, indent=1))
     failed = sum(not r[-1] for r in res)

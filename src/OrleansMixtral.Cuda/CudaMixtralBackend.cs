@@ -105,7 +105,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _qkv = F((long)T * qkvRows);
             _act16 = F((long)T * Math.Max(h, qDim), 2);     // normed rows / attention output: the next product's input
             _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
-            _pairs = F((long)Math.Max(T, DownPartsDecode * Math.Min(T, DownPartsMaxTokens)) * K * h); // weighted expert output per (token, choice[, part])
+            _pairs = F((long)Math.Max(T, DownPartsSplit * Math.Min(T, DownPartsMaxPromptTokens)) * K * h); // weighted expert output per (token, choice[, part])
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
             _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, WgmmaTokenTiles.Min())); _tileCount = F(1); // experts grouped on the device
             _xl16 = F((long)T * h, 2);
@@ -318,13 +318,17 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     }
 
     /// <summary>
-    /// Parts the wgmma experts' down product splits its row length into (down_body of kernels/wgmma_gemm_sm90a.cu): two in
-    /// decode steps of up to 64 tokens, whose down has only (experts in use) × 16 blocks, one an SM, where the 32-token
-    /// tiles need two an SM to hide their latency (all experts at 64 tokens: 406 µs against 454 in one part); at 128
-    /// tokens more tiles fill the GPU already (516 against 491). The norm that follows adds a pair's parts. One elsewhere.
+    /// Parts the wgmma experts' down product splits its row length into (down_body of kernels/wgmma_gemm_sm90a.cu), so
+    /// its few blocks fill the GPU: two in decode steps of up to 64 tokens, whose down has only (experts in use) × 16
+    /// blocks, one an SM, where the 32-token tiles need two an SM to hide their latency (all experts at 64 tokens: 406 µs
+    /// against 454 in one part; at 128 tokens more tiles fill the GPU already: 516 against 491); two in prompt steps of up
+    /// to 512 tokens, whose ≈ 11 expert tiles make 176 blocks, 1.3 waves (all experts at 512 tokens: 0.918 ms against
+    /// 0.960; at 1,024 tokens, 21 tiles, 1.683 against 1.587). H200, harness, 2026-11-29. The norm that follows adds a
+    /// pair's parts. One elsewhere.
     /// </summary>
-    int DownParts(int T) => _wgmma && T > SkinnyExpertTokens && T <= DownPartsMaxTokens ? DownPartsDecode : 1;
-    const int DownPartsDecode = 2, DownPartsMaxTokens = 64;
+    int DownParts(int T) => _wgmma && T > SkinnyExpertTokens && (T <= DownPartsMaxDecodeTokens || T > DecodeMaxTokens && T <= DownPartsMaxPromptTokens)
+        ? DownPartsSplit : 1;
+    const int DownPartsSplit = 2, DownPartsMaxDecodeTokens = 64, DownPartsMaxPromptTokens = 512;
 
     /// <summary>
     /// The wgmma dense products' token tile: 32 for decode-sized steps, where more blocks beat fewer wider ones (qkv at
@@ -415,6 +419,14 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             L.W2, L.W2Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
     }
 
+    /// <summary>
+    /// Fewest tokens a step's attention_decode_gqa serves: one sequence is faster with its 32 heads split over 8 blocks
+    /// each (attention_split: 10.1 µs against 13.1 at 512 positions); from 4 sequences on, one read of each K/V row for 4
+    /// query heads wins (4 × 2,048: 24.1 against 28.8; 64 × 144: 23.1 against 40.9 for attention_paged; 64 × 4,096: 421
+    /// against 599). H200, harness decode_kernels.py --decode-attention-only, 2026-11-29.
+    /// </summary>
+    const int GqaMinTokens = 4;
+
     void Attention(int layer, int T)
     {
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
@@ -429,6 +441,12 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         if (T > DecodeMaxTokens && _c.HeadDim == 128) // prompts: flash-style on the tensor cores, query tiles of ≤ 64 rows
             _d.Launch("attention_prefill", (uint)_queryTiles, (uint)_c.NumHeads, 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, QueryTilesPtr, _queryTiles);
+        else if (T >= GqaMinTokens && T <= DecodeMaxTokens && _c.HeadDim == 128 && _c.NumHeads / _c.NumKvHeads <= 4)
+            // decode steps of 4+ sequences: one block per (token, kv head) serves its query heads from one read of each
+            // K/V row, its positions split until there are ≈ 2 blocks an SM (fixed per T, so graph replays stay valid)
+            _d.Launch("attention_decode_gqa", ((uint)_c.NumKvHeads, (uint)T, (uint)Math.Clamp(2 * _d.Multiprocessors / (_c.NumKvHeads * T), 1, AttentionSplits)), 128,
+                _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables, _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize,
+                scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
         else if (T <= DecodeMaxTokens && splits >= 2)
             _d.Launch("attention_split", ((uint)_c.NumHeads, (uint)T, (uint)splits), 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
