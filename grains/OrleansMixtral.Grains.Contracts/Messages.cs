@@ -196,6 +196,9 @@ public sealed record EngineLoad
     [Id(17)] public string DeviceName { get; init; } = "";
     /// <summary>Whether the engine takes requests; only <see cref="EngineState.Ready"/> engines are routed to.</summary>
     [Id(18)] public EngineState State { get; init; }
+    /// <summary>Time to first token in the engine, median and 99th percentile of its last 1,024 requests (ms); null before any.</summary>
+    [Id(19)] public double? TimeToFirstTokenP50Ms { get; init; }
+    [Id(20)] public double? TimeToFirstTokenP99Ms { get; init; }
 
     /// <summary>KV blocks neither held by running sequences nor cached (cached ones can be evicted, so they count as free).</summary>
     public int KvBlocksFree => KvBlocksTotal - KvBlocksUsed;

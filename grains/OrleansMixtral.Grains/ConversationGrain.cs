@@ -96,6 +96,8 @@ public sealed partial class ConversationGrain(
         public string? CancelReason;
         public bool CancelDelivered;
         public string? LostReason;
+        /// <summary>The turn's span (<see cref="GrainTracing.TurnSpan"/>), null when nobody listens.</summary>
+        public Activity? Trace;
         public bool IsCancelRequested => CancelReason is not null;
     }
 
@@ -221,7 +223,13 @@ public sealed partial class ConversationGrain(
         var prompt = BuildPrompt(userMessage, options.MaxTokens);
         var run = new TurnRun(state.State.Turns, userMessage, prompt, options);
         _run = run;
+        // The turn outlives this call: its span is current in the turn's own task, and the caller's stays current here.
+        var caller = Activity.Current;
+        run.Trace = GrainTracing.Source.StartActivity(GrainTracing.TurnSpan);
+        run.Trace?.SetTag("mixtral.conversation_id", Id);
+        run.Trace?.SetTag("mixtral.turn", run.Turn);
         _ = RunTurnAsync(run);
+        Activity.Current = caller;
         return run;
     }
 
@@ -278,6 +286,11 @@ public sealed partial class ConversationGrain(
             }
         }
         LogTurnEnded(log, Id, run.Turn, end.Finish, end.Silo, end.Usage.PromptTokens, end.Usage.CachedPromptTokens, end.Usage.CompletionTokens, end.Error);
+        if (run.Trace is { } trace)
+        {
+            GrainTracing.Ended(trace, end);
+            trace.Stop();
+        }
         if (_run != run) return; // already ended (the activation is deactivating)
         _run = null;
         Emit(run, new TokenChunk { ConversationId = Id, Turn = run.Turn, Sequence = run.NextSequence++, End = end });

@@ -31,6 +31,11 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
     {
         if (request.RefuseIfBusy && host.BusyReason(request) is { } reason)
             throw new EngineBusyException($"engine on {_siloKey} is busy: {reason}");
+        // current while the engine takes the request, which makes its own span this one's child
+        using var trace = GrainTracing.Source.StartActivity(GrainTracing.EngineGenerateSpan);
+        trace?.SetTag("mixtral.conversation_id", request.ConversationId);
+        trace?.SetTag("mixtral.turn", request.Turn);
+        trace?.SetTag("mixtral.engine_silo", _siloKey);
         var stream = host.Submit(request);
         var completed = false;
         using var registration = cancellationToken.Register(stream.Cancel);
@@ -60,7 +65,14 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
             }
             var result = await stream.Completion;
             completed = true;
-            yield return lastYield == 0 ? WithPromptLogprobs(Final(result), stream) : Final(result);
+            var final = Final(result);
+            if (trace is not null)
+            {
+                // ended now: the caller ends its turn on this chunk, and lets go of the enumeration only later
+                GrainTracing.Ended(trace, final.End!);
+                trace.Stop();
+            }
+            yield return lastYield == 0 ? WithPromptLogprobs(final, stream) : final;
         }
         finally
         {

@@ -233,6 +233,15 @@ public sealed partial class GatewayEndpoints(
         string? conversationId, Func<CancellationToken, IAsyncEnumerable<GenerationUpdate>> start, ReplyLogprobs? logprobs = null, string? echo = null)
     {
         var tags = Tags(ctx, endpoint, mode);
+        // the generation's span: admission, the cluster's reply (the grains' and the engine's spans below it), the outcome
+        using var trace = GatewayTracing.Source.StartActivity(GatewayTracing.GenerationSpan);
+        if (trace is not null)
+        {
+            foreach (var (key, value) in tags) trace.SetTag("mixtral." + key, value);
+            trace.SetTag("gen_ai.request.model", service.ModelId);
+            trace.SetTag("mixtral.stream", stream);
+            if (conversationId is not null) trace.SetTag("mixtral.conversation_id", conversationId);
+        }
         using var slot = await admission.EnterAsync(ctx.RequestAborted)
             ?? throw new GatewayException(429, $"this gateway is at its limit of {options.MaxConcurrentRequests} running and {options.MaxQueuedRequests} waiting requests; retry later",
                 "rate_limit_exceeded");
@@ -308,6 +317,14 @@ public sealed partial class GatewayEndpoints(
             rate = (end.Usage.CompletionTokens - 1) / Stopwatch.GetElapsedTime(firstTokenAt, lastTokenAt).TotalSeconds;
         var outcome = end.Succeeded ? "ok" : end.Finish == TurnFinish.Cancelled ? "cancelled" : "error";
         metrics.Finished(outcome, end.Usage.PromptTokens, end.Usage.CompletionTokens, rate, tags);
+        if (trace is not null)
+        {
+            trace.SetTag("mixtral.outcome", outcome);
+            trace.SetTag("gen_ai.usage.input_tokens", end.Usage.PromptTokens);
+            trace.SetTag("gen_ai.usage.output_tokens", end.Usage.CompletionTokens);
+            if (firstTokenAt != 0) trace.SetTag("mixtral.time_to_first_token_ms", Math.Round(Stopwatch.GetElapsedTime(arrived, firstTokenAt).TotalMilliseconds, 2));
+            if (outcome == "error") trace.SetStatus(ActivityStatusCode.Error, end.Error);
+        }
         if (ctx.RequestAborted.IsCancellationRequested) return;
 
         if (sse is not null)

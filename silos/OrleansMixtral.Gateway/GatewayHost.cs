@@ -2,8 +2,6 @@ using System.Net;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
-using OpenTelemetry.Metrics;
-using OpenTelemetry.Resources;
 using OrleansMixtral.Client;
 using OrleansMixtral.Client.AI;
 using OrleansMixtral.Grains;
@@ -47,6 +45,7 @@ public static partial class GatewayHost
             options = ReadOptions(builder.Configuration);
             options.Model = ModelPaths.Resolve(options.Model);
             keys = ApiKeys.Load(builder.Configuration, options);
+            HostTelemetry.AddTracing(builder.Services, builder.Configuration, "orleansmixtral-gateway");
             // The one-process set-up is the silo host, which serves this API itself: the gateway links no engine.
             if (cluster is null && options.Cluster.Equals("embedded", StringComparison.OrdinalIgnoreCase))
                 throw new ArgumentException(EmbeddedMoved);
@@ -92,7 +91,7 @@ public static partial class GatewayHost
             });
         }
         ConfigureServices(builder.Services, options, keys);
-        AddMetrics(builder.Services, "orleansmixtral-gateway");
+        HostTelemetry.AddMetrics(builder.Services, "orleansmixtral-gateway");
         return true;
     }
 
@@ -118,20 +117,9 @@ public static partial class GatewayHost
         }
         error = "";
         ConfigureServices(builder.Services, options, keys);
-        AddMetrics(builder.Services, "orleansmixtral-silo");
+        HostTelemetry.AddMetrics(builder.Services, "orleansmixtral-silo");
         return true;
     }
-
-    /// <summary>
-    /// /metrics: the gateway's meter, Orleans' (with a silo's engine gauges, as its dashboard shows them) and ASP.NET Core's,
-    /// in Prometheus' text format.
-    /// </summary>
-    static void AddMetrics(IServiceCollection services, string serviceName) =>
-        services.AddOpenTelemetry()
-            .ConfigureResource(r => r.AddService(serviceName))
-            .WithMetrics(m => m
-                .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
-                .AddPrometheusExporter());
 
     /// <summary>
     /// Console logs of the project's hosts: one line per entry, with a timestamp (UTC, to the millisecond), so that the

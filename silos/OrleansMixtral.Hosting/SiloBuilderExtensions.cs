@@ -28,6 +28,8 @@ public static partial class SiloBuilderExtensions
         services.AddSingleton<EngineMetrics>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MetricsStarter>();
         silo.AddPlacementDirector<SiloEnginePlacement, SiloEnginePlacementDirector>();
+        // a turn's trace crosses grain calls (conversation grain → engine grain) and silos (GrainTracing)
+        silo.AddActivityPropagation();
 
         silo.AddMemoryStreams(TokenStreams.Provider, streams =>
         {

@@ -219,6 +219,8 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
             KvBlockSize = info.KvBlockSize,
             DeviceIndex = Device.Index,
             DeviceName = Device.Name,
+            TimeToFirstTokenP50Ms = s.TimeToFirstTokenP50Ms,
+            TimeToFirstTokenP99Ms = s.TimeToFirstTokenP99Ms,
         };
     }
 

@@ -47,7 +47,11 @@ public static class SiloSetup
     public static bool TryConfigure(WebApplicationBuilder builder, out string error, out int exitCode)
     {
         Settings s;
-        try { s = Read(builder.Configuration); }
+        try
+        {
+            s = Read(builder.Configuration);
+            HostTelemetry.AddTracing(builder.Services, builder.Configuration, "orleansmixtral-silo");
+        }
         catch (Exception e) when (e is ArgumentException or FormatException or DirectoryNotFoundException or InvalidOperationException or ModelFormatException)
         {
             (error, exitCode) = (e.Message, 2);

@@ -93,6 +93,8 @@ public static class ClusterConnection
         // Resolved when the client starts, not now: a silo started meanwhile has registered by then.
         client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = ResolveIds(cluster, clusterId, serviceId, waitForLocalSilo));
         client.AddMemoryStreams(TokenStreams.Provider);
+        // the caller's trace (a gateway's HTTP request) continues in the grains it calls
+        client.AddActivityPropagation();
         return client;
     }
 

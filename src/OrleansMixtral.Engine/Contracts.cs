@@ -101,7 +101,9 @@ public sealed record EngineStats(
     long PromptTokensReused,
     double DecodeTokensPerSecond, // tokens generated per second over the last EngineOptions.ThroughputWindow (0 when idle), to 0.1
     int LastBatchSize,
-    long Preemptions = 0);
+    long Preemptions = 0,
+    double? TimeToFirstTokenP50Ms = null, // over the last 1,024 requests' first tokens; null before the first
+    double? TimeToFirstTokenP99Ms = null);
 
 public sealed record EngineInfo(string Backend, string ModelName, int ContextLength, int VocabSize, int KvBlockSize, int KvBlocks);
 

@@ -61,3 +61,32 @@ sealed class RateWindow
         return sum / seconds;
     }
 }
+
+/// <summary>
+/// The last <c>capacity</c> values of a latency (written by the engine's loop, read by any thread), for percentiles of
+/// recent requests on a status page; the histograms are the metrics' business.
+/// </summary>
+sealed class RecentValues(int capacity)
+{
+    readonly double[] _values = new double[capacity];
+    readonly Lock _lock = new();
+    long _count;
+
+    public void Add(double value)
+    {
+        lock (_lock) _values[_count++ % _values.Length] = value;
+    }
+
+    /// <summary>The nearest-rank percentiles (0-100) of the values kept, or nulls when there are none.</summary>
+    public double?[] Percentiles(params ReadOnlySpan<double> percents)
+    {
+        double[] sorted;
+        lock (_lock) sorted = _values[..(int)Math.Min(_count, _values.Length)];
+        var result = new double?[percents.Length];
+        if (sorted.Length == 0) return result;
+        Array.Sort(sorted);
+        for (var i = 0; i < percents.Length; i++)
+            result[i] = sorted[Math.Clamp((int)Math.Ceiling(percents[i] / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
+        return result;
+    }
+}

@@ -54,6 +54,11 @@ public sealed class InferenceEngine : IAsyncDisposable
         public int FirstLogitRow { get; set; } = -1;
         /// <summary>With prompt logprobs: [i] scores prompt token i, filled as the chunks are computed.</summary>
         public TokenLogprobs?[]? PromptScores { get; init; }
+        /// <summary>The request's span (<see cref="EngineTracing"/>), null when nobody listens.</summary>
+        public Activity? Trace { get; set; }
+        /// <summary>When its first decode step began (for the decode span), and how many it has had.</summary>
+        public long DecodeStartedAt { get; set; }
+        public int DecodeSteps { get; set; }
         public int Generated => Length - PromptLength;
         public IReadOnlyList<int> TokenList => new ArraySegment<int>(Tokens, 0, Length);
     }
@@ -77,6 +82,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     readonly LinkedList<Sequence> _waiting = new();
     readonly List<Sequence> _running = [];
     readonly List<Sequence> _inBatch = [];
+    readonly List<(Sequence Sequence, int Position, int Tokens)> _tracedChunks = []; // this step's prompt chunks of traced requests
     readonly SemaphoreSlim _wake = new(0);
     readonly Thread _loop;
     readonly CancellationTokenSource _stop = new();
@@ -86,6 +92,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     // statistics (written by the loop thread, read by anyone)
     long _tokensGenerated, _promptComputed, _promptReused, _preemptions;
     readonly RateWindow _generatedRate;
+    readonly RecentValues _recentTtftMs = new(1024); // the last 1,024 requests' times to first token
     readonly IEngineObserver? _observer;
     int _lastBatch;
 
@@ -158,6 +165,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             PromptScores = request.Sampling.PromptLogprobs is null ? null : new TokenLogprobs?[prompt.Count],
             Stops = new StopStringMatcher(request.Sampling.StopStrings),
             Rng = new SplitMix64(request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()),
+            Trace = EngineTracing.StartSequence(prompt.Count, request.Sampling.MaxTokens),
         };
         if (cancellationToken.CanBeCanceled) cancellationToken.Register(stream.Cancel);
         stream.CancellationToken.Register(() => _wake.Release());
@@ -166,13 +174,19 @@ public sealed class InferenceEngine : IAsyncDisposable
         return stream;
     }
 
-    public EngineStats GetStats() => new(
-        _backend.Name, Volatile.Read(ref _waitingCount), _running.Count, _kv.BlocksInUse, _kv.BlockCount, _kv.BlocksCached,
-        Interlocked.Read(ref _tokensGenerated), Interlocked.Read(ref _promptComputed), Interlocked.Read(ref _promptReused),
-        Math.Round(_generatedRate.PerSecond(Stopwatch.GetTimestamp()), 1), Volatile.Read(ref _lastBatch), Interlocked.Read(ref _preemptions));
+    public EngineStats GetStats()
+    {
+        var ttft = _recentTtftMs.Percentiles(50, 99);
+        return new(
+            _backend.Name, Volatile.Read(ref _waitingCount), _running.Count, _kv.BlocksInUse, _kv.BlockCount, _kv.BlocksCached,
+            Interlocked.Read(ref _tokensGenerated), Interlocked.Read(ref _promptComputed), Interlocked.Read(ref _promptReused),
+            Math.Round(_generatedRate.PerSecond(Stopwatch.GetTimestamp()), 1), Volatile.Read(ref _lastBatch), Interlocked.Read(ref _preemptions),
+            ttft[0], ttft[1]);
+    }
 
     void Loop()
     {
+        Activity.Current = null; // the thread inherited its creator's context: the engine's loop belongs to no trace
         while (!_stop.IsCancellationRequested)
         {
             try
@@ -226,6 +240,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             {
                 _waiting.RemoveFirst();
                 Interlocked.Decrement(ref _waitingCount);
+                EndTrace(s, FinishReason.Error, e.Message, 0);
                 s.Stream.Fail(e);
                 continue;
             }
@@ -238,6 +253,8 @@ public sealed class InferenceEngine : IAsyncDisposable
                 // the first admission (a preempted sequence comes back later)
                 s.CachedPromptTokens = Math.Min(kv.CachedTokens, s.PromptLength);
                 _observer?.Admitted(Stopwatch.GetElapsedTime(s.SubmittedAt));
+                if (s.Trace is { } trace)
+                    EngineTracing.Interval(trace, EngineTracing.QueueSpan, s.SubmittedAt, Stopwatch.GetTimestamp(), ("mixtral.cached_prompt_tokens", s.CachedPromptTokens));
             }
             Interlocked.Add(ref _promptReused, kv.CachedTokens);
             _running.Add(s);
@@ -308,7 +325,9 @@ public sealed class InferenceEngine : IAsyncDisposable
                 {
                     Interlocked.Add(ref _promptComputed, n);
                     _observer?.PromptChunk(n);
+                    if (s.Trace is not null) _tracedChunks.Add((s, start, n));
                 }
+                else if (s.Trace is not null && s.DecodeSteps++ == 0) s.DecodeStartedAt = started;
                 _inBatch.Add(s);
             }
         }
@@ -357,6 +376,15 @@ public sealed class InferenceEngine : IAsyncDisposable
 
         Volatile.Write(ref _lastBatch, _batch.SequenceCount);
         _observer?.StepCompleted(Stopwatch.GetElapsedTime(started), _batch.TokenCount, _batch.SequenceCount);
+        if (_tracedChunks.Count > 0)
+        {
+            var ended = Stopwatch.GetTimestamp();
+            foreach (var (s, position, tokens) in _tracedChunks)
+                EngineTracing.Interval(s.Trace!, EngineTracing.PromptChunkSpan, started, ended,
+                    ("mixtral.prompt.position", position), ("mixtral.prompt.chunk_tokens", tokens),
+                    ("mixtral.step.sequences", _batch.SequenceCount), ("mixtral.step.tokens", _batch.TokenCount));
+            _tracedChunks.Clear();
+        }
     }
 
     int CountTokens(Sequence s)
@@ -375,7 +403,9 @@ public sealed class InferenceEngine : IAsyncDisposable
         if (s.FirstTokenAt == 0)
         {
             s.FirstTokenAt = now;
-            _observer?.FirstToken(Stopwatch.GetElapsedTime(s.SubmittedAt, now));
+            var ttft = Stopwatch.GetElapsedTime(s.SubmittedAt, now);
+            _observer?.FirstToken(ttft);
+            _recentTtftMs.Add(ttft.TotalMilliseconds);
         }
         if ((!p.IgnoreEos && _eos.Contains(token)) || p.StopTokens.Contains(token))
         {
@@ -405,6 +435,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     {
         var now = Stopwatch.GetTimestamp();
         var output = s.Tokens.AsSpan(s.PromptLength, s.Generated).ToArray();
+        EndTrace(s, reason, error, output.Length);
         return new GenerationResult(
             reason,
             new GenerationUsage(s.PromptLength, Math.Max(0, s.CachedPromptTokens), output.Length),
@@ -413,6 +444,23 @@ public sealed class InferenceEngine : IAsyncDisposable
             s.FirstTokenAt == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(s.SubmittedAt, s.FirstTokenAt),
             Stopwatch.GetElapsedTime(s.SubmittedAt, now),
             error);
+    }
+
+    /// <summary>Ends the request's span (and its decode span) with its outcome.</summary>
+    void EndTrace(Sequence s, FinishReason reason, string? error, int completionTokens)
+    {
+        if (s.Trace is not { } trace) return;
+        s.Trace = null;
+        var now = Stopwatch.GetTimestamp();
+        if (s.DecodeSteps > 0)
+            EngineTracing.Interval(trace, EngineTracing.DecodeSpan, s.DecodeStartedAt, now, ("mixtral.decode.steps", s.DecodeSteps));
+        trace.SetTag("gen_ai.usage.output_tokens", completionTokens);
+        trace.SetTag("mixtral.cached_prompt_tokens", Math.Max(0, s.CachedPromptTokens));
+        trace.SetTag("gen_ai.response.finish_reasons", reason.ToString().ToLowerInvariant());
+        if (s.FirstTokenAt != 0) trace.SetTag("mixtral.time_to_first_token_ms", Math.Round(Stopwatch.GetElapsedTime(s.SubmittedAt, s.FirstTokenAt).TotalMilliseconds, 2));
+        if (reason == FinishReason.Error) trace.SetStatus(ActivityStatusCode.Error, error);
+        trace.Stop();
+        Activity.Current = null;
     }
 
     public async ValueTask DisposeAsync()

@@ -59,7 +59,8 @@ public sealed class GatewayFixture : IAsyncLifetime
         var builder = new InProcessTestClusterBuilder(1);
         builder.ConfigureSilo((_, silo) => silo.AddMixtral(SiloOptions()));
         builder.ConfigureSiloHost((_, host) => host.Services.PostConfigure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(5)));
-        builder.ConfigureClient(client => client.AddMemoryStreams(TokenStreams.Provider));
+        // as a gateway's client is (ClusterConnection.UseMixtralCluster): memory streams, and traces carried into the grains
+        builder.ConfigureClient(client => client.AddMemoryStreams(TokenStreams.Provider).AddActivityPropagation());
         Cluster = builder.Build();
         await Cluster.DeployAsync();
         (Gateway, BaseUrl) = await StartGatewayAsync(Cluster.Client, new()
