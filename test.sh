@@ -2,7 +2,8 @@
 # The whole test suite: builds in Release and runs every test project, then prints one summary line
 # "N passed, N failed, N skipped". Needs the .NET 10 SDK and Node.js/npm (the tokenizer parity tests run the
 # reference JS tokenizer, installed here with npm ci), and installs (as root, with apt-get) Debian's redis-server and
-# postgresql for the multi-process cluster tests, which start their own servers on free loopback ports. The tests
+# postgresql for the multi-process cluster tests, which start their own servers on free loopback ports, and chromium
+# (the engines page is checked as headless Chromium renders it). The tests
 # themselves install nothing: what is missing skips them, or fails them when ORLEANSMIXTRAL_CI=1 (.ci/run sets it; only
 # the GPU tests may skip there). Exit status is non-zero if anything failed.
 set -uo pipefail
@@ -12,10 +13,12 @@ if command -v npm >/dev/null && [ ! -f tools/tokenizer/node_modules/mistral-toke
   (cd tools/tokenizer && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed; the JS parity tests cannot run" >&2
 fi
 
-# Debian packages the multi-process tests run: redis-server, and PostgreSQL's server (initdb, pg_ctl, postgres).
+# Debian packages the multi-process tests run: redis-server, PostgreSQL's server (initdb, pg_ctl, postgres), chromium.
 missing=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+# headless Chromium: the engines page is checked as a browser renders it
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   { apt-get install -y -q "${missing[@]}" || { apt-get update -q && apt-get install -y -q "${missing[@]}"; }; } >/dev/null 2>&1 \

@@ -18,7 +18,7 @@ namespace OrleansMixtral.Silo;
 /// </summary>
 public static class SiloSetup
 {
-    public const string DashboardPath = "/dashboard";
+    public const string DashboardPath = SiloPages.DashboardPath;
 
     /// <summary>The ClusterId of a silo with Redis or PostgreSQL clustering when none is given (the silos of all machines share it).</summary>
     public const string DefaultClusterId = "mixtral";
@@ -304,9 +304,7 @@ public static class SiloSetup
     {
         var settings = app.Services.GetRequiredService<Settings>();
         if (settings.OpenAiApi) GatewayHost.Map(app);
-        app.MapOrleansDashboard(DashboardPath);
-        app.MapGet("/", () => Results.Redirect(DashboardPath + "/"));
-        app.MapGet("/engines", async (EngineDirectory engines) => Results.Json(await engines.GetLoadsAsync(fresh: true)));
+        SiloPages.Map(app); // the dashboard, / → the dashboard, the engines page (JSON unless a browser asks)
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var host = app.Services.GetRequiredService<SiloEngineHost>();

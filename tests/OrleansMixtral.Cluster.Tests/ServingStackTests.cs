@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using OrleansMixtral.Client;
@@ -104,5 +105,78 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         Assert.NotEmpty(entries);
         Assert.All(entries, l => Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (info|warn|fail|crit): \S+\[\d+\] \S", l));
         Assert.Contains(entries, l => l.Contains("Engine ready: tiny-mixtral", StringComparison.Ordinal));
+    }
+
+    /// <summary>A program's output, or a failure naming what it printed; killed after <paramref name="seconds"/>.</summary>
+    static async Task<string> RunAsync(string program, string[] arguments, double seconds)
+    {
+        var psi = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in arguments) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
+        try { await process.WaitForExitAsync(timeout.Token); }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            Assert.Fail($"{program} did not finish within {seconds} s: {await stderr}");
+        }
+        Assert.True(process.ExitCode == 0, $"{program} exited with {process.ExitCode}: {await stderr}");
+        return await stdout;
+    }
+
+    /// <summary>A latency as the engines page writes it (its rule: 2 decimals under 10 ms, 1 under 1 s, then seconds).</summary>
+    static string PageMilliseconds(double ms) => ms < 10 ? $"{ms.ToString("F2", CultureInfo.InvariantCulture)} ms"
+        : ms < 1000 ? $"{ms.ToString("F1", CultureInfo.InvariantCulture)} ms" : $"{(ms / 1000).ToString("F2", CultureInfo.InvariantCulture)} s";
+
+    [Fact(Timeout = 180_000)]
+    public async Task The_engines_page_shows_each_engine_as_a_browser_renders_it()
+    {
+        var chromium = Requirements.FindProgram("chromium");
+        Requirements.Require(chromium is not null, "chromium is not installed (apt-get install chromium; test.sh installs it): the engines page is checked as a browser renders it");
+        var (siloPort, gatewayPort) = (RedisServer.FreePort(), RedisServer.FreePort());
+        await using var silo = SiloProcess.Start(["--Model", "models/tiny-mixtral", "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16",
+            "--DataDirectory", _data, "--PrimarySiloPort", $"{siloPort}"], siloPort, gatewayPort);
+        try { await silo.Ready(TimeSpan.FromSeconds(60)); }
+        catch { output.WriteLine(silo.Log); throw; }
+        await Task.Delay(500);
+        // the engines page as the silo prints it
+        var page = Regex.Match(silo.Log, @"engines:\s+(?<url>http\S+)").Groups["url"].Value;
+        Assert.EndsWith("/engines", page);
+        using var http = new HttpClient();
+        var api = page[..^"/engines".Length];
+        for (var i = 0; i < 3; i++)
+        {
+            using var reply = await http.PostAsync(api + "/v1/completions", new StringContent(
+                """{"model":"tiny-mixtral","prompt":"The old city","max_tokens":4,"temperature":0}""", System.Text.Encoding.UTF8, "application/json"));
+            Assert.True(reply.IsSuccessStatusCode, await reply.Content.ReadAsStringAsync());
+        }
+
+        // scripts (Accept */*) get the JSON they always got
+        var engine = Assert.Single(JsonDocument.Parse(await http.GetStringAsync(page)).RootElement.EnumerateArray());
+        Assert.Equal(silo.SiloKey, engine.GetProperty("silo").GetString());
+        var p50 = engine.GetProperty("timeToFirstTokenP50Ms").GetDouble();
+        var p99 = engine.GetProperty("timeToFirstTokenP99Ms").GetDouble();
+        Assert.InRange(p50, 0.01, 60_000);
+        Assert.InRange(p99, p50, 60_000);
+        var generated = engine.GetProperty("tokensGenerated").GetInt64();
+        Assert.Equal(12, generated); // 3 requests x 4 tokens
+        var kvTotal = engine.GetProperty("kvBlocksTotal").GetInt32();
+
+        // a browser gets the page: what headless Chromium renders of it
+        var dom = await RunAsync(chromium!, ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page], 90);
+        output.WriteLine(dom);
+        string Cell(string name) => Regex.Match(dom, $@"<td class=""{name}"">(?<v>[^<]*)").Groups["v"].Value;
+        Assert.Contains("<h1>OrleansMixtral engines</h1>", dom);
+        Assert.Contains($"data-silo=\"{silo.SiloKey}\"", dom);
+        Assert.Contains("<td class=\"text model\">tiny-mixtral</td>", dom);
+        Assert.Contains("<td class=\"text\">CPU</td>", dom);
+        Assert.Equal("0", Cell("running"));
+        Assert.Equal("0", Cell("queued"));
+        Assert.Equal("12", Cell("tokens-generated"));
+        Assert.Equal(PageMilliseconds(p50), Cell("ttft-p50"));
+        Assert.Equal(PageMilliseconds(p99), Cell("ttft-p99"));
+        Assert.Equal($"0 / {kvTotal.ToString("N0", CultureInfo.InvariantCulture)} (0.0 %)", Regex.Match(dom, @"<td class=""kv""[^>]*>(?<v>[^<]*)").Groups["v"].Value);
     }
 }
