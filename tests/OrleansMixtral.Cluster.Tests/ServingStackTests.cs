@@ -88,6 +88,9 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
             Assert.Matches($@"(?m)^mixtral_engine_{histogram}_count\{{[^}}]*\}} [1-9]", metrics);
         Assert.Matches(@"(?m)^mixtral_engine_time_to_first_token_seconds_count\{[^}]*\} ([2-9]|\d\d)", metrics);
         Assert.Matches(@"(?m)^mixtral_engine_tokens_per_second\{[^}]*\} \d+(\.\d)?$", metrics);
+        // docs/grafana's dashboard queries only metrics this scrape has (the gateway's, the engine's, ASP.NET Core's)
+        var missing = GrafanaMetricNames().Except(ExportedMetricNames(metrics)).ToList();
+        Assert.True(missing.Count == 0, "the Grafana dashboard queries metrics /metrics does not export: " + string.Join(", ", missing));
 
         // docs/GATEWAY.md's conversation, as written: it starts one, continues it by $ID and reads it back
         var doc = File.ReadAllText(Path.Combine(RepoPaths.Root, "docs", "GATEWAY.md"));
@@ -105,6 +108,50 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         Assert.NotEmpty(entries);
         Assert.All(entries, l => Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (info|warn|fail|crit): \S+\[\d+\] \S", l));
         Assert.Contains(entries, l => l.Contains("Engine ready: tiny-mixtral", StringComparison.Ordinal));
+    }
+
+    /// <summary>The series names of a Prometheus text scrape (a histogram's _bucket, _sum and _count each).</summary>
+    static HashSet<string> ExportedMetricNames(string scrape) =>
+        [.. scrape.Split('\n').Where(l => l.Length > 0 && l[0] != '#').Select(l => Regex.Match(l, @"^[a-zA-Z_:][a-zA-Z0-9_:]*").Value)];
+
+    static readonly HashSet<string> PromQlWords =
+    [
+        "sum", "avg", "min", "max", "count", "rate", "irate", "increase", "histogram_quantile", "label_values", "by", "without",
+        "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "offset", "bool", "topk", "bottomk", "clamp_min",
+    ];
+
+    /// <summary>
+    /// Every metric name the queries of docs/grafana/orleansmixtral.json name (panels' expressions and the variables'
+    /// queries): what is left of an expression without its strings, label matchers, ranges, grouping labels, numbers,
+    /// variables and PromQL's own words.
+    /// </summary>
+    static HashSet<string> GrafanaMetricNames()
+    {
+        var dashboard = JsonDocument.Parse(File.ReadAllText(Path.Combine(RepoPaths.Root, "docs", "grafana", "orleansmixtral.json"))).RootElement;
+        var queries = new List<string>();
+        void Walk(JsonElement e)
+        {
+            if (e.ValueKind == JsonValueKind.Object)
+                foreach (var p in e.EnumerateObject())
+                {
+                    if (p.Name is "expr" or "definition" && p.Value.ValueKind == JsonValueKind.String) queries.Add(p.Value.GetString()!);
+                    else Walk(p.Value);
+                }
+            else if (e.ValueKind == JsonValueKind.Array)
+                foreach (var item in e.EnumerateArray()) Walk(item);
+        }
+        Walk(dashboard);
+        Assert.True(queries.Count >= 10, $"{queries.Count} queries in the dashboard");
+        var names = new HashSet<string>();
+        foreach (var query in queries)
+        {
+            var bare = Regex.Replace(query, @"""[^""]*""|\{[^}]*\}|\[[^\]]*\]|\b(by|without)\s*\([^)]*\)|\$\w+|\b\d+(\.\d+)?\b", " ");
+            bare = Regex.Replace(bare, @"label_values\((\w+),\s*\w+\)", "$1"); // label_values(metric, label): the label is no metric
+            var found = Regex.Matches(bare, @"[a-zA-Z_:][a-zA-Z0-9_:]*").Select(m => m.Value).Where(w => !PromQlWords.Contains(w)).ToList();
+            Assert.True(found.Count > 0, $"no metric in '{query}'");
+            names.UnionWith(found);
+        }
+        return names;
     }
 
     /// <summary>A program's output, or a failure naming what it printed; killed after <paramref name="seconds"/>.</summary>
