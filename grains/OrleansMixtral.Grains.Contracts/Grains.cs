@@ -26,7 +26,7 @@ public interface IConversationGrain : IGrainWithStringKey
     /// when the conversation was never started (or its storage lost it). Disposing the enumeration early cancels the turn.
     /// </summary>
     [Alias("SendTurn")]
-    IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, TurnOptions? options, CancellationToken cancellationToken = default);
+    IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, SamplingOptions? options, CancellationToken cancellationToken = default);
 
     /// <summary>Cancels the running turn, if any; returns whether there was one. Its final chunk says Cancelled.</summary>
     [AlwaysInterleave, Alias("CancelTurn")]

@@ -15,30 +15,6 @@ public sealed record ChatEntry(
     [property: Id(0)] ChatRole Role,
     [property: Id(1)] string Content);
 
-/// <summary>How a turn's reply is sampled. Temperature 0 is greedy.</summary>
-[GenerateSerializer, Immutable, Alias("mixtral.TurnOptions")]
-public sealed record TurnOptions
-{
-    [Id(0)] public int MaxTokens { get; init; } = 256;
-    [Id(1)] public float Temperature { get; init; }
-    [Id(2)] public float TopP { get; init; } = 1f;
-    [Id(3)] public int TopK { get; init; }
-    [Id(4)] public ulong? Seed { get; init; }
-    [Id(5)] public string[] StopStrings { get; init; } = [];
-    /// <summary>Generate exactly <see cref="MaxTokens"/> tokens (benchmarks); the reply still ends with EOS in the history.</summary>
-    [Id(6)] public bool IgnoreEos { get; init; }
-    /// <summary>
-    /// Logprobs of each generated token and of this many most likely alternatives (0-20), the engine's log-softmax of
-    /// the logits it sampled from; null: none (chunks then carry none).
-    /// </summary>
-    [Id(7)] public int? Logprobs { get; init; }
-
-    /// <summary>The most alternatives <see cref="Logprobs"/> may ask for (the engine's limit, which validates it again).</summary>
-    public const int MaxLogprobs = 20;
-
-    public static TurnOptions Greedy(int maxTokens) => new() { MaxTokens = maxTokens };
-}
-
 /// <summary>How a turn ended.</summary>
 [GenerateSerializer, Alias("mixtral.TurnFinish")]
 public enum TurnFinish
@@ -119,7 +95,7 @@ public sealed record TokenChunk
     /// <summary>The sampled token ids in this chunk (may be empty: the final chunk, or flushed text).</summary>
     [Id(4)] public int[] TokenIds { get; init; } = [];
     [Id(5)] public TurnEnd? End { get; init; }
-    /// <summary>With <see cref="TurnOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/> (the caller's chunks only).</summary>
+    /// <summary>With <see cref="SamplingOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/> (the caller's chunks only).</summary>
     [Id(6)] public TokenLogprobs[] Logprobs { get; init; } = [];
 
     public bool IsFinal => End is not null;
@@ -211,7 +187,8 @@ public sealed record EngineRequest
     [Id(0)] public required string ConversationId { get; init; }
     [Id(1)] public required int Turn { get; init; }
     [Id(2)] public required int[] PromptTokens { get; init; }
-    [Id(3)] public required TurnOptions Options { get; init; }
+    /// <summary>How to sample, the reply's limit already fitted to the context (prompt logprobs included).</summary>
+    [Id(3)] public required SamplingOptions Options { get; init; }
     /// <summary>
     /// When set, the engine grain refuses (with <see cref="EngineBusyException"/>) instead of queueing if its engine is
     /// over its redirect threshold, so that the conversation can go to a less loaded silo.
@@ -224,8 +201,6 @@ public sealed record EngineRequest
     [Id(5)] public bool Stateless { get; init; }
     /// <summary>The output continues the prompt's text (a completion: its leading space kept); false: a reply of its own.</summary>
     [Id(6)] public bool ContinuesPrompt { get; init; }
-    /// <summary>Logprobs of every prompt token after the first, with this many alternatives (0-20); null: none.</summary>
-    [Id(7)] public int? PromptLogprobs { get; init; }
 }
 
 /// <summary>One piece of an engine's output for a turn; the last has <see cref="End"/> set.</summary>
@@ -237,9 +212,9 @@ public sealed record EngineChunk
     [Id(2)] public TurnEnd? End { get; init; }
     /// <summary>On the final chunk: every generated token id (without EOS), for the conversation's exact token history.</summary>
     [Id(3)] public int[] OutputTokens { get; init; } = [];
-    /// <summary>With <see cref="TurnOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/>.</summary>
+    /// <summary>With <see cref="SamplingOptions.Logprobs"/>: one per entry of <see cref="TokenIds"/>.</summary>
     [Id(4)] public TokenLogprobs[] Logprobs { get; init; } = [];
-    /// <summary>With <see cref="EngineRequest.PromptLogprobs"/>, on the first chunk: [i] scores prompt token i ([0] is null).</summary>
+    /// <summary>With <see cref="SamplingOptions.PromptLogprobs"/>, on the first chunk: [i] scores prompt token i ([0] is null).</summary>
     [Id(5)] public TokenLogprobs?[]? PromptLogprobs { get; init; }
 }
 

@@ -78,14 +78,14 @@ public sealed partial class ConversationGrain(
 
     string Id => this.GetPrimaryKeyString();
 
-    sealed class TurnRun(int turn, string userMessage, Tok.TurnPrompt prompt, TurnOptions options)
+    sealed class TurnRun(int turn, string userMessage, Tok.TurnPrompt prompt, SamplingOptions options)
     {
         public int Turn { get; } = turn;
         public string UserMessage { get; } = userMessage;
         /// <summary>The prompt and the kept turns it starts with (the context policy's).</summary>
         public Tok.TurnPrompt Prompt { get; } = prompt;
-        /// <summary>The caller's options, with the reply's limit lowered to the context's room.</summary>
-        public TurnOptions Options { get; } = options with { MaxTokens = prompt.MaxTokens };
+        /// <summary>The caller's options, with the reply's limit set to the context's room (when none was given, or less is left).</summary>
+        public SamplingOptions Options { get; } = options with { MaxTokens = prompt.MaxTokens };
         public Channel<TokenChunk> Direct { get; } = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
         public int NextSequence;
         public string? EngineSilo;
@@ -180,9 +180,9 @@ public sealed partial class ConversationGrain(
         Exists = Exists,
     };
 
-    public async IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, TurnOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<TokenChunk> SendTurn(string userMessage, SamplingOptions? options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var run = StartTurn(userMessage, options ?? new TurnOptions());
+        var run = StartTurn(userMessage, options ?? new SamplingOptions());
         var ended = false;
         try
         {
@@ -206,21 +206,13 @@ public sealed partial class ConversationGrain(
         return Task.FromResult(true);
     }
 
-    TurnRun StartTurn(string userMessage, TurnOptions options)
+    TurnRun StartTurn(string userMessage, SamplingOptions options)
     {
         if (!Exists) throw NotFound();
         if (_run is not null) throw new TurnInProgressException($"conversation {Id}: turn {_run.Turn} is still running");
         if (string.IsNullOrWhiteSpace(userMessage)) throw new InvalidTurnException("the message is empty");
-        try
-        {
-            new SamplingParams
-            {
-                Temperature = options.Temperature, TopP = options.TopP, TopK = options.TopK, MaxTokens = options.MaxTokens,
-                StopStrings = options.StopStrings ?? [],
-            }.Validate();
-        }
-        catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
-        var prompt = BuildPrompt(userMessage, options.MaxTokens);
+        if (options.Check() is { } bad) throw new InvalidTurnException(bad.Message);
+        var prompt = BuildPrompt(userMessage, options.MaxTokens ?? int.MaxValue);
         var run = new TurnRun(state.State.Turns, userMessage, prompt, options);
         _run = run;
         // The turn outlives this call: its span is current in the turn's own task, and the caller's stays current here.

@@ -4,6 +4,7 @@ using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OrleansMixtral;
 using OrleansMixtral.Backends;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
@@ -162,7 +163,7 @@ partial class Program
         var before = await EnginesAsync(client);
         Console.Error.WriteLine($"{before.Count} engine(s): " + string.Join("; ", before.Select(e => $"{e.Silo} {e.Backend} on {(e.DeviceIndex is { } d ? $"GPU {d} ({e.DeviceName})" : "the CPU")}")));
         var messages = new LoadMessages(tokenizer, s.Seed, s.PromptTokens);
-        var turn = new TurnOptions { MaxTokens = s.OutputTokens, Temperature = 0, IgnoreEos = true };
+        var turn = new SamplingOptions { MaxTokens = s.OutputTokens, Temperature = 0, IgnoreEos = true };
         var nextMessage = 0;
         string FirstMessage() => messages.For(Interlocked.Increment(ref nextMessage));
         string FollowUp(int k)
@@ -267,7 +268,7 @@ partial class Program
     }
 
     static async Task<(TurnRecord Record, string Reply)> SendTurnAsync(MixtralClient client, int c, string id, int k, int attempt, string message,
-        TurnOptions turn, Func<double> now, CancellationToken stop)
+        SamplingOptions turn, Func<double> now, CancellationToken stop)
     {
         var sentAt = now();
         var sent = Stopwatch.GetTimestamp();

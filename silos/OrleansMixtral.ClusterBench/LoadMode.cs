@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using OrleansMixtral;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
 using OrleansMixtral.Hosting;
@@ -65,7 +66,7 @@ partial class Program
                 return 1;
             }
             var messages = new LoadMessages(engine.Tokenizer, settings.Seed, settings.PromptTokens);
-            var turn = new TurnOptions { MaxTokens = settings.OutputTokens, Temperature = 0, IgnoreEos = true };
+            var turn = new SamplingOptions { MaxTokens = settings.OutputTokens, Temperature = 0, IgnoreEos = true };
             int next = 0; // requests of the run so far: each gets its own message
 
             async Task<RequestOutcome> Send(string conversation, string message, RequestClock? clock, CancellationToken ct)

@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using OrleansMixtral;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
@@ -40,7 +41,7 @@ var oneSilo = args.Contains("--one-silo");
 const int Warmup = 3;
 
 var baseOptions = new MixtralSiloOptions { Model = model, Threads = threads, KvCacheMegabytes = 64 };
-var turn = new TurnOptions { MaxTokens = tokens, Temperature = 0, IgnoreEos = true };
+var turn = new SamplingOptions { MaxTokens = tokens, Temperature = 0, IgnoreEos = true };
 string Message(int i) => $"Request {i}: " + string.Join(' ', Enumerable.Range(0, promptWords).Select(w => Words[(w * 7 + i) % Words.Length]));
 
 Console.WriteLine($"cluster overhead benchmark: {model}, {runs} turns per path after {Warmup} warm-up, {tokens} tokens each, " +
@@ -96,7 +97,7 @@ for (var i = 0; i < Warmup + runs; i++)
         {
             var ids = tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, message)]);
             var started = Stopwatch.GetTimestamp();
-            var stream = engine.Submit(new GenerationRequest(ids, new SamplingParams { MaxTokens = tokens, IgnoreEos = true }));
+            var stream = engine.Submit(new GenerationRequest(ids, new SamplingOptions { Temperature = 0, MaxTokens = tokens, IgnoreEos = true }));
             long first = 0, last = 0;
             var n = 0;
             await foreach (var t in stream.Tokens.ReadAllAsync())

@@ -189,7 +189,7 @@ public sealed partial class GatewayEndpoints(
         {
             var prompt = service.EncodeChat(request.Messages);
             await RunAsync(ctx, "chat", "stateless", arrived, chat: true, request.Stream, request.IncludeUsage, null,
-                ct => service.GenerateAsync(prompt, request.Options, ct), logprobs);
+                ct => service.GenerateAsync(prompt, request.Options, cancellationToken: ct), logprobs);
             return;
         }
         string publicId, key;
@@ -220,7 +220,7 @@ public sealed partial class GatewayEndpoints(
         var echo = request.Echo ? request.Prompt ?? service.Tokenizer.Decode(prompt) : null;
         var logprobs = request.Options.Logprobs is null ? null : ReplyLogprobs.ForCompletion(service.Tokenizer, prompt, echo?.Length ?? 0);
         await RunAsync(ctx, "completions", "stateless", arrived, chat: false, request.Stream, request.IncludeUsage, null,
-            ct => service.GenerateAsync(prompt, request.Options, ct), logprobs, echo);
+            ct => service.GenerateAsync(prompt, request.Options, continuesPrompt: true, ct), logprobs, echo);
     });
 
     /// <summary>

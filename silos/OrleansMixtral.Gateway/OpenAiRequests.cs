@@ -6,10 +6,10 @@ namespace OrleansMixtral.Gateway;
 
 /// <summary>A parsed POST /v1/chat/completions.</summary>
 public sealed record ChatRequest(
-    string Model, List<Tok.ChatMessage> Messages, GenerationOptions Options, bool Stream, bool IncludeUsage, string? ConversationId);
+    string Model, List<Tok.ChatMessage> Messages, SamplingOptions Options, bool Stream, bool IncludeUsage, string? ConversationId);
 
 /// <summary>A parsed POST /v1/completions: a text prompt, or token ids; <paramref name="Echo"/>: the reply's text starts with the prompt.</summary>
-public sealed record CompletionRequest(string Model, string? Prompt, int[]? PromptTokens, GenerationOptions Options, bool Stream, bool IncludeUsage,
+public sealed record CompletionRequest(string Model, string? Prompt, int[]? PromptTokens, SamplingOptions Options, bool Stream, bool IncludeUsage,
     bool Echo = false);
 
 /// <summary>
@@ -56,7 +56,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var (generation, stream, includeUsage) = ReadCommon(root, chat: true);
         // logprobs: true for the sampled tokens' logprobs, top_logprobs for that many alternatives at each (OpenAI: 0-20)
         var logprobs = Prop(root, "logprobs") is { } lp && ReadBool(lp, "logprobs");
-        var top = Prop(root, "top_logprobs") is { } t ? ReadInt(t, "top_logprobs", 0, Grains.TurnOptions.MaxLogprobs) : 0;
+        var top = Prop(root, "top_logprobs") is { } t ? ReadInt(t, "top_logprobs", 0, SamplingOptions.MaxLogprobs) : 0;
         if (top > 0 && !logprobs) throw new MixtralRequestException("top_logprobs needs logprobs: true", "top_logprobs", "invalid_value");
         if (logprobs) generation = generation with { Logprobs = top };
         string? conversation = null;
@@ -80,7 +80,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var echo = Prop(root, "echo") is { } e && ReadBool(e, "echo");
         // logprobs: N gives each token's logprob and its N likeliest alternatives (OpenAI: 0-5; here, as vLLM, up to 20); with
         // echo the prompt's tokens get theirs too
-        int? logprobs = Prop(root, "logprobs") is { } lp ? ReadInt(lp, "logprobs", 0, Grains.TurnOptions.MaxLogprobs) : null;
+        int? logprobs = Prop(root, "logprobs") is { } lp ? ReadInt(lp, "logprobs", 0, SamplingOptions.MaxLogprobs) : null;
         if (Prop(root, "best_of") is { } bestOf && ReadInt(bestOf, "best_of", 1, 128) != 1)
             throw new MixtralRequestException("best_of must be 1", "best_of", "unsupported_parameter");
         string? text = null;
@@ -112,7 +112,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
                 throw Type("prompt", "a string, an array of one string, or an array of token ids");
         }
         var (generation, stream, includeUsage) = ReadCommon(root, chat: false);
-        generation = generation with { ContinuesPrompt = true, Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
+        generation = generation with { Logprobs = logprobs, PromptLogprobs = echo ? logprobs : null };
         return new CompletionRequest(model, text, tokens, generation, stream, includeUsage, echo);
     }
 
@@ -216,7 +216,7 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         if (Prop(root, "audio") is not null) throw Unsupported("audio");
     }
 
-    (GenerationOptions Options, bool Stream, bool IncludeUsage) ReadCommon(JsonElement root, bool chat)
+    (SamplingOptions Options, bool Stream, bool IncludeUsage) ReadCommon(JsonElement root, bool chat)
     {
         var stream = Prop(root, "stream") is { } s && ReadBool(s, "stream");
         var includeUsage = false;
@@ -235,14 +235,10 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         {
             if (maxTokens is null && Prop(root, name) is { } mt) maxTokens = ReadInt(mt, name, 1, contextLength);
         }
-        var temperature = Prop(root, "temperature") is { } t ? ReadFloat(t, "temperature", 0, 2) : 1f;
-        var topP = Prop(root, "top_p") is { } p ? ReadFloat(p, "top_p", 0, 1) : 1f;
-        if (topP == 0)
-        {
-            // Only the most likely token survives a nucleus of 0: greedy.
-            topP = 1f;
-            temperature = 0f;
-        }
+        // unset fields keep SamplingOptions' defaults; its Check is the one validation of the ranges (top_p 0: greedy)
+        var defaults = new SamplingOptions();
+        var temperature = Prop(root, "temperature") is { } t ? ReadFloat(t, "temperature", 0, SamplingOptions.MaxTemperature) : defaults.Temperature;
+        var topP = Prop(root, "top_p") is { } p ? ReadFloat(p, "top_p", 0, 1) : defaults.TopP;
         var topK = Prop(root, "top_k") is { } k ? ReadInt(k, "top_k", -1, vocabSize) : 0;
         if (topK < 0) topK = 0; // vLLM's "-1 = off"
         foreach (var name in new[] { "presence_penalty", "frequency_penalty" })
@@ -260,16 +256,18 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
         var stop = ReadStop(root);
         var ignoreEos = Prop(root, "ignore_eos") is { } ie && ReadBool(ie, "ignore_eos");
         if (Prop(root, "user") is { } user && user.ValueKind != JsonValueKind.String) throw Type("user", "a string");
-        return (new GenerationOptions
+        var sampling = defaults with
         {
             MaxTokens = maxTokens,
             Temperature = temperature,
             TopP = topP,
             TopK = topK,
             Seed = seed,
-            Stop = stop,
+            StopStrings = stop,
             IgnoreEos = ignoreEos,
-        }, stream, includeUsage);
+        };
+        if (sampling.Check() is { } bad) throw new MixtralRequestException(bad.Message, bad.Param, "invalid_value");
+        return (sampling, stream, includeUsage);
     }
 
     List<string> ReadStop(JsonElement root)

@@ -128,7 +128,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
         var s = Engine.GetStats();
         if (s.Waiting >= _options.RedirectWhenWaiting) return $"{s.Waiting} requests are waiting for admission";
         var info = Engine.Info;
-        var total = Math.Min((long)request.PromptTokens.Length + request.Options.MaxTokens, info.ContextLength);
+        var total = Math.Min((long)request.PromptTokens.Length + (request.Options.MaxTokens ?? info.ContextLength), info.ContextLength);
         var blocks = (int)((total + info.KvBlockSize - 1) / info.KvBlockSize);
         if (s.Running > 0 && blocks > s.KvBlocksTotal - s.KvBlocksUsed)
             return $"the KV cache is full ({s.KvBlocksUsed} of {s.KvBlocksTotal} blocks in use; the request needs {blocks})";
@@ -139,23 +139,10 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
     public GenerationStream Submit(EngineRequest request)
     {
         if (!RunsEngine) throw new EngineBusyException($"silo {SiloKey} runs no engine (--Mixtral:Engine false)");
-        var o = request.Options;
-        var sampling = new SamplingParams
-        {
-            Temperature = o.Temperature,
-            TopP = o.TopP,
-            TopK = o.TopK,
-            Seed = o.Seed,
-            MaxTokens = o.MaxTokens,
-            StopStrings = o.StopStrings ?? [],
-            IgnoreEos = o.IgnoreEos,
-            Logprobs = o.Logprobs,
-            PromptLogprobs = request.PromptLogprobs,
-        };
         GenerationStream stream;
         try
         {
-            stream = Engine.Submit(new GenerationRequest(request.PromptTokens, sampling) { ContinuesPrompt = request.ContinuesPrompt });
+            stream = Engine.Submit(new GenerationRequest(request.PromptTokens, request.Options) { ContinuesPrompt = request.ContinuesPrompt });
         }
         catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
         catch (EngineOverloadedException e) { throw new EngineBusyException(e.Message); }

@@ -116,14 +116,16 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
             else
                 list.Add(new Tok.ChatMessage(role, m.Text));
         }
-        var generation = new GenerationOptions
+        // unset options keep SamplingOptions' defaults, as over HTTP
+        var defaults = new SamplingOptions();
+        var generation = defaults with
         {
             MaxTokens = options?.MaxOutputTokens,
-            Temperature = options?.Temperature ?? 1f,
-            TopP = options?.TopP ?? 1f,
-            TopK = options?.TopK ?? 0,
+            Temperature = options?.Temperature ?? defaults.Temperature,
+            TopP = options?.TopP ?? defaults.TopP,
+            TopK = options?.TopK ?? defaults.TopK,
             Seed = options?.Seed is { } seed ? unchecked((ulong)seed) : null,
-            Stop = options?.StopSequences is { } stop ? [.. stop] : [],
+            StopStrings = options?.StopSequences is { } stop ? [.. stop] : [],
             IgnoreEos = options?.AdditionalProperties?.TryGetValue("ignore_eos", out bool ignoreEos) == true && ignoreEos,
         };
         if (options?.ConversationId is { } id)
@@ -131,10 +133,10 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
             if (string.IsNullOrWhiteSpace(id)) throw new ArgumentException("ConversationId must not be empty", nameof(options));
             return ConversationAsync(_prefix + id, list, generation, cancellationToken);
         }
-        return service.GenerateAsync(service.EncodeChat(list), generation, cancellationToken);
+        return service.GenerateAsync(service.EncodeChat(list), generation, cancellationToken: cancellationToken);
     }
 
-    async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<Tok.ChatMessage> messages, GenerationOptions options,
+    async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<Tok.ChatMessage> messages, SamplingOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var turn = await service.PrepareTurnAsync(key, messages, create: true); // the caller names its conversations: the first turn starts one

@@ -142,21 +142,14 @@ public sealed class MixtralChatService
                 "messages", "context_length_exceeded");
     }
 
-    TurnOptions ToTurnOptions(GenerationOptions o, int? promptTokens)
+    /// <summary>
+    /// The options as sent to the cluster, checked (<see cref="SamplingOptions.Check"/>, the one validation); for a
+    /// stateless prompt, the reply's limit fitted to the context (a conversation's grain fits its own).
+    /// </summary>
+    SamplingOptions Checked(SamplingOptions o, int? promptTokens)
     {
-        var room = ContextLength - (promptTokens ?? 0);
-        var max = o.MaxTokens is { } m ? Math.Min(m, room) : room;
-        return new TurnOptions
-        {
-            MaxTokens = Math.Max(1, max),
-            Temperature = o.Temperature,
-            TopP = o.TopP,
-            TopK = o.TopK,
-            Seed = o.Seed,
-            StopStrings = [.. o.Stop],
-            IgnoreEos = o.IgnoreEos,
-            Logprobs = o.Logprobs,
-        };
+        if (o.Check() is { } bad) throw new MixtralRequestException(bad.Message, bad.Param, "invalid_value");
+        return promptTokens is { } n ? o with { MaxTokens = o.MaxTokensFor(n, ContextLength) } : o;
     }
 
     // ---- stateless generation on an engine grain ----
@@ -167,7 +160,9 @@ public sealed class MixtralChatService
     /// <see cref="MixtralRequestException"/>, <see cref="MixtralOverloadedException"/>, <see cref="MixtralUnavailableException"/>;
     /// a failure after that ends the enumeration with <see cref="TurnFinish.Error"/>.
     /// </summary>
-    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, GenerationOptions options,
+    /// <param name="continuesPrompt">The reply continues the prompt's text (a completion: "The history of the city" → " is
+    /// the most…", its leading space kept); false: a chat reply, which starts a text of its own.</param>
+    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, SamplingOptions options, bool continuesPrompt = false,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         CheckPromptLength(prompt.Length);
@@ -177,9 +172,8 @@ public sealed class MixtralChatService
             ConversationId = "stateless-" + Guid.NewGuid().ToString("N"),
             Turn = 0,
             PromptTokens = prompt,
-            Options = ToTurnOptions(options, prompt.Length),
-            ContinuesPrompt = options.ContinuesPrompt,
-            PromptLogprobs = options.PromptLogprobs,
+            Options = Checked(options, prompt.Length),
+            ContinuesPrompt = continuesPrompt,
             Stateless = true,
         };
         var (silo, chunks, first) = await OpenAsync(request, cancellationToken);
@@ -490,7 +484,7 @@ public sealed class MixtralChatService
     /// for a turn that can never run, <see cref="TurnInProgressException"/> while another turn of the conversation runs.
     /// Cancelling cancels the turn (the history stays as it was).
     /// </summary>
-    public async IAsyncEnumerable<GenerationUpdate> SendTurnAsync(ConversationTurn turn, GenerationOptions options,
+    public async IAsyncEnumerable<GenerationUpdate> SendTurnAsync(ConversationTurn turn, SamplingOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var grain = Client.Conversation(turn.ConversationKey);
@@ -500,7 +494,7 @@ public sealed class MixtralChatService
             try { await grain.Start(turn.NewSystemMessage).WaitAsync(StallCheck + ProbeTimeout, cancellationToken); }
             catch (InvalidTurnException e) { throw new MixtralRequestException(e.Message, "messages[0]", "conversation_mismatch"); }
         }
-        await using var chunks = Client.SendAsync(turn.ConversationKey, turn.UserMessage, ToTurnOptions(options, null), cancellationToken)
+        await using var chunks = Client.SendAsync(turn.ConversationKey, turn.UserMessage, Checked(options, null), cancellationToken)
             .GetAsyncEnumerator(cancellationToken);
         bool more;
         try { more = await chunks.MoveNextAsync(); }

@@ -17,10 +17,10 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
     public const int ExitError = ChatRepl.ExitError;
     public const int ExitInterrupted = ChatRepl.ExitInterrupted;
 
-    /// <summary>How long <see cref="RunAsync(string, string?, string?, TurnOptions?, TextReader, TextWriter, TextWriter, bool, CancellationToken, string?, TimeSpan?, ChatInterrupts?)"/> waits for the cluster by default.</summary>
+    /// <summary>How long <see cref="RunAsync(string, string?, string?, SamplingOptions?, TextReader, TextWriter, TextWriter, bool, CancellationToken, string?, TimeSpan?, ChatInterrupts?)"/> waits for the cluster by default.</summary>
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
 
-    public TurnOptions Options { get; init; } = new() { MaxTokens = 512, Temperature = 0.7f };
+    public SamplingOptions Options { get; init; } = new();
     /// <summary>System message of a new conversation (ignored when resuming one that has turns).</summary>
     public string? SystemPrompt { get; init; }
     /// <summary>Print "> " before each line (when the input is a terminal).</summary>
@@ -34,7 +34,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
     /// that does not answer within <paramref name="connectTimeout"/> (default <see cref="DefaultConnectTimeout"/>) is one
     /// line on <paramref name="error"/> and exit code 1.
     /// </summary>
-    public static async Task<int> RunAsync(string cluster, string? conversationId, string? systemPrompt, TurnOptions? options,
+    public static async Task<int> RunAsync(string cluster, string? conversationId, string? systemPrompt, SamplingOptions? options,
         TextReader input, TextWriter output, TextWriter error, bool prompt = false, CancellationToken cancellationToken = default,
         string? clusterId = null, TimeSpan? connectTimeout = null, ChatInterrupts? interrupts = null)
     {
@@ -71,7 +71,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
         {
             var chat = new ClusterChat(host.Services.GetRequiredService<MixtralClient>(), input, output, error)
             {
-                Options = options ?? new TurnOptions { MaxTokens = 512, Temperature = 0.7f },
+                Options = options ?? new SamplingOptions(),
                 SystemPrompt = systemPrompt,
                 Prompt = prompt,
                 Interrupts = interrupts,
@@ -113,7 +113,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
     }
 
     /// <summary>A conversation in the cluster, as the chat loop sees it.</summary>
-    sealed class Session(MixtralClient client, string id, TurnOptions options) : IChatSession
+    sealed class Session(MixtralClient client, string id, SamplingOptions options) : IChatSession
     {
         public string? ConversationId => id;
 

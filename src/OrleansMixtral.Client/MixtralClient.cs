@@ -61,7 +61,7 @@ public sealed class MixtralClient(IClusterClient client)
     /// cancels the turn. Throws <see cref="TurnInProgressException"/>, <see cref="InvalidTurnException"/> and
     /// <see cref="ConversationNotFoundException"/> as the grain does.
     /// </summary>
-    public async IAsyncEnumerable<TokenChunk> SendAsync(string conversationId, string message, TurnOptions? options = null,
+    public async IAsyncEnumerable<TokenChunk> SendAsync(string conversationId, string message, SamplingOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var grain = Conversation(conversationId);
@@ -143,7 +143,7 @@ public sealed class MixtralClient(IClusterClient client)
     }
 
     /// <summary>Sends a message and collects the whole reply (optionally calling <paramref name="onChunk"/> for each chunk).</summary>
-    public async Task<TurnResult> SendAndCollectAsync(string conversationId, string message, TurnOptions? options = null,
+    public async Task<TurnResult> SendAndCollectAsync(string conversationId, string message, SamplingOptions? options = null,
         Action<TokenChunk>? onChunk = null, CancellationToken cancellationToken = default)
     {
         var started = System.Diagnostics.Stopwatch.GetTimestamp();

@@ -21,7 +21,7 @@ public sealed class GenerationStream
     public Task<GenerationResult> Completion => _completion.Task;
 
     /// <summary>
-    /// With <see cref="SamplingParams.PromptLogprobs"/>: entry i scores prompt token i (entry 0, which nothing precedes,
+    /// With <see cref="SamplingOptions.PromptLogprobs"/>: entry i scores prompt token i (entry 0, which nothing precedes,
     /// is null). Set before the first token is written and before <see cref="Completion"/> completes; null otherwise.
     /// </summary>
     public IReadOnlyList<TokenLogprobs?>? PromptLogprobs { get => Volatile.Read(ref _promptLogprobs); internal set => Volatile.Write(ref _promptLogprobs, value); }

@@ -137,7 +137,8 @@ public sealed class InferenceEngine : IAsyncDisposable
     public GenerationStream Submit(GenerationRequest request, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_stop.IsCancellationRequested, this);
-        request.Sampling.Validate();
+        if (request.Sampling.Check() is { } bad) throw new InvalidRequestException(bad.Message);
+        request = request with { Sampling = request.Sampling.Normalized() };
         var c = _backend.Config;
         var prompt = request.PromptTokens;
         if (prompt.Count == 0) throw new InvalidRequestException("the prompt has no tokens");
@@ -145,7 +146,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             if ((uint)t >= (uint)c.VocabSize) throw new InvalidRequestException($"token id {t} is outside the vocabulary of {c.VocabSize}");
         if (prompt.Count >= c.MaxPositionEmbeddings)
             throw new InvalidRequestException($"the prompt has {prompt.Count} tokens; the context holds {c.MaxPositionEmbeddings} (prompt plus at least one generated token)");
-        var maxLength = (int)Math.Min((long)prompt.Count + request.Sampling.MaxTokens, c.MaxPositionEmbeddings);
+        var maxLength = (int)Math.Min((long)prompt.Count + (request.Sampling.MaxTokens ?? c.MaxPositionEmbeddings), c.MaxPositionEmbeddings);
         if (maxLength > _kv.CapacityTokens)
             throw new KvCapacityException($"the request needs {maxLength} tokens of KV cache; the engine holds {_kv.CapacityTokens}");
         if (Interlocked.Increment(ref _waitingCount) > _options.MaxWaiting)
@@ -165,7 +166,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             PromptScores = request.Sampling.PromptLogprobs is null ? null : new TokenLogprobs?[prompt.Count],
             Stops = new StopStringMatcher(request.Sampling.StopStrings),
             Rng = new SplitMix64(request.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()),
-            Trace = EngineTracing.StartSequence(prompt.Count, request.Sampling.MaxTokens),
+            Trace = EngineTracing.StartSequence(prompt.Count, maxLength - prompt.Count), // the reply's limit: max_tokens, or what the context leaves
         };
         if (cancellationToken.CanBeCanceled) cancellationToken.Register(stream.Cancel);
         stream.CancellationToken.Register(() => _wake.Release());
@@ -416,7 +417,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         var text = s.Stops.Append(s.Detokenizer.Push(token));
         s.Stream.Emit(new GeneratedToken(s.Generated - 1, token, text, logprobs));
         if (s.Stops.Stopped) Finish(s, FinishReason.Stop, null);
-        else if (s.Generated >= p.MaxTokens || s.Length >= s.MaxLength) Finish(s, FinishReason.Length, null);
+        else if (p.MaxTokens is { } max && s.Generated >= max || s.Length >= s.MaxLength) Finish(s, FinishReason.Length, null);
     }
 
     void Finish(Sequence s, FinishReason reason, string? error)

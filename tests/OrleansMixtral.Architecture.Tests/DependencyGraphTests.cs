@@ -48,6 +48,7 @@ public sealed class DependencyGraphTests
     }
 
     [Theory]
+    [InlineData("OrleansMixtral.Abstractions")]
     [InlineData("OrleansMixtral.Model")]
     [InlineData("OrleansMixtral.Tokenization")]
     [InlineData("OrleansMixtral.Engine")]
@@ -68,6 +69,16 @@ public sealed class DependencyGraphTests
         Assert.DoesNotContain("OrleansMixtral.Cuda", projects);
         Assert.DoesNotContain("OrleansMixtral.Hosting", projects);
         Assert.Contains("OrleansMixtral.Grains.Contracts", projects);
+    }
+
+    [Fact]
+    public void The_shared_vocabulary_depends_on_nothing_and_every_layer_uses_it()
+    {
+        var node = Read("OrleansMixtral.Abstractions");
+        Assert.Empty(node.References);
+        Assert.Empty(node.Packages);
+        foreach (var layer in new[] { "OrleansMixtral.Engine", "OrleansMixtral.Grains.Contracts", "OrleansMixtral.Client.AI", "OrleansMixtral.Gateway", "OrleansMixtral.Cli" })
+            Assert.Contains("OrleansMixtral.Abstractions", Closure(layer).Projects);
     }
 
     [Fact]

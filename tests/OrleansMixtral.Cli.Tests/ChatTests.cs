@@ -85,7 +85,7 @@ public class ChatTests
     {
         using LoadedModel model = ModelLoader.Load(Cli.Model);
         await using InferenceEngine engine = model.CreateEngine();
-        GenerationResult result = await engine.Submit(new GenerationRequest(ids, new SamplingParams { MaxTokens = 32, IgnoreEos = true }))
+        GenerationResult result = await engine.Submit(new GenerationRequest(ids, new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true }))
             .ReadToEndAsync();
         return result.Text;
     }

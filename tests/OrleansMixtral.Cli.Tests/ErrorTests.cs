@@ -8,8 +8,9 @@ public class ErrorTests
         ["generate", "--model", "x"],                                      // --prompt missing
         ["generate", "--model", "x", "--prompt", "hi", "--max-tokens", "0"],
         ["generate", "--model", "x", "--prompt", "hi", "--max-tokens", "many"],
-        ["generate", "--model", "x", "--prompt", "hi", "--top-p", "0"],
+        ["generate", "--model", "x", "--prompt", "hi", "--top-p", "1.5"],
         ["generate", "--model", "x", "--prompt", "hi", "--temperature", "-1"],
+        ["generate", "--model", "x", "--prompt", "hi", "--temperature", "2.5"],               // OpenAI's range, as over HTTP
         ["generate", "--model", "x", "--prompt", "hi", "--no-such-option"],
         ["generate", "--model", "x", "--prompt", "hi", "--system", "s"],     // --system without --chat
         ["generate", "--model", "x", "--prompt", "hi", "--backend", "tpu"],

@@ -25,7 +25,7 @@ public class GenerateTests
     public void Greedy_output_is_the_Hugging_Face_continuation(int prompt)
     {
         HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == prompt);
-        var r = Cli.Run(["generate", "--model", Cli.Model, .. PromptArgs(prompt), "--max-tokens", "32", "--ignore-eos"]);
+        var r = Cli.Run(["generate", "--model", Cli.Model, "--temperature", "0", .. PromptArgs(prompt), "--max-tokens", "32", "--ignore-eos"]);
 
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal(HfReference.GenerateOutput(expected), r.Out); // only the completion: no prompt echo, no trailing newline off a terminal
@@ -36,7 +36,7 @@ public class GenerateTests
     public void A_completion_reads_on_from_the_prompt_with_its_space()
     {
         // the example: "The history of the city" + completion must not read "cityis"
-        var r = Cli.Run("generate", "--model", Cli.Model, "--prompt", "The history of the city", "--max-tokens", "8", "--ignore-eos");
+        var r = Cli.Run("generate", "--model", Cli.Model, "--temperature", "0", "--prompt", "The history of the city", "--max-tokens", "8", "--ignore-eos");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.StartsWith(" ", r.Out);
         Assert.False(char.IsWhiteSpace(r.Out[1]), r.Out);
@@ -46,8 +46,8 @@ public class GenerateTests
     public void The_prefill_chunk_changes_how_the_prompt_runs_not_the_output()
     {
         string prompt = string.Concat(Enumerable.Repeat("The river rose and the town council met again. ", 30)); // ≈ 300 tokens
-        var whole = Cli.Run("generate", "--model", Cli.Model, "--prompt", prompt, "--max-tokens", "16", "--ignore-eos");
-        var chunked = Cli.Run("generate", "--model", Cli.Model, "--prompt", prompt, "--max-tokens", "16", "--ignore-eos", "--prefill-chunk", "16");
+        var whole = Cli.Run("generate", "--model", Cli.Model, "--temperature", "0", "--prompt", prompt, "--max-tokens", "16", "--ignore-eos");
+        var chunked = Cli.Run("generate", "--model", Cli.Model, "--temperature", "0", "--prompt", prompt, "--max-tokens", "16", "--ignore-eos", "--prefill-chunk", "16");
 
         Assert.True(whole.ExitCode == 0, whole.ToString());
         Assert.True(chunked.ExitCode == 0, chunked.ToString());
@@ -60,7 +60,7 @@ public class GenerateTests
     public void Stop_string_cuts_the_output_before_it()
     {
         HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == 1);
-        var r = Cli.Run(["generate", "--model", Cli.Model, .. PromptArgs(1), "--max-tokens", "32", "--stop", "only way"]);
+        var r = Cli.Run(["generate", "--model", Cli.Model, "--temperature", "0", .. PromptArgs(1), "--max-tokens", "32", "--stop", "only way"]);
 
         Assert.True(r.ExitCode == 0, r.ToString());
         string text = HfReference.GenerateOutput(expected);
@@ -86,7 +86,7 @@ public class GenerateTests
     {
         HfReference.Greedy expected = HfReference.GreedyContinuations.Single(g => g.Prompt == 2);
         var r = Cli.RunWithInput(HfReference.Prompts.Value[2].Text!,
-            "generate", "--model", Cli.Model, "--prompt", "-", "--max-tokens", "32", "--ignore-eos");
+            "generate", "--model", Cli.Model, "--temperature", "0", "--prompt", "-", "--max-tokens", "32", "--ignore-eos");
 
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal(HfReference.GenerateOutput(expected), r.Out);

@@ -21,7 +21,7 @@ public sealed class QuantizeTests : IDisposable
             Assert.Equal("int8_weight_only", config.RootElement.GetProperty("quantization_config").GetProperty("quant_method").GetString());
         Assert.True(File.Exists(Path.Combine(_dir, "tokenizer.json")));
 
-        string[] prompt = ["--prompt", "The committee said on Friday that the", "--max-tokens", "32", "--ignore-eos"];
+        string[] prompt = ["--prompt", "The committee said on Friday that the", "--temperature", "0", "--max-tokens", "32", "--ignore-eos"];
         var fromQuantized = Cli.Run(["generate", "--model", _dir, .. prompt]);
         var onTheFly = Cli.Run(["generate", "--model", Cli.Model, "--int8", .. prompt]);
 

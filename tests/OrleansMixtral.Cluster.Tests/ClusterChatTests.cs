@@ -10,7 +10,7 @@ public sealed class ClusterChatTests(ClusterFixture fixture)
     [Fact(Timeout = 60_000)]
     public async Task Chats_turn_by_turn_and_resumes_by_conversation_id()
     {
-        var options = new TurnOptions { MaxTokens = 8, Temperature = 0 };
+        var options = new SamplingOptions { MaxTokens = 8, Temperature = 0 };
         var output = new StringWriter();
         var error = new StringWriter();
         var chat = new ClusterChat(fixture.Client, new StringReader("Hello\n/bogus\n/help\nTell me more\n/exit\nnot read\n"), output, error)
@@ -58,7 +58,7 @@ public sealed class ClusterChatTests(ClusterFixture fixture)
         var error = new StringWriter();
         var chat = new ClusterChat(fixture.Client, new StringReader("Tell me a long story.\nHello\n"), output, error)
         {
-            Options = new TurnOptions { MaxTokens = 400, Temperature = 0, IgnoreEos = true },
+            Options = new SamplingOptions { MaxTokens = 400, Temperature = 0, IgnoreEos = true },
             Interrupts = interrupts,
         };
         Assert.Equal(ClusterChat.ExitOk, await chat.RunAsync());

@@ -72,10 +72,10 @@ public class ClusterFixture : IAsyncLifetime
     public SiloEngineHost Engine(string siloKey) =>
         Cluster.GetSiloServiceProvider(SiloAddress.FromParsableString(siloKey)).GetRequiredService<SiloEngineHost>();
 
-    public static TurnOptions Short(int maxTokens = 12) => new() { MaxTokens = maxTokens, Temperature = 0 };
+    public static SamplingOptions Short(int maxTokens = 12) => new() { MaxTokens = maxTokens, Temperature = 0 };
 
     /// <summary>A turn that runs long enough to act on mid-generation (the tiny model decodes hundreds of tokens a second).</summary>
-    public static TurnOptions Long(int maxTokens = 900) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
+    public static SamplingOptions Long(int maxTokens = 900) => new() { MaxTokens = maxTokens, Temperature = 0, IgnoreEos = true };
 
     public static readonly Tokenization.MistralTokenizer Tokenizer =
         Tokenization.MistralTokenizer.Load(Path.Combine(RepoPaths.TinyModel, "tokenizer.json"));

@@ -75,7 +75,7 @@ public sealed class HistoryTests(ClusterFixture fixture)
         var c = await client.StartConversationAsync();
         await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(c.ConversationId, "  ", ClusterFixture.Short()));
         await Assert.ThrowsAsync<InvalidTurnException>(() =>
-            client.SendAndCollectAsync(c.ConversationId, "Hi", new TurnOptions { MaxTokens = 0 }));
+            client.SendAndCollectAsync(c.ConversationId, "Hi", new SamplingOptions { Temperature = 0, MaxTokens = 0 }));
         var tooLong = string.Join(' ', Enumerable.Repeat("word", 2000));
         await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(c.ConversationId, tooLong, ClusterFixture.Short()));
         var h = await client.GetHistoryAsync(c.ConversationId);

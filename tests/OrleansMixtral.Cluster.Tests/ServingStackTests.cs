@@ -58,7 +58,7 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         // what that command runs (ClusterChat, the CLI's chat --cluster), at that address: a reply
         var replies = new StringWriter();
         var notes = new StringWriter();
-        Assert.Equal(ClusterChat.ExitOk, await ClusterChat.RunAsync(chat.Groups["cluster"].Value, null, null, TurnOptions.Greedy(8),
+        Assert.Equal(ClusterChat.ExitOk, await ClusterChat.RunAsync(chat.Groups["cluster"].Value, null, null, SamplingOptions.Greedy(8),
             new StringReader("Hello\n"), replies, notes));
         Assert.False(string.IsNullOrWhiteSpace(replies.ToString()), notes.ToString());
 

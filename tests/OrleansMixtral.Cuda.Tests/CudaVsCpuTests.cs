@@ -131,18 +131,18 @@ public sealed class CudaVsCpuTests
         await using var cpu = TinyModel.Engine(weights == CudaWeightFormat.Int8 ? CpuWeightFormat.Int8 : CpuWeightFormat.Float32);
         foreach (var (prompt, _, _) in _hf.Greedy)
         {
-            var request = new GenerationRequest(_hf.Prompts[prompt], new SamplingParams { MaxTokens = 32, IgnoreEos = true });
+            var request = new GenerationRequest(_hf.Prompts[prompt], new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true });
             var expected = await cpu.Submit(request).ReadToEndAsync();
             var actual = await gpu.Submit(request).ReadToEndAsync();
             Assert.True(actual.Error is null, $"prompt {prompt}: {actual.FinishReason} {actual.Error}");
             AssertSameOrTie(_hf.Prompts[prompt], expected.OutputTokens, actual.OutputTokens, weights);
         }
         // and batched: all four prompts decode together
-        var streams = _hf.Greedy.Select(g => gpu.Submit(new GenerationRequest(_hf.Prompts[g.Prompt], new SamplingParams { MaxTokens = 32, IgnoreEos = true }))).ToArray();
+        var streams = _hf.Greedy.Select(g => gpu.Submit(new GenerationRequest(_hf.Prompts[g.Prompt], new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true }))).ToArray();
         var together = await Task.WhenAll(streams.Select(s => s.ReadToEndAsync()));
         for (var i = 0; i < together.Length; i++)
         {
-            var alone = await cpu.Submit(new GenerationRequest(_hf.Prompts[_hf.Greedy[i].Prompt], new SamplingParams { MaxTokens = 32, IgnoreEos = true })).ReadToEndAsync();
+            var alone = await cpu.Submit(new GenerationRequest(_hf.Prompts[_hf.Greedy[i].Prompt], new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true })).ReadToEndAsync();
             AssertSameOrTie(_hf.Prompts[_hf.Greedy[i].Prompt], alone.OutputTokens, together[i].OutputTokens, weights);
         }
     }
@@ -162,7 +162,7 @@ public sealed class CudaVsCpuTests
         var bos = _hf.Prompts[0][0];
         var prompts = Enumerable.Range(0, Sequences)
             .Select(i => new[] { bos }.Concat(Enumerable.Range(0, 2 + i).Select(j => text[(7 * i + j) % text.Length])).ToArray()).ToArray();
-        var sampling = new SamplingParams { MaxTokens = 16, IgnoreEos = true };
+        var sampling = new SamplingOptions { Temperature = 0, MaxTokens = 16, IgnoreEos = true };
         var largest = 0;
         using var done = new CancellationTokenSource();
         var watch = Task.Run(async () =>

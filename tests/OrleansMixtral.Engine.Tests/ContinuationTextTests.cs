@@ -16,7 +16,7 @@ public sealed class ContinuationTextTests
         foreach (var (prompt, ids, _) in _hf.Greedy)
         {
             var promptIds = _hf.Prompts[prompt];
-            var sampling = SamplingParams.Greedy(ids.Length) with { IgnoreEos = true };
+            var sampling = SamplingOptions.Greedy(ids.Length) with { IgnoreEos = true };
             var completion = await engine.Submit(new GenerationRequest(promptIds, sampling) { ContinuesPrompt = true }).ReadToEndAsync();
             var reply = await engine.Submit(new GenerationRequest(promptIds, sampling)).ReadToEndAsync();
             Assert.Equal(ids, completion.OutputTokens);
@@ -26,7 +26,7 @@ public sealed class ContinuationTextTests
         }
         // the example
         var city = tokenizer.Encode("The history of the city");
-        var text = (await engine.Submit(new GenerationRequest(city, SamplingParams.Greedy(8)) { ContinuesPrompt = true }).ReadToEndAsync()).Text;
+        var text = (await engine.Submit(new GenerationRequest(city, SamplingOptions.Greedy(8)) { ContinuesPrompt = true }).ReadToEndAsync()).Text;
         Assert.StartsWith(" ", text);
     }
 }

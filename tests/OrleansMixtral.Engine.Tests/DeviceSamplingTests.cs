@@ -50,7 +50,7 @@ public sealed class DeviceSamplingTests
 
     static readonly int[] Prompt = [1, 415, 2936, 9060, 285, 1142, 28705, 28770, 28723];
 
-    static async Task<IReadOnlyList<int>> Generate(IModelBackend backend, params SamplingParams[] requests)
+    static async Task<IReadOnlyList<int>> Generate(IModelBackend backend, params SamplingOptions[] requests)
     {
         await using var engine = new InferenceEngine(backend, TinyModel.Tokenizer);
         var results = await Task.WhenAll(requests.Select(p => engine.Submit(new GenerationRequest(Prompt, p)).ReadToEndAsync()));
@@ -60,7 +60,7 @@ public sealed class DeviceSamplingTests
     [Fact]
     public async Task A_seeded_request_gives_the_same_tokens_whether_the_host_or_the_device_samples()
     {
-        SamplingParams[] requests =
+        SamplingOptions[] requests =
         [
             new() { Temperature = 0.9f, Seed = 7, MaxTokens = 24, IgnoreEos = true },
             new() { Temperature = 0f, MaxTokens = 24, IgnoreEos = true },
@@ -79,8 +79,8 @@ public sealed class DeviceSamplingTests
     public async Task Top_k_or_top_p_in_the_batch_keeps_the_whole_step_on_the_host()
     {
         var device = new SamplingBackend(TinyModel.Backend());
-        var host = await Generate(TinyModel.Backend(), new SamplingParams { Temperature = 0.8f, TopP = 0.9f, Seed = 3, MaxTokens = 12, IgnoreEos = true });
-        var viaDevice = await Generate(device, new SamplingParams { Temperature = 0.8f, TopP = 0.9f, Seed = 3, MaxTokens = 12, IgnoreEos = true });
+        var host = await Generate(TinyModel.Backend(), new SamplingOptions { Temperature = 0.8f, TopP = 0.9f, Seed = 3, MaxTokens = 12, IgnoreEos = true });
+        var viaDevice = await Generate(device, new SamplingOptions { Temperature = 0.8f, TopP = 0.9f, Seed = 3, MaxTokens = 12, IgnoreEos = true });
         Assert.Equal(host, viaDevice);
         Assert.Equal(0, device.DeviceSteps);
         Assert.True(device.HostSteps > 0);
@@ -90,7 +90,7 @@ public sealed class DeviceSamplingTests
     public async Task Logprobs_in_the_batch_keep_the_whole_step_on_the_host_with_the_same_tokens()
     {
         // logprobs come from the logits, so the engine takes the logits path for the steps of such a request
-        SamplingParams[] requests =
+        SamplingOptions[] requests =
         [
             new() { Temperature = 0.9f, Seed = 7, MaxTokens = 12, IgnoreEos = true, Logprobs = 2 },
             new() { Temperature = 1.1f, Seed = 5, MaxTokens = 12, IgnoreEos = true },

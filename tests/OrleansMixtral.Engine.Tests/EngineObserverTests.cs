@@ -36,7 +36,7 @@ public sealed class EngineObserverTests
         ];
         const int output = 12;
         var results = await Task.WhenAll(prompts.Select(p =>
-            engine.Submit(new GenerationRequest(p, SamplingParams.Greedy(output) with { IgnoreEos = true })).ReadToEndAsync()));
+            engine.Submit(new GenerationRequest(p, SamplingOptions.Greedy(output) with { IgnoreEos = true })).ReadToEndAsync()));
 
         Assert.Equal(3, recorder.QueueWaits.Count);
         Assert.All(recorder.QueueWaits, w => Assert.True(w >= TimeSpan.Zero));
@@ -63,7 +63,7 @@ public sealed class EngineObserverTests
         Assert.Equal(0, engine.GetStats().DecodeTokensPerSecond);
 
         var watch = Stopwatch.StartNew();
-        var result = await engine.Submit(new GenerationRequest([1, 415, 2936], SamplingParams.Greedy(48) with { IgnoreEos = true })).ReadToEndAsync();
+        var result = await engine.Submit(new GenerationRequest([1, 415, 2936], SamplingOptions.Greedy(48) with { IgnoreEos = true })).ReadToEndAsync();
         var busy = engine.GetStats().DecodeTokensPerSecond;
         var elapsed = watch.Elapsed;
         Assert.Equal(48, result.Usage.CompletionTokens);

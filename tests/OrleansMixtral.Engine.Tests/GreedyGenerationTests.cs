@@ -11,7 +11,7 @@ public sealed class GreedyGenerationTests
         await using var engine = TinyModel.Engine();
         foreach (var (prompt, ids, text) in _hf.Greedy)
         {
-            var result = await engine.Submit(new GenerationRequest(_hf.Prompts[prompt], new SamplingParams { MaxTokens = 32, IgnoreEos = true }))
+            var result = await engine.Submit(new GenerationRequest(_hf.Prompts[prompt], new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true }))
                 .ReadToEndAsync();
             Assert.Equal(ids, result.OutputTokens);
             Assert.Equal(FinishReason.Length, result.FinishReason);
@@ -24,7 +24,7 @@ public sealed class GreedyGenerationTests
     {
         await using var engine = TinyModel.Engine();
         var streams = _hf.Greedy.Select(g => engine.Submit(new GenerationRequest(_hf.Prompts[g.Prompt],
-            new SamplingParams { MaxTokens = 32, IgnoreEos = true }))).ToArray();
+            new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true }))).ToArray();
         var results = await Task.WhenAll(streams.Select(s => s.ReadToEndAsync()));
         for (var i = 0; i < results.Length; i++) Assert.Equal(_hf.Greedy[i].Ids, results[i].OutputTokens);
     }
@@ -35,7 +35,7 @@ public sealed class GreedyGenerationTests
         await using var engine = TinyModel.Engine();
         var (prompt, _, text) = _hf.Greedy[0];
         var pieces = new List<GeneratedToken>();
-        var result = await engine.Submit(new GenerationRequest(_hf.Prompts[prompt], new SamplingParams { MaxTokens = 32, IgnoreEos = true }))
+        var result = await engine.Submit(new GenerationRequest(_hf.Prompts[prompt], new SamplingOptions { Temperature = 0, MaxTokens = 32, IgnoreEos = true }))
             .ReadToEndAsync(pieces.Add);
         Assert.Equal(text, string.Concat(pieces.Select(p => p.Text)));
         Assert.Equal(result.OutputTokens, pieces.Where(p => p.TokenId >= 0).Select(p => p.TokenId));

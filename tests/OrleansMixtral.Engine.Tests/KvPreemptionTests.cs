@@ -7,7 +7,7 @@ namespace OrleansMixtral.Engine.Tests;
 /// </summary>
 public sealed class KvPreemptionTests
 {
-    static SamplingParams Greedy(int n) => new() { MaxTokens = n, IgnoreEos = true };
+    static SamplingOptions Greedy(int n) => new() { Temperature = 0, MaxTokens = n, IgnoreEos = true };
 
     // 2 KiB a token on the CPU tiny model (4 layers × K and V × 64 floats): 256 KiB = 128 tokens = 8 blocks of 16
     const long EightBlocks = 256 << 10;

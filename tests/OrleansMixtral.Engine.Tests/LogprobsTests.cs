@@ -45,7 +45,7 @@ public sealed class LogprobsTests
         await using var engine = TinyModel.Engine();
         foreach (var (prompt, logits) in _hf.LastLogits)
         {
-            var result = engine.Submit(new GenerationRequest(_hf.Prompts[prompt], SamplingParams.Greedy(1) with { Logprobs = 20, IgnoreEos = true }));
+            var result = engine.Submit(new GenerationRequest(_hf.Prompts[prompt], SamplingOptions.Greedy(1) with { Logprobs = 20, IgnoreEos = true }));
             var tokens = new List<GeneratedToken>();
             await result.ReadToEndAsync(tokens.Add);
             var first = tokens.Single(t => t.TokenId >= 0).Logprobs!;
@@ -61,7 +61,7 @@ public sealed class LogprobsTests
     {
         await using var engine = TinyModel.Engine();
         var prompt = _hf.Prompts[1];
-        var sampling = new SamplingParams { Temperature = 1.3f, TopK = 40, Seed = 3, MaxTokens = 12, IgnoreEos = true, Logprobs = 5 };
+        var sampling = new SamplingOptions { Temperature = 1.3f, TopK = 40, Seed = 3, MaxTokens = 12, IgnoreEos = true, Logprobs = 5 };
         var tokens = new List<GeneratedToken>();
         var result = await engine.Submit(new GenerationRequest(prompt, sampling)).ReadToEndAsync(tokens.Add);
         var generated = tokens.Where(t => t.TokenId >= 0).ToList();
@@ -93,7 +93,7 @@ public sealed class LogprobsTests
         foreach (var (prompt, hfIds, hfLogits) in _hf.Top20)
         {
             var ids = _hf.Prompts[prompt];
-            var stream = engine.Submit(new GenerationRequest(ids, SamplingParams.Greedy(1) with { PromptLogprobs = 20 }));
+            var stream = engine.Submit(new GenerationRequest(ids, SamplingOptions.Greedy(1) with { PromptLogprobs = 20 }));
             await stream.ReadToEndAsync();
             var scores = stream.PromptLogprobs!;
             Assert.Equal(ids.Length, scores.Count);
@@ -127,10 +127,10 @@ public sealed class LogprobsTests
         await using var engine = TinyModel.Engine(options: new EngineOptions { MaxRunningSequences = 4 });
         var prompt = TinyModel.Tokenizer.Encode(string.Concat(Enumerable.Repeat("The river rose and the town council met again. ", 30)));
         Assert.InRange(prompt.Length, 250, 400);
-        await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(2))).ReadToEndAsync(); // now in the prefix cache
+        await engine.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(2))).ReadToEndAsync(); // now in the prefix cache
 
-        var others = Enumerable.Range(0, 2).Select(i => engine.Submit(new GenerationRequest(_hf.Prompts[i], SamplingParams.Greedy(40) with { IgnoreEos = true }))).ToList();
-        var scored = engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(4) with { PromptLogprobs = 2, Logprobs = 2, IgnoreEos = true }));
+        var others = Enumerable.Range(0, 2).Select(i => engine.Submit(new GenerationRequest(_hf.Prompts[i], SamplingOptions.Greedy(40) with { IgnoreEos = true }))).ToList();
+        var scored = engine.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(4) with { PromptLogprobs = 2, Logprobs = 2, IgnoreEos = true }));
         var result = await scored.ReadToEndAsync();
         foreach (var o in others) Assert.Equal(FinishReason.Length, (await o.ReadToEndAsync()).FinishReason);
 
@@ -149,7 +149,7 @@ public sealed class LogprobsTests
         });
         Assert.Equal(prompt.Length - 1, positions);
         // the same output as without logprobs: scoring changes how the prompt runs, not what follows
-        var plain = await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(4) with { IgnoreEos = true })).ReadToEndAsync();
+        var plain = await engine.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(4) with { IgnoreEos = true })).ReadToEndAsync();
         Assert.Equal(plain.OutputTokens, result.OutputTokens);
     }
 }

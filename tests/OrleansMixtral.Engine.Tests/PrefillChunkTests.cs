@@ -52,7 +52,7 @@ public sealed class PrefillChunkTests
     static async Task<GenerationResult> Greedy(IModelBackend backend, int[] prompt, int tokens)
     {
         await using var engine = new InferenceEngine(backend, TinyModel.Tokenizer);
-        var result = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = tokens, IgnoreEos = true })).ReadToEndAsync();
+        var result = await engine.Submit(new GenerationRequest(prompt, new SamplingOptions { Temperature = 0, MaxTokens = tokens, IgnoreEos = true })).ReadToEndAsync();
         Assert.True(result.Error is null, result.Error);
         Assert.Equal(tokens, result.OutputTokens.Count);
         return result;
@@ -121,7 +121,7 @@ public sealed class PrefillChunkTests
     public async Task A_prompt_that_fills_the_context_is_an_invalid_request()
     {
         await using var engine = new InferenceEngine(LongContextBackend(512, LongContext + 16), TinyModel.Tokenizer);
-        var e = Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Prompt(LongContext), SamplingParams.Greedy(1))));
+        var e = Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Prompt(LongContext), SamplingOptions.Greedy(1))));
         Assert.Contains("context", e.Message);
     }
 
@@ -129,10 +129,10 @@ public sealed class PrefillChunkTests
     public async Task A_prompt_that_fits_the_context_but_not_the_kv_cache_is_a_kv_capacity_error_and_the_engine_goes_on()
     {
         await using var engine = new InferenceEngine(LongContextBackend(512, 2048), TinyModel.Tokenizer);
-        var e = Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest(Prompt(3000), SamplingParams.Greedy(1))));
+        var e = Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest(Prompt(3000), SamplingOptions.Greedy(1))));
         Assert.Contains("KV cache", e.Message);
         // a prompt that fits runs, over several chunks
-        var ok = await engine.Submit(new GenerationRequest(Prompt(1500), SamplingParams.Greedy(2))).ReadToEndAsync();
+        var ok = await engine.Submit(new GenerationRequest(Prompt(1500), SamplingOptions.Greedy(2))).ReadToEndAsync();
         Assert.Equal((FinishReason.Length, 2, 1500), (ok.FinishReason, ok.OutputTokens.Count, ok.Usage.PromptTokens));
     }
 

@@ -5,7 +5,7 @@ namespace OrleansMixtral.Engine.Tests;
 /// <summary>A conversation's second turn computes only its new tokens; outputs are the same as without reuse.</summary>
 public sealed class PrefixReuseTests
 {
-    static SamplingParams Greedy(int n) => new() { MaxTokens = n, IgnoreEos = true };
+    static SamplingOptions Greedy(int n) => new() { Temperature = 0, MaxTokens = n, IgnoreEos = true };
 
     [Fact]
     public async Task Second_turn_computes_only_the_new_tokens_and_matches_a_cold_run()

@@ -6,7 +6,7 @@ namespace OrleansMixtral.Engine.Tests;
 public sealed class SchedulingTests
 {
     static GenerationRequest Request(string text, int maxTokens, ulong? seed = null, float temperature = 0) =>
-        new(TinyModel.Tokenizer.Encode(text), new SamplingParams { MaxTokens = maxTokens, IgnoreEos = true, Seed = seed, Temperature = temperature });
+        new(TinyModel.Tokenizer.Encode(text), new SamplingOptions { MaxTokens = maxTokens, IgnoreEos = true, Seed = seed, Temperature = temperature });
 
     [Fact]
     public async Task Sequences_joining_mid_flight_get_the_same_tokens_as_alone()
@@ -72,7 +72,7 @@ public sealed class SchedulingTests
         var at = free.Text.IndexOf(stop, StringComparison.Ordinal);
         var pieces = new List<string>();
         var stopped = await engine.Submit(new GenerationRequest(TinyModel.Tokenizer.Encode("The committee said on Friday that the"),
-            new SamplingParams { MaxTokens = 32, StopStrings = [stop] })).ReadToEndAsync(t => pieces.Add(t.Text));
+            new SamplingOptions { Temperature = 0, MaxTokens = 32, StopStrings = [stop] })).ReadToEndAsync(t => pieces.Add(t.Text));
         Assert.Equal(FinishReason.Stop, stopped.FinishReason);
         Assert.Equal(free.Text[..at], stopped.Text);
         Assert.Equal(stopped.Text, string.Concat(pieces));
@@ -84,8 +84,8 @@ public sealed class SchedulingTests
         await using var engine = TinyModel.Engine();
         var prompt = TinyModel.Tokenizer.Encode("Hello");
         // the model's own first greedy token as the stop token: it ends the reply at once
-        var first = (await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
-        var r = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, StopTokens = [first] })).ReadToEndAsync();
+        var first = (await engine.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
+        var r = await engine.Submit(new GenerationRequest(prompt, new SamplingOptions { Temperature = 0, MaxTokens = 8, StopTokens = [first] })).ReadToEndAsync();
         Assert.Equal(FinishReason.Stop, r.FinishReason);
         Assert.Empty(r.OutputTokens);
     }
@@ -96,7 +96,7 @@ public sealed class SchedulingTests
         var prompt = TinyModel.Tokenizer.Encode("Hello");
         int first;
         await using (var plain = TinyModel.Engine())
-            first = (await plain.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
+            first = (await plain.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(1))).ReadToEndAsync()).OutputTokens[0];
         // The tiny model (trained on plain text) never samples its EOS: a copy of it whose config.json names the model's
         // own first greedy token as an EOS as well does, at once.
         var dir = Directory.CreateTempSubdirectory("mixtral-eos-").FullName;
@@ -110,11 +110,11 @@ public sealed class SchedulingTests
             using var checkpoint = Model.CheckpointDirectory.Open(dir);
             await using var engine = new InferenceEngine(new Cpu.CpuMixtralBackend(checkpoint, new Cpu.CpuBackendOptions { KvCacheBytes = 16L << 20 }), TinyModel.Tokenizer);
 
-            var stopped = await engine.Submit(new GenerationRequest(prompt, SamplingParams.Greedy(8))).ReadToEndAsync();
+            var stopped = await engine.Submit(new GenerationRequest(prompt, SamplingOptions.Greedy(8))).ReadToEndAsync();
             Assert.Equal(FinishReason.Stop, stopped.FinishReason);
             Assert.Empty(stopped.OutputTokens);
 
-            var ignored = await engine.Submit(new GenerationRequest(prompt, new SamplingParams { MaxTokens = 8, IgnoreEos = true })).ReadToEndAsync();
+            var ignored = await engine.Submit(new GenerationRequest(prompt, new SamplingOptions { Temperature = 0, MaxTokens = 8, IgnoreEos = true })).ReadToEndAsync();
             Assert.Equal(FinishReason.Length, ignored.FinishReason);
             Assert.Equal(8, ignored.OutputTokens.Count);
             Assert.Equal(first, ignored.OutputTokens[0]); // the EOS was generated, and generation went on
@@ -129,17 +129,21 @@ public sealed class SchedulingTests
     public async Task Bad_requests_are_refused_with_typed_errors()
     {
         await using var engine = TinyModel.Engine(kvBytes: 512 << 10); // 256 tokens of KV
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([], SamplingParams.Greedy(1))));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, 32000], SamplingParams.Greedy(1))));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, -5], SamplingParams.Greedy(1))));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Enumerable.Repeat(1, 1024).ToArray(), SamplingParams.Greedy(1))));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { Temperature = -1 })));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { TopP = 0 })));
-        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingParams { MaxTokens = 0 })));
-        Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest([1, 2, 3], SamplingParams.Greedy(300))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([], SamplingOptions.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, 32000], SamplingOptions.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1, -5], SamplingOptions.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Enumerable.Repeat(1, 1024).ToArray(), SamplingOptions.Greedy(1))));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingOptions { Temperature = -1 })));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingOptions { TopP = 1.5f })));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingOptions { Temperature = 2.5f })));
+        Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest([1], new SamplingOptions { Temperature = 0, MaxTokens = 0 })));
+        Assert.Throws<KvCapacityException>(() => engine.Submit(new GenerationRequest([1, 2, 3], SamplingOptions.Greedy(300))));
         // the engine still serves after refusals
-        var ok = await engine.Submit(new GenerationRequest([1, 415], SamplingParams.Greedy(3))).ReadToEndAsync();
+        var ok = await engine.Submit(new GenerationRequest([1, 415], SamplingOptions.Greedy(3))).ReadToEndAsync();
         Assert.Equal(3, ok.OutputTokens.Count);
+        // top_p 0 keeps only the most likely token: greedy, whatever the temperature (as the HTTP API has it)
+        var nucleus0 = await engine.Submit(new GenerationRequest([1, 415], new SamplingOptions { Temperature = 1.5f, TopP = 0, MaxTokens = 3 })).ReadToEndAsync();
+        Assert.Equal(ok.OutputTokens, nucleus0.OutputTokens);
     }
 
     [Fact]

@@ -100,7 +100,7 @@ static partial class BenchCommand
         });
 
         var prompts = new LoadPrompts(settings.Seed, loaded.Config.VocabSize, loaded.Tokenizer.BosId, prompt);
-        var sampling = new SamplingParams { MaxTokens = output, IgnoreEos = true };
+        var sampling = new SamplingOptions { Temperature = 0, MaxTokens = output, IgnoreEos = true };
         int next = 0; // requests of the run so far: each gets its own prompt
 
         // Warm-up, not measured: two requests get the JIT to its optimised code and touch every buffer once.

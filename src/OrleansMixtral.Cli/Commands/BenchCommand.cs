@@ -77,7 +77,7 @@ static partial class BenchCommand
             });
 
             var prompts = new PromptFactory(settings.Seed, loaded.Config.VocabSize, loaded.Tokenizer.BosId);
-            var sampling = new SamplingParams { MaxTokens = output, IgnoreEos = true };
+            var sampling = new SamplingOptions { Temperature = 0, MaxTokens = output, IgnoreEos = true };
 
             // Warm-up, not measured: two requests of the shortest prompt length get the JIT to its optimised code for
             // prefill, batched decode and sampling, and touch every buffer once (longer prompts run the same code).
@@ -179,7 +179,7 @@ static partial class BenchCommand
     }
 
     /// <param name="onTokens">Called every 200 ms with the tokens the level has generated so far (progress).</param>
-    static async Task<(GenerationResult[] Results, TimeSpan Wall)> RunLevel(InferenceEngine engine, int[][] prompts, SamplingParams sampling, CancellationToken ct,
+    static async Task<(GenerationResult[] Results, TimeSpan Wall)> RunLevel(InferenceEngine engine, int[][] prompts, SamplingOptions sampling, CancellationToken ct,
         Action<long>? onTokens = null)
     {
         long generatedBefore = engine.GetStats().TokensGenerated;

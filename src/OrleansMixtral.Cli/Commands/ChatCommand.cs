@@ -2,7 +2,6 @@ using System.CommandLine;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
 using ChatEntry = OrleansMixtral.Grains.ChatEntry;
-using TurnOptions = OrleansMixtral.Grains.TurnOptions;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Cli.Commands;
@@ -54,23 +53,22 @@ static class ChatCommand
             if (r.GetResult(connectTimeout) is not null && !hasCluster) r.AddError("--connect-timeout needs --cluster");
             if (r.GetResult(model.PrefillChunkTokens) is not null && hasCluster) r.AddError("--prefill-chunk needs --model (a cluster's silos set their own)");
         });
-        var sampling = new SamplingOptions(command, defaultMaxTokens: 512, defaultTemperature: 0.7f);
+        var sampling = new SamplingFlags(command);
 
         command.SetAction(async (r, ct) =>
         {
-            SamplingParams p = sampling.Get(r);
-            p.Validate();
+            SamplingOptions p = sampling.Get(r);
+            if (p.Check() is { } bad)
+            {
+                console.Error.WriteLine("error: " + bad.Message);
+                return CliApp.ExitUsage;
+            }
             string? systemText = r.GetValue(system);
             using var interrupts = new ChatInterrupts();
             if (r.GetValue(cluster) is { } address)
             {
                 using var ctrlC = console.Interrupts.Handle(() => interrupts.Interrupt());
-                var options = new TurnOptions
-                {
-                    MaxTokens = p.MaxTokens, Temperature = p.Temperature, TopP = p.TopP, TopK = p.TopK, Seed = p.Seed,
-                    StopStrings = [.. p.StopStrings], IgnoreEos = p.IgnoreEos,
-                };
-                return await ClusterChat.RunAsync(address, r.GetValue(conversation), systemText, options,
+                return await ClusterChat.RunAsync(address, r.GetValue(conversation), systemText, p,
                     console.In, console.Out, console.Error, console.InputIsTerminal, ct, r.GetValue(clusterId),
                     TimeSpan.FromSeconds(r.GetValue(connectTimeout)), interrupts);
             }
@@ -89,7 +87,7 @@ static class ChatCommand
     }
 
     /// <summary>A conversation on a local engine, as the chat loop sees it.</summary>
-    sealed class LocalChatSession(MistralTokenizer tokenizer, InferenceEngine engine, SamplingParams sampling, string? system, int context,
+    sealed class LocalChatSession(MistralTokenizer tokenizer, InferenceEngine engine, SamplingOptions sampling, string? system, int context,
         TextWriter notes) : IChatSession
     {
         // What the model sees of the conversation, by the cluster's context policy (exact ids; the oldest whole turns go
@@ -114,7 +112,7 @@ static class ChatCommand
         public async Task<ChatTurnOutcome> SendAsync(string message, Action<string> onText, CancellationToken cancellationToken)
         {
             TurnPrompt turn;
-            try { turn = _window.NextTurn(tokenizer, system, _users, message, sampling.MaxTokens, context); }
+            try { turn = _window.NextTurn(tokenizer, system, _users, message, sampling.MaxTokens ?? int.MaxValue, context); }
             catch (ContextLengthExceededException e) { throw new ChatSessionException(e.Message, e); }
             if (turn.NewlyDropped > 0)
                 notes.WriteLine($"(dropped the {turn.NewlyDropped} oldest turn{(turn.NewlyDropped == 1 ? "" : "s")} to leave the reply room in the context)");

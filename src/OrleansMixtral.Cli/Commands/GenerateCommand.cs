@@ -22,7 +22,7 @@ static class GenerateCommand
         command.Options.Add(prompt);
         command.Options.Add(chat);
         command.Options.Add(system);
-        var sampling = new SamplingOptions(command, defaultMaxTokens: 128, defaultTemperature: 0f);
+        var sampling = new SamplingFlags(command);
         command.Validators.Add(r =>
         {
             if (r.GetResult(system) is not null && r.GetResult(chat) is null) r.AddError("--system needs --chat");
@@ -30,8 +30,12 @@ static class GenerateCommand
 
         command.SetAction(async (r, ct) =>
         {
-            SamplingParams p = sampling.Get(r);
-            p.Validate();
+            SamplingOptions p = sampling.Get(r);
+            if (p.Check() is { } bad)
+            {
+                console.Error.WriteLine("error: " + bad.Message);
+                return CliApp.ExitUsage;
+            }
             string text = r.GetRequiredValue(prompt);
             if (text == "-") text = await console.In.ReadToEndAsync(ct);
 

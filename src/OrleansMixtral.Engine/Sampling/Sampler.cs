@@ -36,7 +36,7 @@ public sealed class Sampler(int vocabSize)
     }
 
     /// <summary>Whether a backend's <see cref="IDeviceSampling"/> can stand in for <see cref="Sample"/> (top-k and top-p off).</summary>
-    public static bool OnDevice(SamplingParams p) => p.TopK == 0 && p.TopP >= 1f;
+    public static bool OnDevice(SamplingOptions p) => p.TopK == 0 && p.TopP >= 1f;
 
     /// <summary>
     /// What <see cref="Sample"/> does with top-k and top-p off, given its one draw u in [0, 1): the first token whose
@@ -56,9 +56,9 @@ public sealed class Sampler(int vocabSize)
         return n - 1;
     }
 
-    public int Sample(ReadOnlySpan<float> logits, SamplingParams p, ref SplitMix64 rng)
+    public int Sample(ReadOnlySpan<float> logits, SamplingOptions p, ref SplitMix64 rng)
     {
-        if (p.Temperature == 0f) return Argmax(logits);
+        if (p.IsGreedy) return Argmax(logits);
         if (OnDevice(p)) return SampleWithDraw(logits, p.Temperature, rng.NextDouble());
         var n = logits.Length;
         var probs = _probs.AsSpan(0, n);
