@@ -156,10 +156,14 @@ def timings(wg, k, tokens, dense=True, down_parts=(1,)):
             x16 = f16(cp.random.standard_normal((T, C), dtype=cp.float32)); y = cp.zeros((T, R), cp.float32)
             xp = cp.empty_like(x16)
             new = time_ms(lambda: wg.dense(W, sc, x16, y, T, xp=xp), iters=10)
+            narrow = {bn: time_ms(lambda bn=bn: wg.dense(W, sc, x16, y, T, xp=xp, bn=bn), iters=10) for bn in (64, 32)}
             old = time_ms(lambda: k.gemm_i8(((R + 255) // 256, (T + 63) // 64), (256,), (W, sc, x16, y, np.int32(T), np.int32(R), np.int32(C), np.int32(0))), iters=10)
             a = torch.randn(T, C, device="cuda", dtype=torch.bfloat16); b = torch.randn(C, R, device="cuda", dtype=torch.bfloat16)
             tt = torch_ms(lambda: torch.matmul(a, b))
             fl = 2 * T * R * C
+            for bn, ms in narrow.items():
+                rows.append({"op": f"dense {name} n{bn}", "T": T, "wgmma_ms": ms, "mma_sync_ms": old, "torch_bf16_ms": tt,
+                             "wgmma_TFLOPs": fl / ms / 1e9, "mma_sync_TFLOPs": fl / old / 1e9, "torch_TFLOPs": fl / tt / 1e9})
             rows.append({"op": f"dense {name}", "T": T, "wgmma_ms": new, "mma_sync_ms": old, "torch_bf16_ms": tt,
                          "wgmma_TFLOPs": fl / new / 1e9, "mma_sync_TFLOPs": fl / old / 1e9, "torch_TFLOPs": fl / tt / 1e9})
         layers = 2

@@ -7,15 +7,16 @@
 #   bash tools/gpu/device-multi-gpu.sh --cpu [--packed]
 # Every figure is through the cluster (ClusterBench's conversation mode, an Orleans client of the silos' gateways), the
 # silos started by the host launcher on one data directory (SQLite conversations, one cluster id):
-#  (a) C=64 clients of single-turn conversations, 512 prompt + 128 output tokens, through 1 silo (CUDA_VISIBLE_DEVICES=0:
+#  (a) C=128 clients (enough to fill both engines) of single-turn conversations, 512 prompt + 128 output tokens, through 1 silo (CUDA_VISIBLE_DEVICES=0:
 #      the launcher sees one GPU), then through 2 (one per GPU): aggregate output tok/s, their ratio, TTFT p50/p99;
-#  (b) C=64 clients of 4-turn conversations on the 2 silos: the share of follow-up turns that run on the silo holding
+#  (b) C_B=64 clients of 4-turn conversations on the 2 silos: the share of follow-up turns that run on the silo holding
 #      their prefix (KV affinity), and how much of the history the prefix cache gave back;
 #  (c) the same load with silo 1 killed (kill -9) mid-run: every conversation's stored history against what its client
 #      saw, the turns after the kill (on silo 0), the longest wait of a client for a reply (retrying a failed turn).
 # JSON under $OUT (a-1-silo.json, a-2-silos.json, b-affinity.json, c-kill.json, summary.json; the launchers' status
-# files and logs); the table last. About 6 minutes on the GPU machine: two loads of the synthetic 8x7B of about a
-# minute (the second on both cards at once) and four runs of about 40 s. Settings by environment: CONCURRENCY,
+# files and logs); the table last. About 3.5 minutes on the GPU machine (2026-11-29): two loads of the synthetic 8x7B
+# (42 s, then 7 s) and four runs of about 40 s. Settings by environment: CONCURRENCY (clients of (a)),
+# CONCURRENCY_B (clients of (b) and (c)),
 # DURATION, TURNS, KILL_AT, PROMPT_TOKENS, OUTPUT_TOKENS, OUTPUT_TOKENS_B; SILO_PORT, GATEWAY_PORT, DASHBOARD_PORT.
 set -uo pipefail
 cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
@@ -40,7 +41,7 @@ if [ $cpu = 1 ]; then
   : "${OUT:=artifacts/multi-gpu-cpu}"
 else
   model=synthetic:mixtral-8x7b; backend=cuda
-  : "${CONCURRENCY:=64}" "${DURATION:=30}" "${TURNS:=4}" "${KILL_AT:=12}" "${PROMPT_TOKENS:=512}" "${OUTPUT_TOKENS:=128}" "${OUTPUT_TOKENS_B:=64}"
+  : "${CONCURRENCY:=128}" "${CONCURRENCY_B:=64}" "${DURATION:=30}" "${TURNS:=4}" "${KILL_AT:=12}" "${PROMPT_TOKENS:=512}" "${OUTPUT_TOKENS:=128}" "${OUTPUT_TOKENS_B:=64}"
   : "${SILO_PORT:=11111}" "${GATEWAY_PORT:=30000}" "${DASHBOARD_PORT:=5000}"
   follow_up_words=24; ready_timeout=420
   silo_settings=()
@@ -118,7 +119,7 @@ bench() {
   local file=$1 label=$2; shift 2
   echo "== $label"
   timeout $((DURATION + 240)) $dotnet "$(prog OrleansMixtral.ClusterBench)" --cluster "$gateways" --cluster-id "$cluster_id" --model "$model" \
-    --concurrency "$CONCURRENCY" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --follow-up-words "$follow_up_words" \
+    --concurrency "${BENCH_CONCURRENCY:-$CONCURRENCY}" --duration "$DURATION" --prompt-tokens "$PROMPT_TOKENS" --follow-up-words "$follow_up_words" \
     --json "$OUT/$file" --label "$label" "$@" > "$OUT/${file%.json}.txt" 2>&1
   echo "   exit $?"
   grep -E '^\| [0-9]|^per silo|^kill|^history broken|^  [0-9]+×' "$OUT/${file%.json}.txt" | cut -c1-400
@@ -134,8 +135,8 @@ stop_host host-1-silo
 start_host host-2-silos "${two_silos[@]}" || exit 1
 silo1_pid=$(json "$status" "d['silos'][1]['processId']")
 bench a-2-silos.json "a: 2 silos" --turns 1 --output-tokens "$OUTPUT_TOKENS"
-bench b-affinity.json "b: $TURNS-turn conversations, 2 silos" --turns "$TURNS" --output-tokens "$OUTPUT_TOKENS_B" --warmup 0
-bench c-kill.json "c: kill -9 of silo 1 at ${KILL_AT} s" --turns "$TURNS" --output-tokens "$OUTPUT_TOKENS_B" --warmup 0 \
+BENCH_CONCURRENCY=${CONCURRENCY_B:-$CONCURRENCY} bench b-affinity.json "b: $TURNS-turn conversations, 2 silos" --turns "$TURNS" --output-tokens "$OUTPUT_TOKENS_B" --warmup 0
+BENCH_CONCURRENCY=${CONCURRENCY_B:-$CONCURRENCY} bench c-kill.json "c: kill -9 of silo 1 at ${KILL_AT} s" --turns "$TURNS" --output-tokens "$OUTPUT_TOKENS_B" --warmup 0 \
   --kill-pid "$silo1_pid" --kill-at "$KILL_AT"
 grep -E "^silo 1 .*exited" "$OUT/host-2-silos.log"
 stop_host host-2-silos
