@@ -87,6 +87,20 @@ public sealed class MixtralSiloOptions
     public int StreamPublishIntervalMilliseconds { get; set; } = 20;
     /// <summary>Queues of the memory stream provider (each polled by one agent somewhere in the cluster).</summary>
     public int StreamQueues { get; set; } = 2;
+    /// <summary>
+    /// How long the token streams' events stay in the stream agents' cache after delivery. Watchers get an event within a
+    /// polling period, and one who joins mid-turn gets the turn's start from the conversation grain, not from this cache;
+    /// Orleans' default of 30 minutes held every chunk of every conversation that long (≈ 100 KB a conversation in the
+    /// 30-minute soak: docs/RELIABILITY.md).
+    /// </summary>
+    public int StreamCacheSeconds { get; set; } = 60;
+    /// <summary>
+    /// An idle conversation leaves the silo's memory after this many minutes (at least 2): its grain activation (the
+    /// state, the last turn's replay) and its token stream's entries in the stream agent and the stream's pub-sub grain.
+    /// The next call for it reads it back from storage (one read; its KV prefix stays where it was). Orleans' default for
+    /// a grain is 15: a silo then holds every conversation of the last quarter hour.
+    /// </summary>
+    public int ConversationIdleMinutes { get; set; } = 5;
 
     public ConversationStorageKind Storage { get; set; } = ConversationStorageKind.Sqlite;
     /// <summary>
@@ -114,6 +128,14 @@ public sealed class MixtralSiloOptions
     /// <summary>The data directory as an absolute path.</summary>
     public string ResolveDataDirectory() =>
         Path.GetFullPath(string.IsNullOrWhiteSpace(DataDirectory) ? DefaultDataDirectory : DataDirectory, Environment.CurrentDirectory);
+
+    /// <summary>
+    /// <see cref="ConversationIdleMinutes"/> as a time; <see cref="ArgumentException"/> below 2 (Orleans collects idle
+    /// activations once a minute and refuses an age that is not above that).
+    /// </summary>
+    public TimeSpan ConversationIdle() => ConversationIdleMinutes >= 2
+        ? TimeSpan.FromMinutes(ConversationIdleMinutes)
+        : throw new ArgumentException($"Mixtral:ConversationIdleMinutes must be at least 2, not {ConversationIdleMinutes}");
 
     /// <summary>The conversation database (Sqlite storage), an absolute path.</summary>
     public string DatabasePath => Path.Combine(ResolveDataDirectory(), DatabaseFileName);

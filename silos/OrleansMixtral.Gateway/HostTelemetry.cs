@@ -32,13 +32,14 @@ public static class HostTelemetry
 
     /// <summary>
     /// /metrics (mapped by the caller: <c>MapPrometheusScrapingEndpoint</c>): the gateway's meter, Orleans' (with a silo's
-    /// engine gauges, as its dashboard shows them) and ASP.NET Core's.
+    /// engine gauges, as its dashboard shows them), ASP.NET Core's and the .NET runtime's (GC heap, working set: what a
+    /// soak watches).
     /// </summary>
     public static void AddMetrics(IServiceCollection services, string serviceName) =>
         services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService(serviceName))
             .WithMetrics(m => m
-                .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel")
+                .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime")
                 .AddPrometheusExporter());
 
     /// <summary>Traces, when an exporter is configured (see the remarks); false when none is.</summary>

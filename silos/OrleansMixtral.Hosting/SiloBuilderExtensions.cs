@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Runtime;
+using Orleans.Storage;
 using OrleansMixtral.Grains;
 using StackExchange.Redis;
 
@@ -31,13 +32,35 @@ public static partial class SiloBuilderExtensions
         // a turn's trace crosses grain calls (conversation grain → engine grain) and silos (GrainTracing)
         silo.AddActivityPropagation();
 
+        var idle = options.ConversationIdle();
         silo.AddMemoryStreams(TokenStreams.Provider, streams =>
         {
             streams.ConfigurePartitioning(Math.Max(1, options.StreamQueues));
             streams.ConfigurePullingAgent(agent => agent.Configure(o =>
-                o.GetQueueMsgsTimerPeriod = TimeSpan.FromMilliseconds(Math.Max(1, options.StreamPollMilliseconds))));
+            {
+                o.GetQueueMsgsTimerPeriod = TimeSpan.FromMilliseconds(Math.Max(1, options.StreamPollMilliseconds));
+                // The agent's entry for a conversation's stream goes with the conversation (Orleans keeps it 30 minutes).
+                o.StreamInactivityPeriod = idle;
+            }));
+            // Events leave the cache soon after delivery, and so does the cache's note of each stream's last purged event.
+            var cache = TimeSpan.FromSeconds(Math.Max(1, options.StreamCacheSeconds));
+            streams.ConfigureCacheEviction(eviction => eviction.Configure(o =>
+            {
+                o.DataMinTimeInCache = cache;
+                o.DataMaxAgeInCache = cache;
+                o.MetadataMinTimeInCache = cache;
+            }));
         });
-        silo.AddMemoryGrainStorage("PubSubStore");
+        // Each conversation's stream has a pub-sub record (its producer, its watchers). Memory storage would keep every
+        // record for the life of the process, one more per conversation ever streamed; in the conversations' storage a
+        // record costs disk beside the conversation's own, not memory, and outlives the silo that held it (a watcher's
+        // subscription survives a silo stopping). Orleans' pub-sub grain finds its storage by this name.
+        services.AddKeyedSingleton<IGrainStorage>(PubSubStore, (sp, _) => sp.GetRequiredKeyedService<IGrainStorage>(ConversationGrain.StorageName));
+        silo.Configure<GrainCollectionOptions>(o =>
+        {
+            o.ClassSpecificCollectionAge[typeof(ConversationGrain).FullName!] = idle;
+            o.ClassSpecificCollectionAge[PubSubGrainClass] = idle;
+        });
 
         switch (options.Storage)
         {
@@ -69,6 +92,11 @@ public static partial class SiloBuilderExtensions
         }
         return silo;
     }
+
+    /// <summary>The storage name under which Orleans' stream pub-sub grains keep their state.</summary>
+    public const string PubSubStore = "PubSubStore";
+    /// <summary>The class of Orleans' stream pub-sub grain (one activation per stream that has had a producer or a watcher).</summary>
+    const string PubSubGrainClass = "Orleans.Streams.PubSubRendezvousGrain";
 
     /// <summary>Says, when the silo starts, that its conversations will not outlive it.</summary>
     sealed partial class MemoryStorageWarning(ILogger<MemoryStorageWarning> log) : ILifecycleParticipant<ISiloLifecycle>

@@ -164,6 +164,7 @@ public static class SiloSetup
         if (mixtral.PrefillChunkTokens is { } chunk
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
+        mixtral.ConversationIdle(); // throws for an age Orleans would refuse when the silo starts
         // A GPU this process does not see stops the silo now, not after a model load.
         if (mixtral.Engine && SiloEngineHost.DeviceProblem(mixtral) is { } badDevice) throw new ArgumentException(badDevice);
         var siloPort = Port(config, "SiloPort", 11111);

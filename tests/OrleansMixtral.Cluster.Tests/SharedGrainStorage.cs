@@ -17,6 +17,9 @@ public sealed class SharedGrainStorage(Serializer serializer) : IGrainStorage
 
     public static int Count => Store.Count;
 
+    /// <summary>The stored states' keys: the state's name (the grain type's, for Orleans' own grains), '/', the grain id.</summary>
+    public static IReadOnlyCollection<string> Keys => [.. Store.Keys];
+
     public Task ReadStateAsync<T>(string grainType, GrainId grainId, IGrainState<T> grainState)
     {
         if (Store.TryGetValue(Key(grainType, grainId), out var entry))

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Orleans.Runtime;
 using OrleansMixtral.Grains;
 
 namespace OrleansMixtral.Cluster.Tests;
@@ -104,6 +105,44 @@ public sealed class TokenStreamTests(ClusterFixture fixture)
         }
         Assert.Equal(600, got.Where(ch => ch.Turn == 0).Sum(ch => ch.TokenIds.Length));
     }
+
+    /// <summary>
+    /// The streams' pub-sub records are in the conversations' storage (one per streamed conversation), none in silo memory
+    /// (Orleans' memory storage kept one per conversation for the life of the process), and a watcher's subscription
+    /// lives through the deactivation of every idle grain: its record is read back from that storage.
+    /// </summary>
+    [Fact(Timeout = 60_000)]
+    public async Task Pub_sub_records_are_in_the_conversation_storage_and_a_watcher_outlives_the_deactivation_of_idle_grains()
+    {
+        var client = fixture.Client;
+        var ids = new List<string>();
+        for (var i = 0; i < 3; i++) ids.Add((await client.StartConversationAsync()).ConversationId);
+        var watcher = new Subscriber { Expected = 2 };
+        await using var subscription = await client.SubscribeAsync(ids[0], watcher.On);
+        foreach (var id in ids) Assert.True((await client.SendAndCollectAsync(id, "One", ClusterFixture.Short(5))).Succeeded);
+
+        // The stream agent registers a stream when it first reads its events from the queue (a poll after the turn's
+        // first chunk, maybe after the turn's end).
+        static bool Recorded(string id) => SharedGrainStorage.Keys.Count(k =>
+            k.StartsWith("PubSubRendezvousGrain/", StringComparison.Ordinal) && k.EndsWith("/" + id, StringComparison.Ordinal)) == 1;
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while (!ids.All(Recorded) && DateTime.UtcNow < until) await Task.Delay(20);
+        Assert.All(ids, id => Assert.True(Recorded(id), $"no pub-sub record of {id} in the conversation storage"));
+        var management = fixture.Cluster.Client.GetGrain<IManagementGrain>(0);
+        Assert.DoesNotContain(await management.GetSimpleGrainStatistics(), s => s.GrainType.Contains("MemoryStorage", StringComparison.Ordinal));
+
+        // Every idle grain of the cluster goes (the conversations', the pub-sub grains'); the next turn's events reach the watcher.
+        var pubSubBefore = await PubSubActivations(management);
+        Assert.True(pubSubBefore >= ids.Count, $"{pubSubBefore} pub-sub grains are active");
+        await management.ForceActivationCollection(TimeSpan.Zero);
+        Assert.True(await PubSubActivations(management) < pubSubBefore, "no pub-sub grain was deactivated: nothing was tested");
+        Assert.True((await client.SendAndCollectAsync(ids[0], "Two", ClusterFixture.Short(5))).Succeeded);
+        await watcher.Finals.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal([0, 1], watcher.Chunks.Select(ch => ch.Turn).Distinct());
+    }
+
+    static async Task<int> PubSubActivations(IManagementGrain management) =>
+        (await management.GetSimpleGrainStatistics()).Where(s => s.GrainType.Contains("PubSubRendezvous", StringComparison.Ordinal)).Sum(s => s.ActivationCount);
 
     [Fact(Timeout = 60_000)]
     public async Task A_watcher_who_joins_after_a_turn_ended_gets_none_of_it()
