@@ -332,9 +332,13 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
 
     /// <summary>
     /// The wgmma dense products' token tile: 32 for decode-sized steps, where more blocks beat fewer wider ones (qkv at
-    /// 128 tokens: 43 µs with 32-token tiles, 47 with 64, 60 with 128; H200, harness, 2026-11-29), 128 for prompts.
+    /// 128 tokens: 43 µs with 32-token tiles, 47 with 64, 60 with 128); for prompts 128, or 64 where 128-token tiles would
+    /// leave half the SMs idle (the o projection at 512 tokens, 64 blocks: 46 µs against 58; qkv there, 96 blocks: 90
+    /// against 62 stays at 128, and so does every product from 1,024 tokens on). H200, harness, 2026-11-29.
     /// </summary>
-    static int DenseTile(int T) => T <= DecodeMaxTokens ? WgmmaTokenTiles.Min() : WgmmaTokenTiles.Max();
+    int DenseTile(int T, int rows) =>
+        T <= DecodeMaxTokens ? WgmmaTokenTiles[0]
+        : 2 * Blocks(T, WgmmaTokenTiles[^1]) * Blocks(rows, WgmmaRows) < _d.Multiprocessors ? WgmmaTokenTiles[^2] : WgmmaTokenTiles[^1];
 
     /// <summary>
     /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
@@ -352,7 +356,10 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             Linear(L.Qkv, _act16, _qkv, T, accumulate: false);
             Attention(l, T);
             Linear(L.O, _act16, _x, T, accumulate: true); // the residual add is fused
-            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
+            if (T > DecodeMaxTokens && _c.NumExperts <= 8) // prompts: a warp a token, the gate rows shared through L1 (moe.cu)
+                _d.Launch("rmsnorm_router_rows", Blocks(T, 8), 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, T, h, eps, _c.NumExperts, K);
+            else
+                _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
             TraceRouter(l, T);
             Experts(L, T);
         }
@@ -369,7 +376,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
                 w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
         else if (_wgmma && w.IsInt8)
         {
-            var tile = DenseTile(T);
+            var tile = DenseTile(T, w.Rows);
             _d.Launch("permute_units_f16", (uint)T, 1, 256, x16, _xPerm16!, T, w.Cols);
             _d.LaunchWithSharedMemory($"wgmma_dense_i8_n{tile}", (Blocks(T, tile), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
                 w.Weight, w.Scales!.Ptr, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
