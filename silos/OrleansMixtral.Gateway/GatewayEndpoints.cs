@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using OrleansMixtral.Client.AI;
 using OrleansMixtral.Grains;
 
@@ -405,12 +406,15 @@ public sealed partial class GatewayEndpoints(
 
     // ---- /health ----
 
-    public async Task HealthAsync(HttpContext ctx)
+    /// <summary>
+    /// /health's body (ASP.NET Core's health check middleware runs <see cref="EnginesHealthCheck"/> and sets the status: 200
+    /// when an engine answers, else 503): the model, the gateway's slots and every engine's load.
+    /// </summary>
+    public async Task WriteHealthAsync(HttpContext ctx, HealthReport report)
     {
-        IReadOnlyList<EngineLoad> loads;
-        try { loads = await service.GetEngineLoadsAsync(); }
-        catch (Exception) { loads = []; }
-        await WriteJsonAsync(ctx, loads.Count > 0 ? 200 : 503, w =>
+        var loads = report.Entries.TryGetValue(EnginesHealthCheck.Name, out var entry)
+            && entry.Data.TryGetValue(EnginesHealthCheck.LoadsKey, out var data) && data is IReadOnlyList<EngineLoad> found ? found : [];
+        await WriteJsonAsync(ctx, ctx.Response.StatusCode, w =>
         {
             w.WriteStartObject();
             w.WriteString("status", loads.Count > 0 ? "ok" : "unavailable");

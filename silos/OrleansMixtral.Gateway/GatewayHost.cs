@@ -1,5 +1,7 @@
 using System.Net;
 using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
 using OrleansMixtral.Client;
@@ -157,6 +159,7 @@ public static partial class GatewayHost
             return new OpenAiRequests(options, service.ContextLength, service.Tokenizer.VocabSize, [service.ModelId, .. options.ModelAliases]);
         });
         services.AddSingleton<GatewayEndpoints>();
+        services.AddHealthChecks().AddCheck<EnginesHealthCheck>(EnginesHealthCheck.Name);
         services.AddHostedService<EnginePoller>();
     }
 
@@ -282,7 +285,8 @@ public static partial class GatewayHost
         app.MapDelete("/v1/conversations/{id}", (HttpContext ctx, string id) => endpoints.DeleteConversationAsync(ctx, id));
         app.MapPost("/v1/conversations/{id}/cancel", (HttpContext ctx, string id) => endpoints.CancelConversationAsync(ctx, id));
         app.MapGet("/v1/conversations/{id}/stream", (HttpContext ctx, string id) => endpoints.SubscribeAsync(ctx, id));
-        app.MapGet("/health", endpoints.HealthAsync);
+        app.MapHealthChecks("/health", new HealthCheckOptions { ResponseWriter = endpoints.WriteHealthAsync })
+            .WithMetadata(new HttpMethodMetadata(["GET"])); // as the other endpoints: another method is a 405
         app.MapPrometheusScrapingEndpoint("/metrics");
 
         app.Lifetime.ApplicationStarted.Register(() =>
