@@ -21,7 +21,7 @@ public interface IConversationGrain : IGrainWithStringKey
     /// <summary>
     /// Runs a turn and streams its chunks back to the caller (the direct path; the same chunks go to the conversation's
     /// token stream). The last chunk has <see cref="TokenChunk.End"/> set: a failure of the engine or its silo ends the
-    /// turn with <see cref="TurnFinish.Error"/> there. Throws <see cref="TurnInProgressException"/> when a turn is already
+    /// turn with <see cref="FinishReason.Error"/> there. Throws <see cref="TurnInProgressException"/> when a turn is already
     /// running, <see cref="InvalidTurnException"/> for a request that can never run and <see cref="ConversationNotFoundException"/>
     /// when the conversation was never started (or its storage lost it). Disposing the enumeration early cancels the turn.
     /// </summary>

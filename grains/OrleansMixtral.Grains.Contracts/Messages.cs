@@ -15,20 +15,6 @@ public sealed record ChatEntry(
     [property: Id(0)] ChatRole Role,
     [property: Id(1)] string Content);
 
-/// <summary>How a turn ended.</summary>
-[GenerateSerializer, Alias("mixtral.TurnFinish")]
-public enum TurnFinish
-{
-    /// <summary>The model ended its reply (EOS or a stop string).</summary>
-    Stop = 0,
-    /// <summary>The reply reached MaxTokens or the context length.</summary>
-    Length = 1,
-    /// <summary>The turn was cancelled; the history does not contain it.</summary>
-    Cancelled = 2,
-    /// <summary>The turn failed (a silo went away, the engine failed); the history does not contain it.</summary>
-    Error = 3,
-}
-
 /// <summary>Token counts of one turn.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TurnUsage")]
 public sealed record TurnUsage(
@@ -47,7 +33,7 @@ public sealed record TurnUsage(
 [GenerateSerializer, Immutable, Alias("mixtral.TurnEnd")]
 public sealed record TurnEnd
 {
-    [Id(0)] public required TurnFinish Finish { get; init; }
+    [Id(0)] public required FinishReason Finish { get; init; }
     [Id(1)] public TurnUsage Usage { get; init; } = new(0, 0, 0);
     /// <summary>Why the turn failed or was cancelled; null otherwise.</summary>
     [Id(2)] public string? Error { get; init; }
@@ -65,7 +51,7 @@ public sealed record TurnEnd
     /// </summary>
     [Id(7)] public bool Overloaded { get; init; }
 
-    public bool Succeeded => Finish is TurnFinish.Stop or TurnFinish.Length;
+    public bool Succeeded => Finish is FinishReason.Stop or FinishReason.Length;
 }
 
 /// <summary>One token's log-probability and the most likely tokens at its position with theirs, best first.</summary>
@@ -236,7 +222,10 @@ public sealed class TurnInProgressException : Exception
 [GenerateSerializer, Alias("mixtral.InvalidTurnException")]
 public sealed class InvalidTurnException : Exception
 {
-    public InvalidTurnException(string message) : base(message) { }
+    public InvalidTurnException(string message, ErrorKind kind = ErrorKind.InvalidRequest) : base(message) => Kind = kind;
+
+    /// <summary>What kind of refusal this is (<see cref="ErrorKind.ContextLengthExceeded"/>: the prompt leaves no room).</summary>
+    [Id(0)] public ErrorKind Kind { get; init; }
 }
 
 /// <summary>The conversation does not exist: it was never started (<c>Start</c>), or its storage lost it.</summary>

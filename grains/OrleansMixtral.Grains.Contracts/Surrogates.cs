@@ -50,3 +50,31 @@ public sealed class SamplingOptionsConverter : IConverter<SamplingOptions, Sampl
         PromptLogprobs = o.PromptLogprobs,
     };
 }
+
+/// <summary>The wire form of <see cref="FinishReason"/> (its number).</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.FinishReason")]
+public struct FinishReasonSurrogate
+{
+    [Id(0)] public int Value;
+}
+
+[RegisterConverter]
+public sealed class FinishReasonConverter : IConverter<FinishReason, FinishReasonSurrogate>
+{
+    public FinishReason ConvertFromSurrogate(in FinishReasonSurrogate s) => (FinishReason)s.Value;
+    public FinishReasonSurrogate ConvertToSurrogate(in FinishReason value) => new() { Value = (int)value };
+}
+
+/// <summary>The wire form of <see cref="ErrorKind"/> (its number).</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.ErrorKind")]
+public struct ErrorKindSurrogate
+{
+    [Id(0)] public int Value;
+}
+
+[RegisterConverter]
+public sealed class ErrorKindConverter : IConverter<ErrorKind, ErrorKindSurrogate>
+{
+    public ErrorKind ConvertFromSurrogate(in ErrorKindSurrogate s) => (ErrorKind)s.Value;
+    public ErrorKindSurrogate ConvertToSurrogate(in ErrorKind value) => new() { Value = (int)value };
+}

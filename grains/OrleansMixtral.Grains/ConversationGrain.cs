@@ -114,7 +114,7 @@ public sealed partial class ConversationGrain(
             Emit(run, new TokenChunk
             {
                 ConversationId = Id, Turn = run.Turn, Sequence = run.NextSequence++,
-                End = new TurnEnd { Finish = TurnFinish.Error, Error = $"the conversation's silo is shutting down ({reason.Description})", Silo = run.EngineSilo },
+                End = new TurnEnd { Finish = FinishReason.Error, Error = $"the conversation's silo is shutting down ({reason.Description})", Silo = run.EngineSilo },
             });
         }
         _publish?.Writer.TryComplete();
@@ -244,7 +244,7 @@ public sealed partial class ConversationGrain(
             return window.NextTurn(model.Tokenizer, system, [.. kept.Select(k => k.User)], userMessage, maxTokens, model.ContextLength,
                 _options.ReplyReserveTokens);
         }
-        catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message); }
+        catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message, ErrorKind.ContextLengthExceeded); }
     }
 
     static Tok.ChatMessage ToTokenizer(ChatEntry e) => new(e.Role switch
@@ -264,7 +264,7 @@ public sealed partial class ConversationGrain(
         }
         catch (Exception e)
         {
-            end = new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = run.EngineSilo };
+            end = new TurnEnd { Finish = FinishReason.Error, Error = e.Message, Silo = run.EngineSilo };
         }
         // Say what the prompt left out: the caller learns that the model no longer sees the oldest turns.
         end = end with { Usage = end.Usage with { DroppedTurns = run.Prompt.Window.DroppedTurns } };
@@ -274,7 +274,7 @@ public sealed partial class ConversationGrain(
             catch (Exception e)
             {
                 LogCommitFailed(log, Id, run.Turn, e);
-                end = end with { Finish = TurnFinish.Error, Error = "the reply could not be stored: " + e.Message };
+                end = end with { Finish = FinishReason.Error, Error = "the reply could not be stored: " + e.Message };
             }
         }
         LogTurnEnded(log, Id, run.Turn, end.Finish, end.Silo, end.Usage.PromptTokens, end.Usage.CachedPromptTokens, end.Usage.CompletionTokens, end.Error);
@@ -328,14 +328,14 @@ public sealed partial class ConversationGrain(
         var affinity = target is not null;
         while (true)
         {
-            if (run.IsCancelRequested) return (new TurnEnd { Finish = TurnFinish.Cancelled, Error = run.CancelReason }, []);
+            if (run.IsCancelRequested) return (new TurnEnd { Finish = FinishReason.Cancelled, Error = run.CancelReason }, []);
             if (target is null)
             {
                 target = await engines.PickAsync(Id, tried);
                 affinity = false;
                 if (target is null && refusedKv is not null) (target, refusedKv) = (refusedKv, null); // no other engine: queue there
                 if (target is null)
-                    return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError ?? "no engine is available in the cluster", Overloaded = busy }, []);
+                    return (new TurnEnd { Finish = FinishReason.Error, Error = lastError ?? "no engine is available in the cluster", Overloaded = busy }, []);
             }
             var attempt = await StreamFromEngineAsync(run, target, refuseIfBusy: affinity);
             if (attempt.End is { } end) return (end, attempt.Output);
@@ -345,7 +345,7 @@ public sealed partial class ConversationGrain(
             if (attempt.Busy && affinity) refusedKv = target;
             tried.Add(target);
             target = null;
-            if (tried.Count > 3) return (new TurnEnd { Finish = TurnFinish.Error, Error = lastError, Overloaded = busy }, []);
+            if (tried.Count > 3) return (new TurnEnd { Finish = FinishReason.Error, Error = lastError, Overloaded = busy }, []);
         }
     }
 
@@ -380,7 +380,7 @@ public sealed partial class ConversationGrain(
                 bool more;
                 try { more = await MoveNextOrAbandon(enumerator, run.Abandon.Task); }
                 catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message, Busy: true); }
-                catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = e.Message, Silo = silo }, [], null); }
+                catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = FinishReason.Error, Error = e.Message, Silo = silo }, [], null); }
                 catch (Exception e) when (!anyToken && !run.IsCancelRequested)
                 {
                     return new Attempt(null, [], $"the engine on silo {silo} could not be reached: {run.LostReason ?? e.Message}");
@@ -388,19 +388,19 @@ public sealed partial class ConversationGrain(
                 catch (Exception e)
                 {
                     var end = run.IsCancelRequested
-                        ? new TurnEnd { Finish = TurnFinish.Cancelled, Error = run.CancelReason, Silo = silo }
-                        : new TurnEnd { Finish = TurnFinish.Error, Error = $"the engine on silo {silo} was lost mid-turn: {run.LostReason ?? e.Message}", Silo = silo };
+                        ? new TurnEnd { Finish = FinishReason.Cancelled, Error = run.CancelReason, Silo = silo }
+                        : new TurnEnd { Finish = FinishReason.Error, Error = $"the engine on silo {silo} was lost mid-turn: {run.LostReason ?? e.Message}", Silo = silo };
                     return new Attempt(end, [], null);
                 }
                 if (!more)
-                    return new Attempt(new TurnEnd { Finish = TurnFinish.Error, Error = "the engine's stream ended without a result", Silo = silo }, [], null);
+                    return new Attempt(new TurnEnd { Finish = FinishReason.Error, Error = "the engine's stream ended without a result", Silo = silo }, [], null);
                 var chunk = enumerator.Current;
                 run.LastProgress = Stopwatch.GetTimestamp();
                 if (chunk.End is { } engineEnd)
                 {
-                    if (engineEnd.Finish == TurnFinish.Cancelled && !run.IsCancelRequested)
-                        engineEnd = engineEnd with { Finish = TurnFinish.Error, Error = $"the engine on silo {silo} stopped: {engineEnd.Error}" };
-                    else if (engineEnd.Finish == TurnFinish.Cancelled)
+                    if (engineEnd.Finish == FinishReason.Cancelled && !run.IsCancelRequested)
+                        engineEnd = engineEnd with { Finish = FinishReason.Error, Error = $"the engine on silo {silo} stopped: {engineEnd.Error}" };
+                    else if (engineEnd.Finish == FinishReason.Cancelled)
                         engineEnd = engineEnd with { Error = run.CancelReason };
                     return new Attempt(engineEnd, chunk.OutputTokens, null);
                 }
@@ -571,7 +571,7 @@ public sealed partial class ConversationGrain(
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Conversation {Conversation} turn {Turn}: {Finish} on {Silo}, prompt {Prompt} ({Cached} cached), {Completion} generated {Error}")]
-    static partial void LogTurnEnded(ILogger log, string conversation, int turn, TurnFinish finish, string? silo, int prompt, int cached, int completion, string? error);
+    static partial void LogTurnEnded(ILogger log, string conversation, int turn, FinishReason finish, string? silo, int prompt, int cached, int completion, string? error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Conversation {Conversation} turn {Turn}: leaving engine {Silo}: {Reason}")]
     static partial void LogRerouted(ILogger log, string conversation, int turn, string silo, string? reason);

@@ -25,6 +25,6 @@ public static class GrainTracing
         span.SetTag("gen_ai.usage.input_tokens", end.Usage.PromptTokens);
         span.SetTag("gen_ai.usage.output_tokens", end.Usage.CompletionTokens);
         span.SetTag("mixtral.cached_prompt_tokens", end.Usage.CachedPromptTokens);
-        if (end.Finish == TurnFinish.Error) span.SetStatus(ActivityStatusCode.Error, end.Error);
+        if (end.Finish == FinishReason.Error) span.SetStatus(ActivityStatusCode.Error, end.Error);
     }
 }

@@ -125,19 +125,12 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
 
     EngineChunk Final(GenerationResult r)
     {
-        var finish = r.FinishReason switch
-        {
-            FinishReason.Stop => TurnFinish.Stop,
-            FinishReason.Length => TurnFinish.Length,
-            FinishReason.Cancelled => TurnFinish.Cancelled,
-            _ => TurnFinish.Error,
-        };
         return new EngineChunk
         {
             OutputTokens = [.. r.OutputTokens],
             End = new TurnEnd
             {
-                Finish = finish,
+                Finish = r.FinishReason,
                 Usage = new TurnUsage(r.Usage.PromptTokens, r.Usage.CachedPromptTokens, r.Usage.CompletionTokens),
                 Error = r.Error,
                 Silo = _siloKey,

@@ -43,7 +43,7 @@ public sealed partial class GatewayEndpoints(
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { return; } // the client went away
         catch (GatewayException e) { (status, message, code, param) = (e.Status, e.Message, e.Code ?? "error", e.Param); }
         catch (MixtralRequestException e) { (status, message, code, param) = (400, e.Message, e.Code, e.Param); }
-        catch (InvalidTurnException e) { (status, message, code) = (400, e.Message, "invalid_request"); }
+        catch (InvalidTurnException e) { (status, message, code) = (400, e.Message, e.Kind == ErrorKind.ContextLengthExceeded ? "context_length_exceeded" : "invalid_request"); }
         catch (TurnInProgressException) { (status, message, code) = (409, "the conversation is generating another turn; wait for it to end or cancel it", "conversation_busy"); }
         catch (ConversationNotFoundException)
         {
@@ -254,7 +254,7 @@ public sealed partial class GatewayEndpoints(
         {
             // Failed before any text (a conversation whose turn found no engine able to take it, a silo lost at once):
             // still a plain error response, with Retry-After.
-            if (early.Finish == TurnFinish.Cancelled) throw new GatewayException(409, "the reply was cancelled before it began", "cancelled");
+            if (early.Finish == FinishReason.Cancelled) throw new GatewayException(409, "the reply was cancelled before it began", "cancelled");
             if (early.Overloaded) throw new MixtralOverloadedException("every engine's queue is full: " + early.Error);
             throw new MixtralUnavailableException("the reply could not start: " + early.Error);
         }
@@ -307,7 +307,7 @@ public sealed partial class GatewayEndpoints(
             }
             if (!await updates.MoveNextAsync())
             {
-                end = new TurnEnd { Finish = TurnFinish.Error, Error = "the generation ended without a result" };
+                end = new TurnEnd { Finish = FinishReason.Error, Error = "the generation ended without a result" };
                 break;
             }
             u = updates.Current;
@@ -316,7 +316,7 @@ public sealed partial class GatewayEndpoints(
         double? rate = null;
         if (end.Usage.CompletionTokens > 1 && lastTokenAt > firstTokenAt)
             rate = (end.Usage.CompletionTokens - 1) / Stopwatch.GetElapsedTime(firstTokenAt, lastTokenAt).TotalSeconds;
-        var outcome = end.Succeeded ? "ok" : end.Finish == TurnFinish.Cancelled ? "cancelled" : "error";
+        var outcome = end.Succeeded ? "ok" : end.Finish == FinishReason.Cancelled ? "cancelled" : "error";
         metrics.Finished(outcome, end.Usage.PromptTokens, end.Usage.CompletionTokens, rate, tags);
         if (trace is not null)
         {
@@ -340,16 +340,16 @@ public sealed partial class GatewayEndpoints(
             {
                 // No [DONE]: the reply is incomplete. The client gets one short line; what failed (silos, Orleans' words) goes
                 // to the log.
-                if (end.Finish != TurnFinish.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
-                await sse.WriteErrorAsync(end.Finish == TurnFinish.Cancelled ? "the reply was cancelled" : ReplyFailed,
-                    end.Finish == TurnFinish.Cancelled ? "cancelled" : "generation_failed");
+                if (end.Finish != FinishReason.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
+                await sse.WriteErrorAsync(end.Finish == FinishReason.Cancelled ? "the reply was cancelled" : ReplyFailed,
+                    end.Finish == FinishReason.Cancelled ? "cancelled" : "generation_failed");
             }
             return;
         }
         if (!end.Succeeded)
         {
-            if (end.Finish != TurnFinish.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
-            throw end.Finish == TurnFinish.Cancelled
+            if (end.Finish != FinishReason.Cancelled) LogReplyFailed(log, endpoint, mode, end.Error);
+            throw end.Finish == FinishReason.Cancelled
                 ? new GatewayException(409, "the reply was cancelled", "cancelled")
                 : new GatewayException(503, ReplyFailed, "generation_failed");
         }
@@ -584,9 +584,9 @@ public sealed partial class GatewayEndpoints(
                     {
                         w.WriteString("finish_reason", end.Finish switch
                         {
-                            TurnFinish.Stop => "stop",
-                            TurnFinish.Length => "length",
-                            TurnFinish.Cancelled => "cancelled",
+                            FinishReason.Stop => "stop",
+                            FinishReason.Length => "length",
+                            FinishReason.Cancelled => "cancelled",
                             _ => "error",
                         });
                         w.WriteNumber("completion_tokens", end.Usage.CompletionTokens);

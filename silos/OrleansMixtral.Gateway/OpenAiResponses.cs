@@ -62,7 +62,7 @@ public static class OpenAiResponses
         w.WriteEndObject();
     }
 
-    public static string FinishReason(TurnFinish finish) => finish == TurnFinish.Length ? "length" : "stop";
+    public static string FinishReason(OrleansMixtral.FinishReason finish) => finish == OrleansMixtral.FinishReason.Length ? "length" : "stop";
 
     /// <param name="conversation">A conversation's turn: the usage also says how many of its oldest turns the prompt left out.</param>
     static void WriteUsage(Utf8JsonWriter w, TurnUsage usage, bool conversation)

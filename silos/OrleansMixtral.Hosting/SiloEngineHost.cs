@@ -144,7 +144,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
         {
             stream = Engine.Submit(new GenerationRequest(request.PromptTokens, request.Options) { ContinuesPrompt = request.ContinuesPrompt });
         }
-        catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message); }
+        catch (InvalidRequestException e) { throw new InvalidTurnException(e.Message, e.Kind); }
         catch (EngineOverloadedException e) { throw new EngineBusyException(e.Message); }
         var key = (request.ConversationId, request.Turn);
         _running[key] = stream;

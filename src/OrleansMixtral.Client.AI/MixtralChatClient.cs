@@ -146,12 +146,12 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
     static TurnEnd EnsureSucceeded(TurnEnd? end)
     {
         if (end is null) throw new MixtralGenerationException("the reply ended without a result");
-        if (end.Finish == TurnFinish.Cancelled) throw new OperationCanceledException(end.Error ?? "the reply was cancelled");
+        if (end.Finish == FinishReason.Cancelled) throw new OperationCanceledException(end.Error ?? "the reply was cancelled");
         if (!end.Succeeded) throw new MixtralGenerationException(end.Error ?? "the reply failed");
         return end;
     }
 
-    static ChatFinishReason Finish(TurnEnd end) => end.Finish == TurnFinish.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+    static ChatFinishReason Finish(TurnEnd end) => end.Finish == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
 
     static UsageDetails Usage(TurnEnd end) => new()
     {

@@ -152,13 +152,16 @@ public sealed class MixtralChatService
         return promptTokens is { } n ? o with { MaxTokens = o.MaxTokensFor(n, ContextLength) } : o;
     }
 
+    /// <summary>OpenAI's error code of a refusal, by its kind.</summary>
+    static string CodeOf(ErrorKind kind) => kind == ErrorKind.ContextLengthExceeded ? "context_length_exceeded" : "invalid_request";
+
     // ---- stateless generation on an engine grain ----
 
     /// <summary>
     /// Generates a reply to <paramref name="prompt"/> (token ids from <see cref="EncodeChat"/> or <see cref="EncodeCompletion"/>)
     /// on the least loaded engine. Errors that come before any text are thrown from the first MoveNextAsync:
     /// <see cref="MixtralRequestException"/>, <see cref="MixtralOverloadedException"/>, <see cref="MixtralUnavailableException"/>;
-    /// a failure after that ends the enumeration with <see cref="TurnFinish.Error"/>.
+    /// a failure after that ends the enumeration with <see cref="FinishReason.Error"/>.
     /// </summary>
     /// <param name="continuesPrompt">The reply continues the prompt's text (a completion: "The history of the city" → " is
     /// the most…", its leading space kept); false: a chat reply, which starts a text of its own.</param>
@@ -197,7 +200,7 @@ public sealed class MixtralChatService
                     var cancelled = cancellationToken.IsCancellationRequested;
                     yield return new GenerationUpdate("", 0, new TurnEnd
                     {
-                        Finish = cancelled ? TurnFinish.Cancelled : TurnFinish.Error,
+                        Finish = cancelled ? FinishReason.Cancelled : FinishReason.Error,
                         Error = cancelled ? "cancelled by the caller" : $"the engine on {silo} was lost mid-reply: {error ?? "its stream ended without a result"}",
                         Silo = silo,
                     });
@@ -313,7 +316,7 @@ public sealed class MixtralChatService
             {
                 Release(silo);
                 await DisposeQuietlyAsync(chunks);
-                throw new MixtralRequestException(e.Message, null, e.Message.Contains("context", StringComparison.Ordinal) ? "context_length_exceeded" : "invalid_request");
+                throw new MixtralRequestException(e.Message, null, CodeOf(e.Kind));
             }
             catch (EngineBusyException e) { last = e; busy++; }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -500,7 +503,7 @@ public sealed class MixtralChatService
         try { more = await chunks.MoveNextAsync(); }
         catch (InvalidTurnException e)
         {
-            throw new MixtralRequestException(e.Message, "messages", e.Message.Contains("context", StringComparison.Ordinal) ? "context_length_exceeded" : "invalid_request");
+            throw new MixtralRequestException(e.Message, "messages", CodeOf(e.Kind));
         }
         while (more)
         {

@@ -131,7 +131,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
             var result = await Guard(() => client.SendAndCollectAsync(id, message, options, chunk => onText(chunk.Text), cancellationToken));
             var end = result.End;
             // a cancelled turn ends in the grain at the engine's next step: the next message must not find it still running
-            if (end.Finish == TurnFinish.Cancelled) await UntilNoTurnRunsAsync();
+            if (end.Finish == FinishReason.Cancelled) await UntilNoTurnRunsAsync();
             if (!end.Succeeded)
                 return new ChatTurnOutcome($"({end.Finish.ToString().ToLowerInvariant()}: {end.Error}; the conversation is as it was before this message)");
             var decode = result.Elapsed - result.TimeToFirstChunk;

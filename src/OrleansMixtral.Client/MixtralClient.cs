@@ -57,7 +57,7 @@ public sealed class MixtralClient(IClusterClient client)
     /// <summary>
     /// Sends a user message and streams the reply's chunks as they are generated. The last chunk has
     /// <see cref="TokenChunk.End"/> set; when the cluster fails under the turn (its silo dies), the enumeration still
-    /// ends with such a chunk, with <see cref="TurnFinish.Error"/>. Cancelling <paramref name="cancellationToken"/>
+    /// ends with such a chunk, with <see cref="FinishReason.Error"/>. Cancelling <paramref name="cancellationToken"/>
     /// cancels the turn. Throws <see cref="TurnInProgressException"/>, <see cref="InvalidTurnException"/> and
     /// <see cref="ConversationNotFoundException"/> as the grain does.
     /// </summary>
@@ -102,7 +102,7 @@ public sealed class MixtralClient(IClusterClient client)
                         Sequence = next,
                         End = new TurnEnd
                         {
-                            Finish = failure == "cancelled" ? TurnFinish.Cancelled : TurnFinish.Error,
+                            Finish = failure == "cancelled" ? FinishReason.Cancelled : FinishReason.Error,
                             Error = failure == "cancelled" ? "cancelled by the client" : "the turn was lost: " + failure,
                         },
                     };

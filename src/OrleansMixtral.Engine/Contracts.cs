@@ -14,7 +14,6 @@ public sealed record GenerationRequest(IReadOnlyList<int> PromptTokens, Sampling
     public bool ContinuesPrompt { get; init; }
 }
 
-public enum FinishReason { Stop, Length, Cancelled, Error }
 
 /// <summary>
 /// A piece of the output stream: one sampled token and the text it completes (may be empty), with its logprobs when
@@ -59,7 +58,11 @@ public sealed record EngineStats(
 public sealed record EngineInfo(string Backend, string ModelName, int ContextLength, int VocabSize, int KvBlockSize, int KvBlocks);
 
 /// <summary>Thrown for requests that can never be served (bad parameters, too long for the context or the KV cache).</summary>
-public class InvalidRequestException(string message) : Exception(message);
+public class InvalidRequestException(string message, ErrorKind kind = ErrorKind.InvalidRequest) : Exception(message)
+{
+    /// <summary>What kind of refusal this is (the layers above map it, never the message).</summary>
+    public ErrorKind Kind { get; } = kind;
+}
 
 /// <summary>A request that needs more KV cache than the engine has, even when empty.</summary>
 public sealed class KvCapacityException(string message) : InvalidRequestException(message);

@@ -145,7 +145,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         foreach (var t in prompt)
             if ((uint)t >= (uint)c.VocabSize) throw new InvalidRequestException($"token id {t} is outside the vocabulary of {c.VocabSize}");
         if (prompt.Count >= c.MaxPositionEmbeddings)
-            throw new InvalidRequestException($"the prompt has {prompt.Count} tokens; the context holds {c.MaxPositionEmbeddings} (prompt plus at least one generated token)");
+            throw new InvalidRequestException($"the prompt has {prompt.Count} tokens; the context holds {c.MaxPositionEmbeddings} (prompt plus at least one generated token)",
+                ErrorKind.ContextLengthExceeded);
         var maxLength = (int)Math.Min((long)prompt.Count + (request.Sampling.MaxTokens ?? c.MaxPositionEmbeddings), c.MaxPositionEmbeddings);
         if (maxLength > _kv.CapacityTokens)
             throw new KvCapacityException($"the request needs {maxLength} tokens of KV cache; the engine holds {_kv.CapacityTokens}");

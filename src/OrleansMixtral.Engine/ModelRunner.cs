@@ -34,7 +34,7 @@ public sealed class ModelRunner
     {
         var vocab = _backend.Config.VocabSize;
         if (tokens.Count > _backend.Config.MaxPositionEmbeddings)
-            throw new InvalidRequestException($"{tokens.Count} tokens exceed the context of {_backend.Config.MaxPositionEmbeddings}");
+            throw new InvalidRequestException($"{tokens.Count} tokens exceed the context of {_backend.Config.MaxPositionEmbeddings}", ErrorKind.ContextLengthExceeded);
         // every position's logits: no more tokens per forward than the backend holds logit rows
         var chunk = allPositions ? Math.Min(_backend.MaxBatchTokens, _backend.MaxLogitRows) : _backend.MaxBatchTokens;
         for (var start = 0; start < tokens.Count; start += chunk)

@@ -43,7 +43,7 @@ public sealed class CancellationTests(ClusterFixture fixture)
             }
         }
         var end = chunks[^1].End!;
-        Assert.Equal(TurnFinish.Cancelled, end.Finish);
+        Assert.Equal(FinishReason.Cancelled, end.Finish);
         Assert.True(end.Usage.CompletionTokens < 900);
         Assert.Equal(Enumerable.Range(0, chunks.Count), chunks.Select(c => c.Sequence));
         await AssertEngineIdle(silo);
@@ -67,7 +67,7 @@ public sealed class CancellationTests(ClusterFixture fixture)
             chunks.Add(chunk);
             if (chunks.Count == 3) cts.Cancel();
         }
-        Assert.Equal(TurnFinish.Cancelled, chunks[^1].End!.Finish);
+        Assert.Equal(FinishReason.Cancelled, chunks[^1].End!.Finish);
         await AssertEngineIdle(silo);
         await ClusterFixture.Eventually(() => client.GetHistoryAsync(id).Result.TurnInProgress is null, "the conversation to drop the turn");
         Assert.Equal(1, (await client.GetHistoryAsync(id)).Turns);

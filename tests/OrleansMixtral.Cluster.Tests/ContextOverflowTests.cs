@@ -71,6 +71,9 @@ public sealed class ContextOverflowTests(ClusterFixture fixture)
         var huge = string.Join(" ", Enumerable.Repeat("river", 1100));
         var e = await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(id, huge, ClusterFixture.Short(4)));
         Assert.Contains("context", e.Message);
+        Assert.Equal(ErrorKind.ContextLengthExceeded, e.Kind); // carried across the grain call as data
+        var bad = await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(id, "Hello", new SamplingOptions { Temperature = 3 }));
+        Assert.Equal(ErrorKind.InvalidRequest, bad.Kind);
         var h = await client.GetHistoryAsync(id);
         Assert.Equal(1, h.Turns);
         Assert.Equal(0, h.DroppedTurns);

@@ -60,7 +60,7 @@ public sealed class MultiProcessRedisTests(ITestOutputHelper output)
             sinceKill.Stop();
             var end = chunks[^1].End!;
             output.WriteLine($"turn ended {sinceKill.Elapsed.TotalSeconds:F1} s after the kill: {end.Finish}: {end.Error}");
-            Assert.Equal(TurnFinish.Error, end.Finish);
+            Assert.Equal(FinishReason.Error, end.Finish);
             Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(45), "the client got its error without hanging");
 
             var sw = Stopwatch.StartNew();

@@ -33,7 +33,7 @@ public sealed class SiloFailureTests(SiloFailureFixture fixture, ITestOutputHelp
         var (chunks, sinceKill) = await SendAndKillMidTurn(client, id, "Now tell me a very long story", victim);
         var end = chunks[^1].End!;
         output.WriteLine($"turn ended {sinceKill.Elapsed.TotalSeconds:F1} s after the kill: {end.Finish}: {end.Error}");
-        Assert.Equal(TurnFinish.Error, end.Finish);
+        Assert.Equal(FinishReason.Error, end.Finish);
         Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(30), "the client got its error promptly");
         Assert.True(chunks.Count < 1000);
 
@@ -81,8 +81,8 @@ public sealed class SiloFailureTests(SiloFailureFixture fixture, ITestOutputHelp
         var (chunks, sinceKill) = await SendAndKillMidTurn(client, id, "Now a very long story", victim);
         var end = chunks[^1].End!;
         output.WriteLine($"turn ended {sinceKill.Elapsed.TotalSeconds:F1} s after the kill: {end.Finish}: {end.Error}");
-        Assert.NotEqual(TurnFinish.Stop, end.Finish);
-        Assert.NotEqual(TurnFinish.Length, end.Finish);
+        Assert.NotEqual(FinishReason.Stop, end.Finish);
+        Assert.NotEqual(FinishReason.Length, end.Finish);
         Assert.True(sinceKill.Elapsed < TimeSpan.FromSeconds(30), "the client got its error promptly");
 
         TurnResult next = null!;

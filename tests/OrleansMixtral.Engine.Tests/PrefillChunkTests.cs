@@ -123,6 +123,9 @@ public sealed class PrefillChunkTests
         await using var engine = new InferenceEngine(LongContextBackend(512, LongContext + 16), TinyModel.Tokenizer);
         var e = Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Prompt(LongContext), SamplingOptions.Greedy(1))));
         Assert.Contains("context", e.Message);
+        Assert.Equal(ErrorKind.ContextLengthExceeded, e.Kind);
+        var bad = Assert.Throws<InvalidRequestException>(() => engine.Submit(new GenerationRequest(Prompt(16), new SamplingOptions { TopK = -1 })));
+        Assert.Equal(ErrorKind.InvalidRequest, bad.Kind);
     }
 
     [Fact]

@@ -1,0 +1,26 @@
+namespace OrleansMixtral;
+
+/// <summary>How a generation ended: the engine's, a turn's and a reply's one finish-reason type.</summary>
+public enum FinishReason
+{
+    /// <summary>The model ended its reply (EOS or a stop string).</summary>
+    Stop = 0,
+    /// <summary>The reply reached its max tokens or the context length.</summary>
+    Length = 1,
+    /// <summary>Cancelled; a conversation's history does not contain it.</summary>
+    Cancelled = 2,
+    /// <summary>Failed (a silo went away, the engine failed); a conversation's history does not contain it.</summary>
+    Error = 3,
+}
+
+/// <summary>
+/// What kind of failure a refusal is, carried as data from the layer that found it to the one that answers the client
+/// (never worked out from an error message's text).
+/// </summary>
+public enum ErrorKind
+{
+    /// <summary>A request that can never be served as it is (bad parameters, an empty message).</summary>
+    InvalidRequest = 0,
+    /// <summary>The prompt leaves the model's context no room for a reply (OpenAI's context_length_exceeded).</summary>
+    ContextLengthExceeded = 1,
+}
