@@ -19,27 +19,6 @@
 #define MAX_EXPERTS 64
 #define MAX_PAIRS 512
 
-// The router's choice from a token's E logits (overwritten): softmax over all experts, the top k, renormalised
-// (Hugging Face Mixtral). One thread.
-__device__ __forceinline__ void route_top_k(float* logits, int E, int K, int* ids, float* weights) {
-    float m = logits[0];
-    for (int e = 1; e < E; e++) m = fmaxf(m, logits[e]);
-    float sum = 0.f;
-    for (int e = 0; e < E; e++) { logits[e] = expf(logits[e] - m); sum += logits[e]; }
-    unsigned long long taken = 0;
-    float kept = 0.f;
-    for (int k = 0; k < K; k++) {
-        int best = -1;
-        for (int e = 0; e < E; e++)
-            if (!((taken >> e) & 1ull) && (best < 0 || logits[e] > logits[best])) best = e;
-        taken |= 1ull << best;
-        ids[k] = best;
-        weights[k] = logits[best] / sum;
-        kept += logits[best] / sum;
-    }
-    for (int k = 0; k < K; k++) weights[k] /= kept;
-}
-
 // out[t] = fp16(x[t] · w / sqrt(mean(x[t]²) + eps)), and the router on the fp32 normalised row: softmax over all
 // experts, keep the top k, renormalise (Hugging Face Mixtral). Each thread holds its RN_VEC float4 of the row and,
 // loaded first (they do not depend on x), the matching float4 of 8 experts' gate rows at a time: one memory latency
@@ -111,48 +90,24 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_router(const float* x,
         }
         __syncthreads();
     }
-    if (threadIdx.x == 0) route_top_k(logits, E, K, expert_ids + t * K, expert_w + t * K);
-}
-
-// Prompt steps: the same results as rmsnorm_router, a warp per token (8 a block). rmsnorm_router holds 8 experts' gate
-// rows in registers for one memory latency a decode token, which leaves one block an SM and has every block read all
-// of the gate (128 KB at the 8x7B shape): 69 µs a layer at 2,048 tokens (ncu, H200, 2026-11-29). Here a block's 8 warps
-// share the gate rows through L1, and the row is read twice (sum of squares, then the normalised products) instead of
-// held. E ≤ 8. grid ceil(T / 8), block 256.
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_router_rows(const float* x, const float* w, f16_t* out, const float* gate,
-                                                                     int* expert_ids, float* expert_w, int T, int H, float eps, int E, int K) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = blockIdx.x * 8 + warp, H4 = H / 4;
-    if (t >= T || E > 8) return;
-    const float4* xt = reinterpret_cast<const float4*>(x + (size_t)t * H);
-    float ss = 0.f;
-    for (int c = lane; c < H4; c += 32) {
-        const float4 v = xt[c];
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-    const float inv = rsqrtf(warp_sum(ss) / H + eps);
-    const float4* w4 = reinterpret_cast<const float4*>(w);
-    const float4* g4 = reinterpret_cast<const float4*>(gate);
-    uint2* o = reinterpret_cast<uint2*>(out + (size_t)t * H);
-    float dot[8];
-#pragma unroll
-    for (int e = 0; e < 8; e++) dot[e] = 0.f;
-    for (int c = lane; c < H4; c += 32) {
-        float4 v = xt[c];
-        const float4 g = w4[c];
-        v.x *= inv * g.x; v.y *= inv * g.y; v.z *= inv * g.z; v.w *= inv * g.w;
-        o[c] = make_uint2((unsigned)f32_to_f16(v.x) | ((unsigned)f32_to_f16(v.y) << 16),
-                          (unsigned)f32_to_f16(v.z) | ((unsigned)f32_to_f16(v.w) << 16));
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            if (e < E) {
-                const float4 r = __ldg(&g4[(size_t)e * H4 + c]);
-                dot[e] += r.x * v.x + r.y * v.y + r.z * v.z + r.w * v.w;
-            }
+    if (threadIdx.x == 0) {
+        float m = logits[0];
+        for (int e = 1; e < E; e++) m = fmaxf(m, logits[e]);
+        float sum = 0.f;
+        for (int e = 0; e < E; e++) { logits[e] = expf(logits[e] - m); sum += logits[e]; }
+        unsigned long long taken = 0;
+        float kept = 0.f;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++)
+                if (!((taken >> e) & 1ull) && (best < 0 || logits[e] > logits[best])) best = e;
+            taken |= 1ull << best;
+            expert_ids[t * K + k] = best;
+            expert_w[t * K + k] = logits[best] / sum;
+            kept += logits[best] / sum;
         }
+        for (int k = 0; k < K; k++) expert_w[t * K + k] /= kept;
     }
-#pragma unroll
-    for (int e = 0; e < 8; e++) dot[e] = warp_sum(dot[e]);
-    if (lane == 0) route_top_k(dot, E, K, expert_ids + t * K, expert_w + t * K);
 }
 
 // One warp: the (token, choice) pairs p < P routed to expert e, ascending, written from out[0] on (when out is not

@@ -356,10 +356,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             Linear(L.Qkv, _act16, _qkv, T, accumulate: false);
             Attention(l, T);
             Linear(L.O, _act16, _x, T, accumulate: true); // the residual add is fused
-            if (T > DecodeMaxTokens && _c.NumExperts <= 8) // prompts: a warp a token, the gate rows shared through L1 (moe.cu)
-                _d.Launch("rmsnorm_router_rows", Blocks(T, 8), 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, T, h, eps, _c.NumExperts, K);
-            else
-                _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
+            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
             TraceRouter(l, T);
             Experts(L, T);
         }
