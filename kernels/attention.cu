@@ -97,11 +97,12 @@ __device__ __forceinline__ void attend_range(const float* q, const f16_t* k_cach
 }
 
 // Folds a partial softmax (max m, sum l, unnormalised output o) into a running one (M, L, O); a part that saw no
-// position (m = -inf) changes nothing.
+// position (m = -inf) changes nothing. Base2: the maxima are of scores in the log2 domain (exp2 of differences).
+template <bool Base2 = false>
 __device__ __forceinline__ void merge_partial(float& M, float& L, float& O, float m, float l, float o) {
     if (m == -INFINITY) return;
     const float mm = fmaxf(M, m);
-    const float c1 = M == -INFINITY ? 0.f : expf(M - mm), c2 = expf(m - mm);
+    const float c1 = M == -INFINITY ? 0.f : (Base2 ? exp2f(M - mm) : expf(M - mm)), c2 = Base2 ? exp2f(m - mm) : expf(m - mm);
     O = O * c1 + o * c2;
     L = L * c1 + l * c2;
     M = mm;
@@ -183,16 +184,6 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
 #define GQ_WARPS 4
 #define GQ_HEADS 4
 #define GQ_D 128
-
-// merge_partial in the log2 domain (exp2 of differences of base-2 maxima)
-__device__ __forceinline__ void merge_partial2(float& M, float& L, float& O, float m, float l, float o) {
-    if (m == -INFINITY) return;
-    const float mm = fmaxf(M, m);
-    const float c1 = M == -INFINITY ? 0.f : exp2f(M - mm), c2 = exp2f(m - mm);
-    O = O * c1 + o * c2;
-    L = L * c1 + l * c2;
-    M = mm;
-}
 
 extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa(
     const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
@@ -302,7 +293,7 @@ extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa
     for (int idx = threadIdx.x; idx < group * GQ_D; idx += blockDim.x) {
         const int h = idx / GQ_D, d = idx % GQ_D;
         float M = -INFINITY, L = 0.f, O = 0.f;
-        for (int w = 0; w < GQ_WARPS; w++) merge_partial2(M, L, O, s_m[w][h], s_l[w][h], s_acc[w][h][d]);
+        for (int w = 0; w < GQ_WARPS; w++) merge_partial<true>(M, L, O, s_m[w][h], s_l[w][h], s_acc[w][h][d]);
         if (splits == 1) {
             out[(th0 + h) * GQ_D + d] = f32_to_f16(O / L);
             continue;
@@ -322,7 +313,7 @@ extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa
         const size_t th = th0 + h;
         float M = -INFINITY, L = 0.f, O = 0.f;
         for (int sp = 0; sp < splits; sp++)
-            merge_partial2(M, L, O, __ldcg(&part_ml[(th * splits + sp) * 2]), __ldcg(&part_ml[(th * splits + sp) * 2 + 1]),
+            merge_partial<true>(M, L, O, __ldcg(&part_ml[(th * splits + sp) * 2]), __ldcg(&part_ml[(th * splits + sp) * 2 + 1]),
                            __ldcg(&part_o[(th * splits + sp) * GQ_D + d]));
         out[th * GQ_D + d] = f32_to_f16(O / L);
     }
