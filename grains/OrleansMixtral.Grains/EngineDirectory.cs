@@ -96,9 +96,9 @@ public sealed partial class EngineDirectory(
     }
 
     /// <summary>
-    /// The least loaded engine for <paramref name="conversationId"/>, leaving out <paramref name="exclude"/>; null when no
-    /// engine answers. Load: sequences running or waiting first, then a nearly full KV cache, then how many conversations
-    /// already live on the engine (so new conversations spread), then a hash of the conversation id (a stable tie-break).
+    /// The least loaded engine for <paramref name="conversationId"/> by the one selection policy
+    /// (<see cref="EngineSelection"/>), leaving out <paramref name="exclude"/> and silos that are not active; null when no
+    /// engine answers. Ties go by a hash of the conversation id (stable for a conversation, spread over conversations).
     /// </summary>
     public async Task<string?> PickAsync(string conversationId, IReadOnlyCollection<string> exclude)
     {
@@ -106,16 +106,9 @@ public sealed partial class EngineDirectory(
         if (loads.All(l => exclude.Contains(l.Silo))) loads = await GetLoadsAsync(fresh: true);
         lock (_lock)
         {
-            EngineLoad? best = null;
-            (int, int, int, uint) bestScore = default;
-            foreach (var l in loads)
-            {
-                if (exclude.Contains(l.Silo) || !IsActive(l.Silo)) continue;
-                var assigned = _assigned.TryGetValue(l.Silo, out var set) ? set.Count(c => c != conversationId) : 0;
-                var kvFull = l.KvBlocksTotal > 0 && l.KvBlocksUsed * 10 >= l.KvBlocksTotal * 9 ? 1 : 0;
-                var score = (l.Waiting + l.Running + assigned, kvFull, l.ResidentConversations + assigned, Hash(conversationId, l.Silo));
-                if (best is null || score.CompareTo(bestScore) < 0) (best, bestScore) = (l, score);
-            }
+            var best = EngineSelection.Rank(loads.Where(l => !exclude.Contains(l.Silo) && IsActive(l.Silo)),
+                silo => _assigned.TryGetValue(silo, out var set) ? set.Count(c => c != conversationId) : 0,
+                l => Hash(conversationId, l.Silo)).FirstOrDefault();
             if (best is null) return null;
             if (!_assigned.TryGetValue(best.Silo, out var mine)) _assigned[best.Silo] = mine = [];
             mine.Add(conversationId);

@@ -358,17 +358,15 @@ public sealed class MixtralChatService
         catch (Exception) { }
     }
 
-    /// <summary>Engines in the order a new stateless request should try them: least busy first, then the freest KV cache.</summary>
+    /// <summary>Engines in the order a new stateless request should try them (<see cref="EngineSelection"/>, the conversations' policy).</summary>
     async Task<List<string>> RankEnginesAsync(bool fresh = false)
     {
         var loads = await GetEngineLoadsAsync(fresh);
+        // the conversations' policy (EngineSelection); ties rotate, so equal engines share stateless requests
         var start = Interlocked.Increment(ref _roundRobin);
-        return [.. loads
-            .Select((l, i) => (Load: l, Tie: (i + start) % Math.Max(1, loads.Count)))
-            .OrderBy(x => x.Load.Waiting + x.Load.Running + _inFlight.GetValueOrDefault(x.Load.Silo))
-            .ThenBy(x => x.Load.KvBlocksTotal == 0 ? 1.0 : (double)x.Load.KvBlocksUsed / x.Load.KvBlocksTotal)
-            .ThenBy(x => x.Tie)
-            .Select(x => x.Load.Silo)];
+        var order = new Dictionary<string, long>();
+        for (var i = 0; i < loads.Count; i++) order.TryAdd(loads[i].Silo, (i + start) % loads.Count);
+        return [.. EngineSelection.Rank(loads, silo => _inFlight.GetValueOrDefault(silo), l => order[l.Silo]).Select(l => l.Silo)];
     }
 
     /// <summary>The loads of the engines of every active silo (cached for LoadCacheMilliseconds; one refresh at a time).</summary>
