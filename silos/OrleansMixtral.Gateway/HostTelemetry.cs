@@ -42,6 +42,16 @@ public static class HostTelemetry
                 .AddMeter(GatewayMetrics.MeterName, "Microsoft.Orleans", "Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "System.Runtime")
                 .AddPrometheusExporter());
 
+    /// <summary>Where this host's traces go, for a person: the OTLP endpoint, the console, or how to turn them on.</summary>
+    public static string DescribeTracing(IConfiguration config)
+    {
+        var to = new List<string>();
+        if (!string.IsNullOrWhiteSpace(config[OtlpEndpointKey])) to.Add($"OTLP to {config[OtlpEndpointKey]}");
+        if (bool.TryParse(config[ConsoleTracesKey], out var console) && console) to.Add("printed on the console");
+        return to.Count > 0 ? string.Join(" and ", to) + " (docs/GATEWAY.md, \"Traces\")"
+            : $"off: start with {OtlpEndpointKey}=http://localhost:4317 (an OpenTelemetry collector, Jaeger) or --{ConsoleTracesKey} true (docs/GATEWAY.md, \"Traces\")";
+    }
+
     /// <summary>Traces, when an exporter is configured (see the remarks); false when none is.</summary>
     public static bool AddTracing(IServiceCollection services, IConfiguration config, string serviceName)
     {

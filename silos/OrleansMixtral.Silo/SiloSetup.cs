@@ -269,6 +269,7 @@ public static class SiloSetup
         }
         else yield return $"dashboard:  {http}{DashboardPath}/   engines: {http}/engines   (no OpenAI API: " +
                           (ModelLoader.IsSynthetic(s.Mixtral.Model) ? "a synthetic model has no tokenizer.json and config.json for it)" : "--OpenAiApi false)");
+        yield return "traces:     " + HostTelemetry.DescribeTracing(app.Configuration);
     }
 
     /// <summary>

@@ -75,6 +75,8 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         var urls = Regex.Matches(lines.Single(l => l.TrimStart().StartsWith("dashboard:", StringComparison.Ordinal)), @"(?<name>\w+):\s+(?<url>http\S+)")
             .ToDictionary(m => m.Groups["name"].Value, m => m.Groups["url"].Value);
         Assert.Equal(["dashboard", "health", "metrics", "engines"], urls.Keys);
+        // traces are off until asked for, and the line says how
+        Assert.Contains(lines, l => l.TrimStart().StartsWith("traces:     off: start with OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317", StringComparison.Ordinal));
         using var http = new HttpClient();
         Assert.True((await http.GetAsync(urls["dashboard"])).IsSuccessStatusCode);
         var health = JsonDocument.Parse(await http.GetStringAsync(urls["health"])).RootElement;
@@ -108,6 +110,64 @@ public sealed class ServingStackTests(ITestOutputHelper output) : IDisposable
         Assert.NotEmpty(entries);
         Assert.All(entries, l => Assert.Matches(@"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (info|warn|fail|crit): \S+\[\d+\] \S", l));
         Assert.Contains(entries, l => l.Contains("Engine ready: tiny-mixtral", StringComparison.Ordinal));
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task A_silo_with_console_traces_prints_a_requests_trace_from_the_http_request_to_the_engine()
+    {
+        var (siloPort, gatewayPort) = (RedisServer.FreePort(), RedisServer.FreePort());
+        await using var silo = SiloProcess.Start(["--Model", "models/tiny-mixtral", "--Mixtral:Threads", "1", "--Mixtral:KvCacheMegabytes", "16",
+            "--DataDirectory", _data, "--PrimarySiloPort", $"{siloPort}", "--Telemetry:ConsoleTraces", "true"], siloPort, gatewayPort);
+        try { await silo.Ready(TimeSpan.FromSeconds(60)); }
+        catch { output.WriteLine(silo.Log); throw; }
+        await Task.Delay(500);
+        Assert.Contains(silo.Log.Split('\n'), l => l.Trim() == "traces:     printed on the console (docs/GATEWAY.md, \"Traces\")");
+        var api = Regex.Match(silo.Log, @"health:\s+(?<url>http\S+)/health").Groups["url"].Value;
+
+        // a traced client's request (its span the parent), a conversation's first turn
+        var traceId = ActivityTraceId.CreateRandom();
+        var clientSpan = ActivitySpanId.CreateRandom();
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Post, api + "/v1/chat/completions")
+        {
+            Content = new StringContent($$"""{"model":"tiny-mixtral","messages":[{"role":"user","content":"The old city {{traceId}}"}],"max_tokens":4}""",
+                System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Add("traceparent", $"00-{traceId}-{clientSpan}-01");
+        request.Headers.Add("X-Conversation-Id", "new");
+        using var reply = await http.SendAsync(request);
+        Assert.True(reply.IsSuccessStatusCode, await reply.Content.ReadAsStringAsync());
+
+        // the console exporter's spans of that trace: name, source, span and parent ids
+        List<(string Span, string Parent, string Name, string Source)> Spans() =>
+        [
+            .. silo.Log.Split("Activity.TraceId:").Skip(1)
+                .Where(b => b.TrimStart().StartsWith(traceId.ToString(), StringComparison.Ordinal))
+                .Select(b => (Regex.Match(b, @"Activity\.SpanId:\s+(\w+)").Groups[1].Value, Regex.Match(b, @"Activity\.ParentSpanId:\s+(\w+)").Groups[1].Value,
+                    Regex.Match(b, @"Activity\.DisplayName:\s+([^\r\n]+)").Groups[1].Value.Trim(), Regex.Match(b, @"ActivitySource\):\s+Name:\s+(\S+)").Groups[1].Value))
+                .Where(s => s.Item1.Length > 0), // a block the log has not finished writing
+        ];
+        var spans = Spans();
+        for (var waited = 0; !spans.Any(s => s.Source == "Microsoft.AspNetCore") && waited < 100; waited++)
+        {
+            await Task.Delay(100);
+            spans = Spans();
+        }
+        output.WriteLine(string.Join("\n", spans));
+        var server = Assert.Single(spans, s => s.Source == "Microsoft.AspNetCore");
+        Assert.Equal("POST /v1/chat/completions", server.Name);
+        Assert.Equal(clientSpan.ToString(), server.Parent);
+        var byId = spans.ToDictionary(s => s.Span);
+        // the engine's steps, up their parents to the HTTP request: the turn and the engine grain on the way
+        var chunk = spans.First(s => s.Name == "mixtral.engine.prompt_chunk");
+        var path = new List<string>();
+        for (var s = chunk; byId.TryGetValue(s.Parent, out var parent); s = parent) path.Add(parent.Name);
+        Assert.Equal("POST /v1/chat/completions", path[^1]);
+        foreach (var name in new[] { "mixtral.engine.sequence", "mixtral.engine_grain.generate", "mixtral.conversation.turn", "mixtral.gateway.generation" })
+            Assert.Contains(name, path);
+        Assert.True(path.IndexOf("mixtral.engine.sequence") < path.IndexOf("mixtral.engine_grain.generate")
+                    && path.IndexOf("mixtral.engine_grain.generate") < path.IndexOf("mixtral.conversation.turn")
+                    && path.IndexOf("mixtral.conversation.turn") < path.IndexOf("mixtral.gateway.generation"), string.Join(" ← ", path));
     }
 
     /// <summary>The series names of a Prometheus text scrape (a histogram's _bucket, _sum and _count each).</summary>
