@@ -90,6 +90,11 @@ public static class ClusterConnection
             var gateways = Gateways(cluster);
             client.UseStaticClustering(gateways.ToArray());
         }
+        // A silo that stops answering without closing its connections (frozen, or a machine cut off) is only dropped from
+        // the client's gateways when the list is read again: with a membership table (Redis, PostgreSQL) the list then
+        // leaves out the silos the cluster declared dead, and the client closes its connection to them, so the grains it
+        // sent through them go to a live gateway. Orleans reads it once a minute; a fixed list never changes.
+        client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = GatewayListRefresh);
         // Resolved when the client starts, not now: a silo started meanwhile has registered by then.
         client.Configure<ClusterOptions>(o => (o.ClusterId, o.ServiceId) = ResolveIds(cluster, clusterId, serviceId, waitForLocalSilo));
         client.AddMemoryStreams(TokenStreams.Provider);
@@ -99,6 +104,9 @@ public static class ClusterConnection
     }
 
     const string PostgresPrefix = "postgres:";
+
+    /// <summary>How often a client reads the cluster's gateways again (a membership table's read is one query).</summary>
+    public static readonly TimeSpan GatewayListRefresh = TimeSpan.FromSeconds(5);
 
     /// <summary>The cluster is named by its membership table (Redis, PostgreSQL), which every machine's silos share, not by gateways.</summary>
     static bool IsSharedMembership(string cluster) =>

@@ -17,15 +17,32 @@ public sealed class LoadTests(GatewayFixture fixture)
     static string Body(int i) =>
         $$$"""{"model":"tiny-mixtral","messages":[{"role":"user","content":"Story {{{i}}}: tell me about the town by the river."}],"max_tokens":{{{MaxTokens}}},"temperature":0.8,"seed":{{{1000 + i}}},"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}""";
 
+    /// <summary>
+    /// How long each phase may take: a stream that never ends (the HTTP client's timeout covers the headers, not the body)
+    /// fails the test with what every stream and the engine were doing, instead of hanging until the test's own timeout
+    /// (which leaves no clue; it hung once, in 1 of 3 CI runs).
+    /// </summary>
+    static readonly TimeSpan AlonePhase = TimeSpan.FromSeconds(60), ConcurrentPhase = TimeSpan.FromSeconds(60);
+
     [Fact(Timeout = 180_000)]
     public async Task Thirty_two_concurrent_streams_run_in_one_batch_and_complete_in_order()
     {
         // Each client's reply alone first (seeded sampling: the same text whatever else runs in the batch).
         var alone = new string[Clients];
-        for (var i = 0; i < Clients; i++)
+        using (var deadline = new CancellationTokenSource(AlonePhase))
         {
-            using var response = await fixture.Http.SendAsync(fixture.Post("/v1/chat/completions", Body(i)), HttpCompletionOption.ResponseHeadersRead);
-            alone[i] = (await GatewayFixture.ReadSse(response)).Text;
+            for (var i = 0; i < Clients; i++)
+            {
+                try
+                {
+                    using var response = await fixture.Http.SendAsync(fixture.Post("/v1/chat/completions", Body(i)), HttpCompletionOption.ResponseHeadersRead, deadline.Token);
+                    alone[i] = (await GatewayFixture.ReadSse(response, ct: deadline.Token)).Text;
+                }
+                catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+                {
+                    Assert.Fail($"the replies alone did not all end within {AlonePhase.TotalSeconds:F0} s: stream {i} of {Clients} was still open; {EngineState()}");
+                }
+            }
         }
         await fixture.EngineIdle();
         var generatedBefore = fixture.Engine.Engine.GetStats().TokensGenerated;
@@ -42,21 +59,36 @@ public sealed class LoadTests(GatewayFixture fixture)
             }
         });
         var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var progress = new string[Clients]; // where each client is, for the message of a phase that does not end
+        using var concurrentDeadline = new CancellationTokenSource(ConcurrentPhase);
         var wall = Stopwatch.StartNew();
         var clients = Enumerable.Range(0, Clients).Select(async i =>
         {
             await start.Task;
             var sent = Stopwatch.GetTimestamp();
-            using var response = await http.SendAsync(fixture.Post("/v1/chat/completions", Body(i)), HttpCompletionOption.ResponseHeadersRead);
+            progress[i] = "sent";
+            using var response = await http.SendAsync(fixture.Post("/v1/chat/completions", Body(i)), HttpCompletionOption.ResponseHeadersRead, concurrentDeadline.Token);
+            progress[i] = $"HTTP {(int)response.StatusCode}, reading";
             Assert.Equal(200, (int)response.StatusCode);
-            var sse = await GatewayFixture.ReadSse(response, sent);
+            var sse = await GatewayFixture.ReadSse(response, sent, concurrentDeadline.Token);
+            progress[i] = "ended";
             return (Index: i, Sse: sse, Elapsed: Stopwatch.GetElapsedTime(sent).TotalMilliseconds, Ttft: sse.FirstTokenMs);
         }).ToList();
         start.SetResult();
-        var results = await Task.WhenAll(clients);
-        wall.Stop();
-        watching.Cancel();
-        await watcher;
+        (int Index, GatewayFixture.SseReply Sse, double Elapsed, double Ttft)[] results = [];
+        try { results = await Task.WhenAll(clients); }
+        catch (OperationCanceledException) when (concurrentDeadline.IsCancellationRequested)
+        {
+            var open = Enumerable.Range(0, Clients).Where(i => progress[i] != "ended").Select(i => $"{i}: {progress[i] ?? "not sent"}");
+            Assert.Fail($"the {Clients} concurrent streams did not all end within {ConcurrentPhase.TotalSeconds:F0} s; still open: {string.Join(", ", open)}; " +
+                        $"largest batch so far {maxBatch}; {EngineState()}");
+        }
+        finally
+        {
+            wall.Stop();
+            watching.Cancel();
+            await watcher;
+        }
 
         foreach (var (i, sse, _, _) in results)
         {
@@ -89,6 +121,14 @@ public sealed class LoadTests(GatewayFixture fixture)
                      "mixtral_silo_kv_used", "mixtral_silo_tokens_per_second", "orleans_",
                  })
             Assert.Contains(name, metrics);
+    }
+
+    /// <summary>The engine's and the gateway's state, for a failure message.</summary>
+    string EngineState()
+    {
+        var s = fixture.Engine.Engine.GetStats();
+        return $"engine: {s.Running} running, {s.Waiting} waiting, KV blocks {s.KvBlocksUsed} of {s.KvBlocksTotal} in use, " +
+               $"{s.Preemptions} preemptions, {s.TokensGenerated} tokens generated; {fixture.Engine.RunningTurns} turns registered with the silo";
     }
 
     static double Percentile(double[] sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
