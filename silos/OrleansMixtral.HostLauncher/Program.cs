@@ -64,7 +64,9 @@ static class Programs
         for (var dir = here; dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "OrleansMixtral.sln")))
             {
-                candidates.Add(Path.Combine(dir.FullName, "silos", name, "bin", configuration, framework, name + ".dll"));
+                // src/ holds the gateway (an Orleans client), silos/ the silo
+                foreach (var folder in new[] { "src", "silos" })
+                    candidates.Add(Path.Combine(dir.FullName, folder, name, "bin", configuration, framework, name + ".dll"));
                 break;
             }
         return candidates.FirstOrDefault(File.Exists)

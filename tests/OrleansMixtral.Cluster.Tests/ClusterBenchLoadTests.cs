@@ -6,7 +6,7 @@ using OrleansMixtral.Tests;
 namespace OrleansMixtral.Cluster.Tests;
 
 /// <summary>
-/// silos/OrleansMixtral.ClusterBench's load mode (`--rate`), run as its own process as one would run it: a one-silo
+/// src/OrleansMixtral.ClusterBench's load mode (`--rate`), run as its own process as one would run it: a one-silo
 /// cluster with the tiny model, requests as turns through the Orleans client, the report of `mixtral bench --rate`.
 /// </summary>
 public sealed class ClusterBenchLoadTests : IDisposable
@@ -26,7 +26,7 @@ public sealed class ClusterBenchLoadTests : IDisposable
         get
         {
             var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-            var path = Path.Combine(RepoPaths.Root, "silos", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
+            var path = Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
             if (!File.Exists(path)) throw new FileNotFoundException("ClusterBench is not built", path);
             return path;
         }

@@ -94,12 +94,12 @@ public sealed class HostLauncherTests(ITestOutputHelper output) : IDisposable
         Assert.Null(Plan("--no-api", gpus: 1).Gateway);
     }
 
-    /// <summary>A program of silos/ as built in the same configuration as these tests (the test project builds it).</summary>
+    /// <summary>A program of silos/ or src/ as built in the same configuration as these tests (the test project builds it).</summary>
     static string Built(string name)
     {
         var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-        var path = Path.Combine(RepoPaths.Root, "silos", name, "bin", output.Parent!.Name, "net10.0", name + ".dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException($"{name} is not built", path);
+        var paths = new[] { "src", "silos" }.Select(folder => Path.Combine(RepoPaths.Root, folder, name, "bin", output.Parent!.Name, "net10.0", name + ".dll")).ToList();
+        return paths.FirstOrDefault(File.Exists) ?? throw new FileNotFoundException($"{name} is not built", paths[0]);
     }
 
     static string Program => Built("OrleansMixtral.HostLauncher");

@@ -5,7 +5,7 @@ using OrleansMixtral.Tests;
 namespace OrleansMixtral.Gateway.Tests;
 
 /// <summary>
-/// ClusterBench's soak mode (silos/OrleansMixtral.ClusterBench, <c>soak</c>) run as its own process against the test
+/// ClusterBench's soak mode (src/OrleansMixtral.ClusterBench, <c>soak</c>) run as its own process against the test
 /// gateway, as one would run it against a real one: conversations through the gateway, every stream and stored history
 /// checked, a report per interval with the watched process's memory, the JSON.
 /// </summary>
@@ -21,7 +21,7 @@ public sealed class SoakTests(GatewayFixture fixture) : IDisposable
         get
         {
             var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-            var path = Path.Combine(RepoPaths.Root, "silos", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
+            var path = Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
             if (!File.Exists(path)) throw new FileNotFoundException("ClusterBench is not built", path);
             return path;
         }

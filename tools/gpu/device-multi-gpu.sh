@@ -61,7 +61,7 @@ if [ "$packed" = 1 ]; then
   prog() { echo ".run/app/$1/$1.dll"; }
 else
   dotnet=dotnet
-  prog() { echo "silos/$1/bin/Release/net10.0/$1.dll"; }
+  prog() { if [ -d "silos/$1" ]; then echo "silos/$1/bin/Release/net10.0/$1.dll"; else echo "src/$1/bin/Release/net10.0/$1.dll"; fi; }
 fi
 export DOTNET_CLI_TELEMETRY_OPTOUT=1
 for p in OrleansMixtral.HostLauncher OrleansMixtral.Silo OrleansMixtral.ClusterBench; do

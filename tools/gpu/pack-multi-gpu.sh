@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 tools/gpu/pack.sh --aspnet silos/OrleansMixtral.HostLauncher/OrleansMixtral.HostLauncher.csproj \
-  silos/OrleansMixtral.Silo/OrleansMixtral.Silo.csproj silos/OrleansMixtral.ClusterBench/OrleansMixtral.ClusterBench.csproj
+  silos/OrleansMixtral.Silo/OrleansMixtral.Silo.csproj src/OrleansMixtral.ClusterBench/OrleansMixtral.ClusterBench.csproj
 # the runtime without its debugger support (libmscordaccore, libmscordbi, createdump: ≈ 1.1 MiB packed), which a run
 # never loads: with the tracked files of late 2026-11 the carried total was 0.5 MiB over otherwise
 if [ ! -f .device/dotnet-rt.trimmed ] || [ .device/dotnet-rt.tar.xz -nt .device/dotnet-rt.trimmed ]; then

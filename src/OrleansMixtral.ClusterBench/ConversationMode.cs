@@ -31,7 +31,7 @@ partial class Program
     ];
 
     const string ConversationUsage =
-        "dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- --cluster HOST:PORT[,HOST:PORT...] [--cluster-id ID] " +
+        "dotnet run -c Release --project src/OrleansMixtral.ClusterBench -- --cluster HOST:PORT[,HOST:PORT...] [--cluster-id ID] " +
         "--concurrency C [--duration SECONDS (default 30)] [--turns T (default 1)] [--prompt-tokens N (default 512)] [--follow-up-words N (default 24)] " +
         "[--output-tokens N (default 128)] [--seed S] [--warmup TURNS (default C)] [--stall-check-ms MS (default 750)] [--retry-for SECONDS (default 60)] " +
         "[--model DIR | synthetic:mixtral-8x7b (its tokenizer and context)] [--kill-pid PID --kill-at SECONDS] [--json FILE] [--label TEXT]";

@@ -1,6 +1,6 @@
 using OrleansMixtral.Gateway;
 
-// The OpenAI-compatible gateway: `dotnet run --project silos/OrleansMixtral.Gateway -c Release` serves a running cluster
+// The OpenAI-compatible gateway: `dotnet run --project src/OrleansMixtral.Gateway -c Release` serves a running cluster
 // (`--Cluster localhost`, the default, or HOST:PORT, redis://HOST:PORT, postgres:CONNECTION-STRING) on
 // http://127.0.0.1:8000; one process with the model is the silo host, which serves the same API. Settings: appsettings.json, environment, command line (--Cluster,
 // --Model, --ModelId, --ApiKeysFile, --urls, --Gateway:NAME=VALUE). See docs/GATEWAY.md.

@@ -37,7 +37,7 @@ partial class Program
         catch (LoadUsageException e)
         {
             Console.Error.WriteLine("error: " + e.Message);
-            Console.Error.WriteLine("usage: dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- " + LoadArguments.Usage +
+            Console.Error.WriteLine("usage: dotnet run -c Release --project src/OrleansMixtral.ClusterBench -- " + LoadArguments.Usage +
                                     " [--threads N] [--model DIR | synthetic:mixtral-8x7b]");
             return 2;
         }

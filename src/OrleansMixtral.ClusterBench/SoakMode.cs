@@ -26,7 +26,7 @@ using OrleansMixtral.LoadBench;
 partial class Program
 {
     const string SoakUsage =
-        "dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- soak [--gateway http://127.0.0.1:8000] [--api-key KEY] " +
+        "dotnet run -c Release --project src/OrleansMixtral.ClusterBench -- soak [--gateway http://127.0.0.1:8000] [--api-key KEY] " +
         "[--conversations 16] [--duration 120s|30m] [--turns 6] [--max-tokens 48] [--report-every 60s] [--watch PID,...] " +
         "[--watch-name TEXT-IN-COMMAND-LINE,...] [--seed 1] [--json FILE]";
 

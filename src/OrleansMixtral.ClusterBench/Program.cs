@@ -13,7 +13,7 @@ using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
 using Tok = OrleansMixtral.Tokenization;
 
-// dotnet run -c Release --project silos/OrleansMixtral.ClusterBench -- [--runs 12] [--tokens 128] [--prompt-words 80]
+// dotnet run -c Release --project src/OrleansMixtral.ClusterBench -- [--runs 12] [--tokens 128] [--prompt-words 80]
 //     [--threads 0] [--model DIR | synthetic:mixtral-8x7b] [--one-silo]
 // Load mode (LoadMode.cs), the same load as `mixtral bench --rate` through the Orleans client:
 //     --rate R1,R2,... [--requests 200 | --duration S] [--prompt-tokens 512] [--output-tokens 128] [--seed 0]
