@@ -89,10 +89,12 @@ public sealed class DeviceSamplingTests
     [Fact]
     public async Task Logprobs_in_the_batch_keep_the_whole_step_on_the_host_with_the_same_tokens()
     {
-        // logprobs come from the logits, so the engine takes the logits path for the steps of such a request
+        // logprobs come from the logits, so the engine takes the logits path for the steps of such a request. It is
+        // submitted first and runs 4 tokens longer: the other, admitted with it or a step or two later (the engine's loop
+        // may start a step between the two submissions), never has a step of its own, which would sample on the device.
         SamplingOptions[] requests =
         [
-            new() { Temperature = 0.9f, Seed = 7, MaxTokens = 12, IgnoreEos = true, Logprobs = 2 },
+            new() { Temperature = 0.9f, Seed = 7, MaxTokens = 16, IgnoreEos = true, Logprobs = 2 },
             new() { Temperature = 1.1f, Seed = 5, MaxTokens = 12, IgnoreEos = true },
         ];
         var host = await Generate(TinyModel.Backend(), requests);
