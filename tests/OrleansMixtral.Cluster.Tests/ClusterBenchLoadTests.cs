@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using OrleansMixtral.LoadBench;
 using OrleansMixtral.Tests;
@@ -20,36 +19,8 @@ public sealed class ClusterBenchLoadTests : IDisposable
         File.Delete(_png);
     }
 
-    /// <summary>The bench's program, built in the same configuration as these tests (the test project builds it).</summary>
-    static string Program
-    {
-        get
-        {
-            var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-            var path = Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
-            if (!File.Exists(path)) throw new FileNotFoundException("ClusterBench is not built", path);
-            return path;
-        }
-    }
-
-    static async Task<(int ExitCode, string Out, string Err)> Run(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = RepoPaths.Root };
-        psi.ArgumentList.Add(Program);
-        foreach (string a in args) psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync(), stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
-        }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        return (process.ExitCode, await stdout, await stderr);
-    }
+    static Task<(int ExitCode, string Out, string Err)> Run(params string[] args) =>
+        ChildProgram.RunAsync("OrleansMixtral.ClusterBench", TimeSpan.FromMinutes(3), args);
 
     [Fact]
     public async Task Two_rates_through_the_cluster_to_a_table_a_json_file_and_a_plot()

@@ -94,15 +94,7 @@ public sealed class HostLauncherTests(ITestOutputHelper output) : IDisposable
         Assert.Null(Plan("--no-api", gpus: 1).Gateway);
     }
 
-    /// <summary>A program of silos/ or src/ as built in the same configuration as these tests (the test project builds it).</summary>
-    static string Built(string name)
-    {
-        var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-        var paths = new[] { "src", "silos" }.Select(folder => Path.Combine(RepoPaths.Root, folder, name, "bin", output.Parent!.Name, "net10.0", name + ".dll")).ToList();
-        return paths.FirstOrDefault(File.Exists) ?? throw new FileNotFoundException($"{name} is not built", paths[0]);
-    }
-
-    static string Program => Built("OrleansMixtral.HostLauncher");
+    static string Program => RepoPaths.BuiltProgram("OrleansMixtral.HostLauncher");
 
     /// <summary>A first port of <paramref name="count"/> free loopback ports in a row.</summary>
     static int FreePorts(int count)
@@ -246,7 +238,7 @@ public sealed class HostLauncherTests(ITestOutputHelper output) : IDisposable
         Assert.EndsWith("stopped", host.Log.TrimEnd());
     }
 
-    static string ClusterBench => Built("OrleansMixtral.ClusterBench");
+    static string ClusterBench => RepoPaths.BuiltProgram("OrleansMixtral.ClusterBench");
 
     [Fact(Timeout = 240_000)]
     public async Task Conversations_through_the_launched_host_survive_a_silo_killed_mid_load()

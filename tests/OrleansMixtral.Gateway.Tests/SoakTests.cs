@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using OrleansMixtral.Tests;
 
@@ -16,32 +15,8 @@ public sealed class SoakTests(GatewayFixture fixture) : IDisposable
 
     public void Dispose() => File.Delete(_json);
 
-    static string Program
-    {
-        get
-        {
-            var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // bin/<Configuration>/net10.0
-            var path = Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.ClusterBench", "bin", output.Parent!.Name, "net10.0", "OrleansMixtral.ClusterBench.dll");
-            if (!File.Exists(path)) throw new FileNotFoundException("ClusterBench is not built", path);
-            return path;
-        }
-    }
-
-    static async Task<(int ExitCode, string Out, string Err)> Run(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Program);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync(), stderr = process.StandardError.ReadToEndAsync();
-        try { await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(2)); }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        return (process.ExitCode, await stdout, await stderr);
-    }
+    static Task<(int ExitCode, string Out, string Err)> Run(params string[] args) =>
+        ChildProgram.RunAsync("OrleansMixtral.ClusterBench", TimeSpan.FromMinutes(2), args);
 
     [Fact(Timeout = 120_000)]
     public async Task A_short_soak_checks_every_stream_and_history_and_reports_memory_per_interval()
