@@ -384,8 +384,8 @@ __device__ __forceinline__ void gate_up_body(const signed char* W, const float* 
 
 // Experts down: out[p · S + z, r] = w[p] · s · Σ_{c in part z} W2_e[r, c] · h[i, c] for the pair p = slots[i] (h from
 // the gate/up kernel): the row length I in S = gridDim.z parts, whose partial rows the next norm adds in a fixed order
-// (no atomics). S = 2 in decode steps, whose down has only (experts in use) × 16 blocks: one a SM, where the 32-token
-// tiles need two to hide their latency. grid (max tiles, H / 256, S), S dividing I / 64.
+// (no atomics). S = 2 in decode steps of up to 64 tokens and prompt steps of up to 512, whose few blocks (one an SM, or
+// 1.3 waves) leave the GPU idle otherwise (CudaMixtralBackend.DownParts). grid (max tiles, H / 256, S), S dividing I / 64.
 template <int BN, int AHEAD, int CTAS>
 __device__ __forceinline__ void down_tile(const signed char* W, const float* scales, const int* slots, const float* expert_w, const f16_t* h,
                                           float* out, int H, int I, int e, int first, int n) {
