@@ -89,13 +89,10 @@ public sealed partial class ConversationGrain(
         public Channel<TokenChunk> Direct { get; } = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
         public int NextSequence;
         public string? EngineSilo;
+        /// <summary>Cancelled when the engine call must be abandoned (a cancel found no answer, or its grace ran out).</summary>
         public CancellationTokenSource? EngineCall;
-        /// <summary>Completed when the engine call must be abandoned (its silo is gone, or a cancel found no answer).</summary>
-        public TaskCompletionSource Abandon = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public long LastProgress = Stopwatch.GetTimestamp();
         public string? CancelReason;
         public bool CancelDelivered;
-        public string? LostReason;
         /// <summary>The turn's span (<see cref="GrainTracing.TurnSpan"/>), null when nobody listens.</summary>
         public Activity? Trace;
         public bool IsCancelRequested => CancelReason is not null;
@@ -357,12 +354,8 @@ public sealed partial class ConversationGrain(
         using var call = new CancellationTokenSource();
         run.EngineSilo = silo;
         run.EngineCall = call;
-        run.Abandon = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        call.Token.Register(() => run.Abandon.TrySetResult());
         run.CancelDelivered = false;
-        run.LostReason = null;
-        run.LastProgress = Stopwatch.GetTimestamp();
-        var watchdog = WatchEngineAsync(run, silo, call);
+        var watchdog = EngineWatchdog(silo);
         var request = new EngineRequest
         {
             ConversationId = Id,
@@ -378,24 +371,23 @@ public sealed partial class ConversationGrain(
             while (true)
             {
                 bool more;
-                try { more = await MoveNextOrAbandon(enumerator, run.Abandon.Task); }
+                try { more = await watchdog.MoveNextAsync(enumerator, call.Token); }
                 catch (EngineBusyException e) when (!anyToken) { return new Attempt(null, [], e.Message, Busy: true); }
                 catch (InvalidTurnException e) { return new Attempt(new TurnEnd { Finish = FinishReason.Error, Error = e.Message, Silo = silo }, [], null); }
                 catch (Exception e) when (!anyToken && !run.IsCancelRequested)
                 {
-                    return new Attempt(null, [], $"the engine on silo {silo} could not be reached: {run.LostReason ?? e.Message}");
+                    return new Attempt(null, [], $"the engine on silo {silo} could not be reached: {e.Message}");
                 }
                 catch (Exception e)
                 {
                     var end = run.IsCancelRequested
                         ? new TurnEnd { Finish = FinishReason.Cancelled, Error = run.CancelReason, Silo = silo }
-                        : new TurnEnd { Finish = FinishReason.Error, Error = $"the engine on silo {silo} was lost mid-turn: {run.LostReason ?? e.Message}", Silo = silo };
+                        : new TurnEnd { Finish = FinishReason.Error, Error = $"the engine on silo {silo} was lost mid-turn: {e.Message}", Silo = silo };
                     return new Attempt(end, [], null);
                 }
                 if (!more)
                     return new Attempt(new TurnEnd { Finish = FinishReason.Error, Error = "the engine's stream ended without a result", Silo = silo }, [], null);
                 var chunk = enumerator.Current;
-                run.LastProgress = Stopwatch.GetTimestamp();
                 if (chunk.End is { } engineEnd)
                 {
                     if (engineEnd.Finish == FinishReason.Cancelled && !run.IsCancelRequested)
@@ -421,62 +413,25 @@ public sealed partial class ConversationGrain(
         {
             run.EngineCall = null;
             call.Cancel();
-            await watchdog;
             // Disposing tells the engine grain to drop the enumeration; never wait on a silo that may be gone.
             _ = DisposeQuietlyAsync(enumerator);
         }
     }
 
     /// <summary>
-    /// The next chunk, or <see cref="OperationCanceledException"/> as soon as <paramref name="abandon"/> completes: a grain
-    /// call in flight to a silo that died is only failed by Orleans when the silo is declared dead or the call times out.
+    /// Bounds the wait on an engine (<see cref="CallWatchdog"/>): the call ends when the engine's silo leaves the
+    /// membership, or when no chunk came for StallProbeMilliseconds and the engine grain does not answer a load query
+    /// either (a silo that died without goodbye is only declared dead by the membership protocol some seconds later).
     /// </summary>
-    static async Task<bool> MoveNextOrAbandon(IAsyncEnumerator<EngineChunk> enumerator, Task abandon)
-    {
-        var next = enumerator.MoveNextAsync();
-        if (next.IsCompleted) return next.Result;
-        var task = next.AsTask();
-        if (await Task.WhenAny(task, abandon) == task) return await task;
-        _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
-        throw new OperationCanceledException("the engine call was abandoned");
-    }
-
-    /// <summary>
-    /// Bounds the wait on an engine: ends the call when its silo leaves the membership, or when no chunk came for
-    /// StallProbeMilliseconds and the engine grain does not answer a load query either (a silo that died without
-    /// goodbye is only declared dead by the membership protocol some seconds later).
-    /// </summary>
-    async Task WatchEngineAsync(TurnRun run, string silo, CancellationTokenSource call)
-    {
-        var stall = TimeSpan.FromMilliseconds(_options.StallProbeMilliseconds);
-        var period = TimeSpan.FromMilliseconds(Math.Clamp(_options.StallProbeMilliseconds / 4, 50, 1000));
-        try
+    CallWatchdog EngineWatchdog(string silo) => new(
+        WatchdogTimes.FromMilliseconds(_options.StallProbeMilliseconds, _options.ProbeTimeoutMilliseconds),
+        async _ =>
         {
-            while (!call.IsCancellationRequested)
-            {
-                await Task.Delay(period, call.Token);
-                if (engines.IsTerminating(silo))
-                {
-                    run.LostReason = $"silo {silo} left the cluster";
-                    call.Cancel();
-                    return;
-                }
-                if (Stopwatch.GetElapsedTime(run.LastProgress) < stall) continue;
-                try
-                {
-                    await engines.Engine(silo).GetLoad().WaitAsync(TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds), call.Token);
-                    run.LastProgress = Stopwatch.GetTimestamp(); // alive: a long prefill or a queue, not a failure
-                }
-                catch (Exception) when (!call.IsCancellationRequested)
-                {
-                    run.LostReason = $"the engine on silo {silo} does not answer";
-                    call.Cancel();
-                    return;
-                }
-            }
-        }
-        catch (OperationCanceledException) { }
-    }
+            await engines.Engine(silo).GetLoad();
+            return Liveness.Alive; // a long prefill or a queue, not a failure
+        },
+        $"the engine on silo {silo} does not answer",
+        departed: () => engines.IsTerminating(silo) ? $"silo {silo} left the cluster" : null);
 
     void RequestCancel(TurnRun run, string reason)
     {

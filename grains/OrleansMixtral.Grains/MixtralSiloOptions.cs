@@ -65,10 +65,10 @@ public sealed class MixtralSiloOptions
     public int LoadCacheMilliseconds { get; set; } = 250;
     /// <summary>A conversation counts as resident on an engine for this long after its last turn there.</summary>
     public int ResidentSeconds { get; set; } = 600;
-    /// <summary>When no token came from the engine for this long, the conversation probes the engine's silo.</summary>
-    public int StallProbeMilliseconds { get; set; } = 3000;
+    /// <summary>When no token came from the engine for this long, the conversation probes the engine's silo (<see cref="CallWatchdog"/>).</summary>
+    public int StallProbeMilliseconds { get; set; } = (int)WatchdogTimes.Default.StallCheck.TotalMilliseconds;
     /// <summary>A probe (or a load query) that takes longer than this counts as a failure.</summary>
-    public int ProbeTimeoutMilliseconds { get; set; } = 3000;
+    public int ProbeTimeoutMilliseconds { get; set; } = (int)WatchdogTimes.Default.ProbeTimeout.TotalMilliseconds;
 
     /// <summary>
     /// On the direct path, after the first token, at most one chunk per this interval (tokens produced meanwhile travel

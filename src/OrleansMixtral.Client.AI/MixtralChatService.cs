@@ -24,12 +24,12 @@ public sealed class MixtralChatServiceOptions
     public int EngineTimeoutMilliseconds { get; set; } = 3000;
     /// <summary>
     /// A generation that has sent nothing for this long has its engine's silo (stateless requests) or its conversation's
-    /// grain (turns) asked whether it still works on it: a silo killed without goodbye would otherwise leave the call
-    /// waiting until the cluster declares the silo dead or Orleans' response timeout (30 s) passes.
+    /// grain (turns) asked whether it still works on it (<see cref="CallWatchdog"/>): a silo killed without goodbye would
+    /// otherwise leave the call waiting until the cluster declares the silo dead or Orleans' response timeout (30 s) passes.
     /// </summary>
-    public int StallCheckMilliseconds { get; set; } = 10_000;
+    public int StallCheckMilliseconds { get; set; } = (int)WatchdogTimes.Default.StallCheck.TotalMilliseconds;
     /// <summary>How long that question may take before the generation counts as lost; 0: <see cref="StallCheckMilliseconds"/>.</summary>
-    public int ProbeTimeoutMilliseconds { get; set; }
+    public int ProbeTimeoutMilliseconds { get; set; } = (int)WatchdogTimes.Default.ProbeTimeout.TotalMilliseconds;
 }
 
 /// <summary>
@@ -65,11 +65,13 @@ public sealed class MixtralChatService
         Tokenizer = Tok.MistralTokenizer.Load(tokenizerFile);
         ContextLength = ReadContextLength(Path.Combine(directory, "config.json"));
         ModelId = string.IsNullOrWhiteSpace(options.ModelId) ? Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar)) : options.ModelId;
-        Client = new MixtralClient(cluster) { StallCheck = StallCheck, ProbeTimeout = ProbeTimeout };
+        Watchdog = WatchdogTimes.FromMilliseconds(options.StallCheckMilliseconds, options.ProbeTimeoutMilliseconds);
+        Client = new MixtralClient(cluster) { Watchdog = Watchdog };
     }
 
-    TimeSpan StallCheck => TimeSpan.FromMilliseconds(Math.Max(50, _options.StallCheckMilliseconds));
-    TimeSpan ProbeTimeout => _options.ProbeTimeoutMilliseconds > 0 ? TimeSpan.FromMilliseconds(_options.ProbeTimeoutMilliseconds) : StallCheck;
+    WatchdogTimes Watchdog { get; }
+    TimeSpan StallCheck => Watchdog.StallCheck;
+    TimeSpan ProbeTimeout => Watchdog.ProbeTimeout;
 
     public string ModelId { get; }
     /// <summary>Prompt plus reply tokens the model takes (config.json's max_position_embeddings).</summary>
@@ -193,7 +195,7 @@ public sealed class MixtralChatService
                     yield break;
                 }
                 yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, null, chunk.Logprobs, chunk.PromptLogprobs);
-                var (next, error) = await NextAsync(chunks, silo);
+                var (next, error) = await NextAsync(chunks, silo, cancellationToken);
                 if (next is null)
                 {
                     ended = true;
@@ -218,36 +220,21 @@ public sealed class MixtralChatService
         }
     }
 
-    async Task<(EngineChunk? Chunk, string? Error)> NextAsync(IAsyncEnumerator<EngineChunk> chunks, string silo)
+    async Task<(EngineChunk? Chunk, string? Error)> NextAsync(IAsyncEnumerator<EngineChunk> chunks, string silo, CancellationToken cancellationToken)
     {
-        try { return await MoveNextWatchedAsync(chunks, silo) ? (chunks.Current, null) : (null, null); }
+        try { return await EngineWatchdog(silo).MoveNextAsync(chunks, cancellationToken) ? (chunks.Current, null) : (null, null); }
         catch (Exception e) { return (null, e.Message); }
     }
 
     /// <summary>
-    /// The next chunk of an engine's stream; after each <see cref="StallCheck"/> of silence the engine's silo is asked for
-    /// its load, and a silo that does not answer within <see cref="ProbeTimeout"/> fails the wait with
-    /// <see cref="TimeoutException"/> (a call in flight to a silo killed without goodbye would wait for Orleans' 30 s).
+    /// The watchdog of a call to an engine (<see cref="CallWatchdog"/>): after each StallCheck of silence the engine's
+    /// silo is asked for its load (one question per silo at a time, shared by its calls), and a silo that does not answer
+    /// within ProbeTimeout fails the wait with <see cref="CallLostException"/> (a call in flight to a silo killed without
+    /// goodbye would wait for Orleans' 30 s).
     /// </summary>
-    /// <param name="window">
-    /// When set, the first stall check and probe together take at most this long (half each); after a probe is answered,
-    /// the usual periods.
-    /// </param>
-    async Task<bool> MoveNextWatchedAsync(IAsyncEnumerator<EngineChunk> chunks, string silo, TimeSpan? window = null)
-    {
-        var next = chunks.MoveNextAsync();
-        if (next.IsCompleted) return await next;
-        var task = next.AsTask();
-        while (true)
-        {
-            if (await Task.WhenAny(task, Task.Delay(window / 2 ?? StallCheck)) == task) return await task;
-            var answered = window is { } w ? await ProbeAsync(silo, w / 2) : await EngineAnswersAsync(silo);
-            window = null;
-            if (answered) continue; // a queue or a long prompt, not a failure
-            _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
-            throw new TimeoutException($"the engine on {silo} does not answer");
-        }
-    }
+    CallWatchdog EngineWatchdog(string silo) => new(Watchdog,
+        async _ => await EngineAnswersAsync(silo) ? Liveness.Alive : Liveness.Lost($"the engine on {silo} does not answer"),
+        $"the engine on {silo} does not answer");
 
     readonly ConcurrentDictionary<string, (long Started, Task<bool> Answered)> _probes = new();
 
@@ -308,7 +295,9 @@ public sealed class MixtralChatService
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
-                if (await MoveNextWatchedAsync(chunks, silo, window < lostBudget ? window : null))
+                // After a silo that did not answer, the first stall check and probe together take at most what is left
+                // of the budget (half each); once a probe is answered, the usual periods.
+                if (await EngineWatchdog(silo).MoveNextAsync(chunks, cancellationToken, window < lostBudget ? new WatchdogTimes(window / 2, window / 2) : null))
                     return (silo, chunks, chunks.Current);
                 last = new InvalidOperationException($"the engine on {silo} ended the stream without a result");
             }

@@ -20,13 +20,11 @@ public sealed record TurnResult(string ConversationId, int Turn, string Text, Tu
 public sealed class MixtralClient(IClusterClient client)
 {
     /// <summary>
-    /// While a turn streams, a silence this long makes the client check that the conversation is still working on the
-    /// turn (a silo that dies without goodbye leaves a grain call waiting until the cluster declares the silo dead).
+    /// While a turn streams, a silence of <see cref="WatchdogTimes.StallCheck"/> makes the client ask the conversation
+    /// whether it still works on the turn, and a question unanswered within <see cref="WatchdogTimes.ProbeTimeout"/>
+    /// loses the turn (a silo that dies without goodbye leaves a grain call waiting until the cluster declares it dead).
     /// </summary>
-    public TimeSpan StallCheck { get; init; } = TimeSpan.FromSeconds(10);
-
-    /// <summary>How long that check may take before the turn counts as lost; null: <see cref="StallCheck"/>.</summary>
-    public TimeSpan? ProbeTimeout { get; init; }
+    public WatchdogTimes Watchdog { get; init; } = WatchdogTimes.Default;
 
     public IClusterClient Cluster => client;
 
@@ -66,14 +64,11 @@ public sealed class MixtralClient(IClusterClient client)
     {
         var grain = Conversation(conversationId);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var progress = new Progress();
-        var watchdog = WatchAsync(grain, progress, stop);
-        var chunks = grain.SendTurn(message, options, CancellationToken.None).GetAsyncEnumerator(stop.Token);
-        var abandon = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var onStop = stop.Token.Register(() => abandon.TrySetResult());
-        var ended = false;
         var turn = -1;
         var next = 0;
+        var watchdog = TurnWatchdog(grain, () => turn);
+        var chunks = grain.SendTurn(message, options, CancellationToken.None).GetAsyncEnumerator(stop.Token);
+        var ended = false;
         try
         {
             while (!ended)
@@ -82,15 +77,15 @@ public sealed class MixtralClient(IClusterClient client)
                 string? failure = null;
                 try
                 {
-                    if (!await MoveNextOrAbandon(chunks, abandon.Task)) failure = "the turn's stream ended without a final chunk";
+                    if (!await watchdog.MoveNextAsync(chunks, cancellationToken)) failure = "the turn's stream ended without a final chunk";
                 }
                 catch (Exception e) when (e is TurnInProgressException or InvalidTurnException or ConversationNotFoundException) { throw; }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && progress.LostReason is null)
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                 {
                     _ = CancelQuietlyAsync(grain);
                     failure = "cancelled";
                 }
-                catch (Exception e) { failure = progress.LostReason ?? e.Message; }
+                catch (Exception e) { failure = e.Message; }
 
                 if (failure is not null)
                 {
@@ -113,7 +108,6 @@ public sealed class MixtralClient(IClusterClient client)
                     turn = chunk.Turn;
                     next = chunk.Sequence + 1;
                     ended = chunk.IsFinal;
-                    progress.Touch(turn);
                 }
                 yield return chunk;
             }
@@ -121,25 +115,10 @@ public sealed class MixtralClient(IClusterClient client)
         finally
         {
             stop.Cancel();
-            await watchdog;
             // Never wait long on a silo that may be gone (disposing sends a call to the grain's silo).
             try { await chunks.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(2)); }
             catch (Exception) { }
         }
-    }
-
-    /// <summary>
-    /// The next chunk, or <see cref="OperationCanceledException"/> as soon as <paramref name="abandon"/> completes: a call
-    /// in flight to a silo that died is only failed by Orleans when the silo is declared dead or the call times out.
-    /// </summary>
-    static async Task<bool> MoveNextOrAbandon(IAsyncEnumerator<TokenChunk> enumerator, Task abandon)
-    {
-        var next = enumerator.MoveNextAsync();
-        if (next.IsCompleted) return next.Result;
-        var task = next.AsTask();
-        if (await Task.WhenAny(task, abandon) == task) return await task;
-        _ = task.ContinueWith(t => _ = t.Exception, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously);
-        throw new OperationCanceledException("the turn's call was abandoned");
     }
 
     /// <summary>Sends a message and collects the whole reply (optionally calling <paramref name="onChunk"/> for each chunk).</summary>
@@ -264,53 +243,30 @@ public sealed class MixtralClient(IClusterClient client)
         public async ValueTask DisposeAsync() => await handle.UnsubscribeAsync();
     }
 
-    sealed class Progress
-    {
-        long _last = Environment.TickCount64;
-        public int Turn { get; private set; } = -1;
-        public string? LostReason { get; set; }
-        public void Touch(int turn) { Turn = turn; _last = Environment.TickCount64; }
-        public void Touch() => _last = Environment.TickCount64;
-        public TimeSpan Silence => TimeSpan.FromMilliseconds(Environment.TickCount64 - _last);
-    }
-
-    /// <summary>After a silence, asks the conversation (an interleaving call) whether it is still running our turn.</summary>
-    async Task WatchAsync(IConversationGrain grain, Progress progress, CancellationTokenSource stop)
+    /// <summary>
+    /// The turn's watchdog (<see cref="CallWatchdog"/>): after a silence, asks the conversation (an interleaving call)
+    /// whether it still runs the turn; a turn it no longer runs is lost only when a second look says so too (the final
+    /// chunk may be on its way).
+    /// </summary>
+    CallWatchdog TurnWatchdog(IConversationGrain grain, Func<int> turn)
     {
         var suspect = false;
-        try
+        return new CallWatchdog(Watchdog, async _ =>
         {
-            while (!stop.IsCancellationRequested)
+            var snapshot = await grain.GetSnapshot();
+            var gone = turn() >= 0 && snapshot.TurnInProgress != turn();
+            if (!gone)
             {
-                await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(50, StallCheck.TotalMilliseconds / 4)), stop.Token);
-                if (progress.Silence < StallCheck) continue;
-                try
-                {
-                    var snapshot = await grain.GetSnapshot().WaitAsync(ProbeTimeout ?? StallCheck, stop.Token);
-                    var gone = progress.Turn >= 0 && snapshot.TurnInProgress != progress.Turn;
-                    if (gone && !suspect)
-                    {
-                        suspect = true; // the final chunk may be on its way: look again after a moment
-                        continue;
-                    }
-                    if (gone)
-                    {
-                        progress.LostReason = "the conversation is no longer running this turn (its silo went away)";
-                        stop.Cancel();
-                        return;
-                    }
-                    suspect = false;
-                    progress.Touch();
-                }
-                catch (Exception e) when (!stop.IsCancellationRequested)
-                {
-                    progress.LostReason = "the conversation does not answer: " + e.Message;
-                    stop.Cancel();
-                    return;
-                }
+                suspect = false;
+                return Liveness.Alive;
             }
-        }
-        catch (OperationCanceledException) { }
+            if (!suspect)
+            {
+                suspect = true;
+                return Liveness.Unsure;
+            }
+            return Liveness.Lost("the conversation is no longer running this turn (its silo went away)");
+        }, "the conversation does not answer");
     }
 
     static async Task CancelQuietlyAsync(IConversationGrain grain)

@@ -158,7 +158,7 @@ partial class Program
         // The stall check the gateway uses (half its 1.5 s cluster-call budget), so a killed silo costs a client what it costs the gateway's.
         var client = new MixtralClient(host.Services.GetRequiredService<IClusterClient>())
         {
-            StallCheck = TimeSpan.FromMilliseconds(s.StallCheckMs), ProbeTimeout = TimeSpan.FromMilliseconds(s.StallCheckMs),
+            Watchdog = WatchdogTimes.FromMilliseconds(s.StallCheckMs, s.StallCheckMs),
         };
         var before = await EnginesAsync(client);
         Console.Error.WriteLine($"{before.Count} engine(s): " + string.Join("; ", before.Select(e => $"{e.Silo} {e.Backend} on {(e.DeviceIndex is { } d ? $"GPU {d} ({e.DeviceName})" : "the CPU")}")));

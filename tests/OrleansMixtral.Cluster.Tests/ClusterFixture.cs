@@ -60,7 +60,7 @@ public class ClusterFixture : IAsyncLifetime
         builder.ConfigureClient(client => client.AddMemoryStreams(TokenStreams.Provider));
         Cluster = builder.Build();
         await Cluster.DeployAsync();
-        Client = new MixtralClient(Cluster.Client) { StallCheck = TimeSpan.FromSeconds(5) };
+        Client = new MixtralClient(Cluster.Client) { Watchdog = new WatchdogTimes(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5)) };
     }
 
     public async ValueTask DisposeAsync()

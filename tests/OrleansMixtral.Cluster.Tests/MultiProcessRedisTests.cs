@@ -35,7 +35,7 @@ public sealed class MultiProcessRedisTests(ITestOutputHelper output)
             await Task.WhenAll(a.Ready(TimeSpan.FromSeconds(60)), b.Ready(TimeSpan.FromSeconds(60)));
             using var host = await ClusterConnection.ConnectAsync("redis://" + redis.ConnectionString, TimeSpan.FromSeconds(30), clusterId,
                 logLevel: Microsoft.Extensions.Logging.LogLevel.Error); // connection resets after the kill are expected
-            var client = new MixtralClient(host.Services.GetRequiredService<MixtralClient>().Cluster) { StallCheck = TimeSpan.FromSeconds(3) };
+            var client = new MixtralClient(host.Services.GetRequiredService<MixtralClient>().Cluster) { Watchdog = new WatchdogTimes(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3)) };
             await ClusterFixture.Eventually(() => client.GetEngineLoadsAsync().Result.Count == 2, "both silos to serve", 30);
 
             var id = (await client.StartConversationAsync(systemPrompt: "You tell stories.")).ConversationId;
