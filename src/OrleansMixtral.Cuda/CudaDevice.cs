@@ -5,8 +5,8 @@ using OrleansMixtral.Cuda.Interop;
 
 namespace OrleansMixtral.Cuda;
 
-/// <summary>One kernel argument in an 8-byte slot: pointers, 64-bit integers, or 32-bit ints/floats in the low half.</summary>
-public readonly struct KArg
+/// <summary>One kernel argument in an 8-byte slot: pointers, 64-bit integers, or 32-bit ints/floats in the low half. Built only by <see cref="Kernels"/>' typed launchers.</summary>
+readonly struct KArg
 {
     public readonly ulong Bits;
     KArg(ulong bits) => Bits = bits;
@@ -14,7 +14,7 @@ public readonly struct KArg
     public static implicit operator KArg(long v) => new((ulong)v);
     public static implicit operator KArg(ulong v) => new(v);
     public static implicit operator KArg(float v) => new(BitConverter.SingleToUInt32Bits(v));
-    public static implicit operator KArg(DeviceBuffer b) => new(b.Ptr);
+    public static implicit operator KArg(DevicePtr p) => new(p.Address);
 }
 
 /// <summary>Device memory owned by the backend.</summary>
@@ -23,7 +23,7 @@ public sealed class DeviceBuffer : IDisposable
     internal DeviceBuffer(ulong ptr, long bytes) { Ptr = ptr; Bytes = bytes; }
     public ulong Ptr { get; private set; }
     public long Bytes { get; }
-    public ulong At(long byteOffset) => Ptr + (ulong)byteOffset;
+    public DevicePtr At(long byteOffset) => new(Ptr + (ulong)byteOffset);
     public void Dispose()
     {
         if (Ptr != 0) Cu.cuMemFree(Ptr);
@@ -138,7 +138,7 @@ public sealed unsafe class CudaDevice : IDisposable
         MakeCurrent();
         fixed (T* p = src)
         {
-            Cu.Check(Cu.cuMemcpyHtoDAsync(dst.At(byteOffset), p, (nuint)(src.Length * sizeof(T)), Stream));
+            Cu.Check(Cu.cuMemcpyHtoDAsync(dst.At(byteOffset).Address, p, (nuint)(src.Length * sizeof(T)), Stream));
             Synchronize(); // the host span may go away as soon as we return
         }
     }
@@ -148,7 +148,7 @@ public sealed unsafe class CudaDevice : IDisposable
         MakeCurrent();
         fixed (T* p = dst)
         {
-            Cu.Check(Cu.cuMemcpyDtoHAsync(p, src.At(byteOffset), (nuint)(dst.Length * sizeof(T)), Stream));
+            Cu.Check(Cu.cuMemcpyDtoHAsync(p, src.At(byteOffset).Address, (nuint)(dst.Length * sizeof(T)), Stream));
             Synchronize();
         }
     }
@@ -165,27 +165,20 @@ public sealed unsafe class CudaDevice : IDisposable
         t_current = _context;
     }
 
-    public IntPtr Function(string name) =>
-        _functions.TryGetValue(name, out var f) ? f : throw new CudaException($"kernel {name} not found in kernels/*.cu");
+    /// <summary>One typed launcher per kernel of kernels/*.cu (the only way to launch one).</summary>
+    public Kernels Kernels { get; private set; } = null!;
 
-    /// <summary>Launches a kernel on the device's stream; arguments live on the stack (nothing allocates).</summary>
-    public void Launch(string kernel, uint gridX, uint gridY, uint blockX, params ReadOnlySpan<KArg> args) =>
-        Launch(kernel, (gridX, gridY, 1), blockX, args);
-
-    /// <summary>Launches a kernel over a three-dimensional grid.</summary>
-    public void Launch(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, params ReadOnlySpan<KArg> args) =>
-        LaunchWithSharedMemory(kernel, grid, blockX, 0, args);
-
-    /// <summary>True when kernels/*.cu defined this kernel for this card (the sm_90a files exist only on Hopper).</summary>
-    public bool HasKernel(string name) => _functions.ContainsKey(name);
+    /// <summary>The loaded kernel of that name, or zero where this card's build leaves it out (the sm_90a files off Hopper).</summary>
+    internal IntPtr FunctionOrZero(string name) => _functions.GetValueOrDefault(name);
 
     /// <summary>Lets a kernel launch with more than 48 KB of dynamic shared memory (once, before any launch or capture).</summary>
-    public void AllowSharedMemory(string kernel, int bytes) =>
-        Cu.Check(Cu.cuFuncSetAttribute(Function(kernel), Cu.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), kernel);
+    internal void AllowSharedMemory(KernelFunction kernel, int bytes) =>
+        Cu.Check(Cu.cuFuncSetAttribute(kernel.Handle, Cu.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes), kernel.Name);
 
-    /// <summary>Launches with <paramref name="sharedBytes"/> of dynamic shared memory (over 48 KB: <see cref="AllowSharedMemory"/> first).</summary>
-    public void LaunchWithSharedMemory(string kernel, (uint X, uint Y, uint Z) grid, uint blockX, uint sharedBytes, params ReadOnlySpan<KArg> args)
+    /// <summary>Launches a kernel on the device's stream; arguments live on the stack (nothing allocates).</summary>
+    internal void Launch(KernelFunction kernel, Grid grid, uint sharedBytes, ReadOnlySpan<KArg> args)
     {
+        if (kernel.Handle == 0) throw new CudaException($"kernel {kernel.Name} is not built for this card (compute capability {ComputeCapability})");
         var values = stackalloc ulong[args.Length];
         var pointers = stackalloc void*[args.Length];
         for (var i = 0; i < args.Length; i++)
@@ -193,7 +186,7 @@ public sealed unsafe class CudaDevice : IDisposable
             values[i] = args[i].Bits;
             pointers[i] = &values[i];
         }
-        Cu.Check(Cu.cuLaunchKernel(Function(kernel), grid.X, grid.Y, grid.Z, blockX, 1, 1, sharedBytes, Stream, pointers, null), kernel);
+        Cu.Check(Cu.cuLaunchKernel(kernel.Handle, grid.X, grid.Y, grid.Z, grid.Threads, 1, 1, sharedBytes, Stream, pointers, null), kernel.Name);
     }
 
     void LoadKernels()
@@ -226,6 +219,7 @@ public sealed unsafe class CudaDevice : IDisposable
                 }
             }
         }
+        Kernels = new Kernels(this);
     }
 
     /// <summary>The kernels a source file defines: extern "C" __global__ functions, also those a macro stamps out per size.</summary>

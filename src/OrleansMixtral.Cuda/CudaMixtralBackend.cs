@@ -46,6 +46,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     int SkinnyExpertTokens => _wgmma ? 16 : 32;
     const int SkinnyDenseTokens = 64;
     readonly CudaDevice _d;
+    readonly Kernels _k;
     readonly MixtralConfig _c;
     readonly CudaBackendOptions _o;
     readonly DeviceBuffer _embed, _finalNorm;
@@ -61,13 +62,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     // Hopper: int8 prompt products on wgmma (kernels/wgmma_gemm_sm90a.cu), inputs first permuted into its column order
     readonly bool _wgmma;
     readonly DeviceBuffer? _xPerm16;
-    const int WgmmaThreads = 384, WgmmaRows = 256;
-    /// <summary>WGG_SMEM_FOR(tile) of kernels/wgmma_gemm_sm90a.cu (6 stages of tile token rows; KernelSourceTests checks the two agree).</summary>
-    public static int WgmmaSharedBytes(int tile) => WgmmaStages * tile * 128 + 2 * WgmmaStages * 8 + tile * 8 + 1024;
-    public const int WgmmaStages = 6;
-    /// <summary>Token tiles the wgmma kernels are stamped out for (WGMMA_KERNELS of kernels/wgmma_gemm_sm90a.cu), ascending.</summary>
-    public static readonly int[] WgmmaTokenTiles = [32, 64, 128];
-    static string[] WgmmaKernels(int tile) => [$"wgmma_dense_i8_n{tile}", $"wgmma_gate_up_i8_n{tile}", $"wgmma_down_i8_n{tile}"];
+    const int WgmmaRows = 256;
+    static readonly WgmmaTile[] WgmmaTiles = Kernels.WgmmaTiles;
     // Logit rows held: one per sequence of a step, or a ModelRunner's all-position chunk of up to this many tokens; not
     // one per token (T × vocab × 4 bytes: 270 MB at a 2048-token chunk).
     const int RunnerLogitRows = 512;
@@ -85,6 +81,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     public CudaMixtralBackend(CudaDevice device, MixtralConfig config, CudaBackendOptions? options, Func<CudaWeightLoader, (DeviceBuffer, DeviceLayer[], DeviceBuffer, DeviceLinear)> load)
     {
         _d = device;
+        _k = device.Kernels;
         _c = config;
         _o = options ?? new CudaBackendOptions();
         if (_c.HiddenSize % 64 != 0 || _c.IntermediateSize % 64 != 0 || _c.QueryDim % 64 != 0 || _c.HiddenSize > 4096 || _c.VocabSize % 16 != 0
@@ -107,15 +104,10 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             _pairH16 = F((long)T * K * inter, 2);            // silu(gate)·up per (token, choice)
             _pairs = F((long)Math.Max(T, DownPartsSplit * Math.Min(T, DownPartsMaxPromptTokens)) * K * h); // weighted expert output per (token, choice[, part])
             _ids = F((long)T * K); _expW = F((long)T * K);   // routing
-            _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, WgmmaTokenTiles.Min())); _tileCount = F(1); // experts grouped on the device
+            _slots = F((long)T * K); _tiles = F(3L * ExpertTiles(T, (int)WgmmaTiles[0])); _tileCount = F(1); // experts grouped on the device
             _xl16 = F((long)T * h, 2);
-            _wgmma = _o.Weights == CudaWeightFormat.Int8 && device.HasKernel(WgmmaKernels(WgmmaTokenTiles[0])[0]);
-            if (_wgmma)
-            {
-                _xPerm16 = F((long)T * Math.Max(h, qDim), 2);
-                foreach (var tile in WgmmaTokenTiles)
-                    foreach (var k in WgmmaKernels(tile)) device.AllowSharedMemory(k, WgmmaSharedBytes(tile));
-            }
+            _wgmma = _o.Weights == CudaWeightFormat.Int8 && _k.HasWgmma;
+            if (_wgmma) _xPerm16 = F((long)T * Math.Max(h, qDim), 2);
             _logits = F((long)MaxLogitRows * _c.VocabSize);
             var decodeHeads = (long)Math.Min(T, DecodeMaxTokens) * _c.NumHeads;
             _attPartO = F(decodeHeads * AttentionSplits * _c.HeadDim);
@@ -248,11 +240,11 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         Cu.Check(Cu.cuMemcpyHtoDAsync(_step.Ptr, p, (nuint)bytes, _d.Stream));
     }
 
-    ulong Tokens => _step.At(_offTokens);
-    ulong Positions => _step.At(_offPositions);
-    ulong SeqOf => _step.At(_offSeq);
-    ulong Tables => _step.At(_offTables);
-    ulong QueryTilesPtr => _step.At(_offQueryTiles);
+    DevicePtr Tokens => _step.At(_offTokens);
+    DevicePtr Positions => _step.At(_offPositions);
+    DevicePtr SeqOf => _step.At(_offSeq);
+    DevicePtr Tables => _step.At(_offTables);
+    DevicePtr QueryTilesPtr => _step.At(_offQueryTiles);
 
     /// <summary>
     /// attention_prefill's query tiles (kernels/attention.cu): runs of one sequence's consecutive positions, contiguous in
@@ -274,9 +266,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     }
 
     const int PrefillAttentionRows = 64; // PF_ROWS of kernels/attention.cu
-    ulong LogitRows => _step.At(_offLogitRows);
-    ulong Temperatures => _step.At(_offTemperatures);
-    ulong Uniforms => _step.At(_offUniforms);
+    DevicePtr LogitRows => _step.At(_offLogitRows);
+    DevicePtr Temperatures => _step.At(_offTemperatures);
+    DevicePtr Uniforms => _step.At(_offUniforms);
 
     void Replay(int T, int N, bool sample)
     {
@@ -310,11 +302,11 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     /// where an expert gets 41 tokens (T = 128: 489 µs for all experts, 547 with 64-token tiles; H200, harness,
     /// 2026-11-29); prompts: 128.
     /// </summary>
-    int ExpertTile(int T)
+    WgmmaTile ExpertTile(int T)
     {
         var share = T * _c.NumExpertsPerToken / _c.NumExperts;
-        foreach (var n in WgmmaTokenTiles) if (share <= n) return n; // ascending: no sort (and no allocation) a layer
-        return WgmmaTokenTiles[^1];
+        foreach (var n in WgmmaTiles) if (share <= (int)n) return n; // ascending: no sort (and no allocation) a layer
+        return WgmmaTiles[^1];
     }
 
     /// <summary>
@@ -336,9 +328,9 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     /// leave half the SMs idle (the o projection at 512 tokens, 64 blocks: 46 µs against 58; qkv there, 96 blocks: 90
     /// against 62 stays at 128, and so does every product from 1,024 tokens on). H200, harness, 2026-11-29.
     /// </summary>
-    int DenseTile(int T, int rows) =>
-        T <= DecodeMaxTokens ? WgmmaTokenTiles[0]
-        : 2 * Blocks(T, WgmmaTokenTiles[^1]) * Blocks(rows, WgmmaRows) < _d.Multiprocessors ? WgmmaTokenTiles[^2] : WgmmaTokenTiles[^1];
+    WgmmaTile DenseTile(int T, int rows) =>
+        T <= DecodeMaxTokens ? WgmmaTiles[0]
+        : 2 * Blocks(T, (int)WgmmaTiles[^1]) * Blocks(rows, WgmmaRows) < _d.Multiprocessors ? WgmmaTiles[^2] : WgmmaTiles[^1];
 
     /// <summary>
     /// The forward pass over T tokens. A layer ends with its experts' outputs per (token, choice) in _pairs; the next
@@ -348,79 +340,99 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     {
         int h = _c.HiddenSize, K = _c.NumExpertsPerToken, pairRows = K * DownParts(T);
         var eps = (float)_c.RmsNormEps;
-        _d.Launch("embed_bf16", (uint)T, 1, 256, Tokens, _embed, _x, h);
+        _k.EmbedBf16(new((uint)T, 1, 256), Tokens, _embed, _x, h);
         for (var l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
-            _d.Launch("residual_rmsnorm_f16", (uint)T, 1, 256, _x, 0UL, l > 0 ? _pairs.Ptr : 0UL, pairRows, 1, L.AttnNorm, _act16, h, eps);
+            _k.ResidualRmsnormF16(new((uint)T, 1, 256), _x, DevicePtr.Null, l > 0 ? _pairs : DevicePtr.Null, pairRows, 1, L.AttnNorm, _act16, h, eps);
             Linear(L.Qkv, _act16, _qkv, T, accumulate: false);
             Attention(l, T);
             Linear(L.O, _act16, _x, T, accumulate: true); // the residual add is fused
-            _d.Launch("rmsnorm_router", (uint)T, 1, 256, _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
+            _k.RmsnormRouter(new((uint)T, 1, 256), _x, L.FfnNorm, _act16, L.Router, _ids, _expW, h, eps, _c.NumExperts, K);
             TraceRouter(l, T);
             Experts(L, T);
         }
         Logits(N, pairRows);
-        if (sample && N > 0) _d.Launch("sample_rows", (uint)N, 1, 1024, _logits, _c.VocabSize, Temperatures, Uniforms, _sampled);
+        if (sample && N > 0) _k.SampleRows(new((uint)N, 1, 1024), _logits, _c.VocabSize, Temperatures, Uniforms, _sampled);
     }
 
     /// <summary>y (+)= x · Wᵀ: skinny kernels for few tokens (every weight read once), tiled GEMMs for many.</summary>
     void Linear(DeviceLinear w, DeviceBuffer x16, DeviceBuffer y, int T, bool accumulate)
     {
-        var kind = w.IsInt8 ? "i8" : "bf16";
         if (T <= SkinnyDenseTokens)
-            _d.Launch($"gemv_{kind}_nt{TokenTiles(T)}", (uint)(w.Rows / 16), 1, 256, // one 16-row tile per block: gemv.cu
-                w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        {
+            Grid grid = new((uint)(w.Rows / 16), 1, 256); // one 16-row tile per block: gemv.cu
+            if (w.IsInt8) _k.GemvI8(grid, TokenTiles(T), w.Weight, w.Scales ?? DevicePtr.Null, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+            else _k.GemvBf16(grid, TokenTiles(T), w.Weight, w.Scales ?? DevicePtr.Null, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        }
         else if (_wgmma && w.IsInt8)
         {
             var tile = DenseTile(T, w.Rows);
-            _d.Launch("permute_units_f16", (uint)T, 1, 256, x16, _xPerm16!, T, w.Cols);
-            _d.LaunchWithSharedMemory($"wgmma_dense_i8_n{tile}", (Blocks(T, tile), Blocks(w.Rows, WgmmaRows), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
-                w.Weight, w.Scales!.Ptr, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+            _k.PermuteUnitsF16(new((uint)T, 1, 256), x16, _xPerm16!, T, w.Cols);
+            _k.WgmmaDenseI8(new(Blocks(T, (int)tile), Blocks(w.Rows, WgmmaRows), 1, Kernels.WgmmaThreads), tile,
+                w.Weight, w.Scales!, _xPerm16!, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
         }
         else
-            _d.Launch($"gemm_{kind}", Blocks(w.Rows, 256), Blocks(T, 64), 256, // 256 rows × 64 tokens per block: gemm.cu
-                w.Weight, w.Scales?.Ptr ?? 0UL, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        {
+            Grid grid = new(Blocks(w.Rows, 256), Blocks(T, 64), 256); // 256 rows × 64 tokens per block: gemm.cu
+            if (w.IsInt8) _k.GemmI8(grid, w.Weight, w.Scales ?? DevicePtr.Null, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+            else _k.GemmBf16(grid, w.Weight, w.Scales ?? DevicePtr.Null, x16, y, T, w.Rows, w.Cols, accumulate ? 1 : 0);
+        }
     }
 
-    static int TokenTiles(int T) => T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8; // 8-token tiles per pass: NT in gemv.cu / moe.cu
+    // 8-token tiles per pass: NT in gemv.cu / moe.cu
+    static SkinnyTokenTiles TokenTiles(int T) => T <= 8 ? SkinnyTokenTiles.Nt1 : T <= 16 ? SkinnyTokenTiles.Nt2 : T <= 32 ? SkinnyTokenTiles.Nt4 : SkinnyTokenTiles.Nt8;
 
     /// <summary>The routed experts of every token: _act16 (normed rows) → _pairs (weighted outputs per (token, choice)).</summary>
     void Experts(DeviceLayer L, int T)
     {
         int h = _c.HiddenSize, inter = _c.IntermediateSize, E = _c.NumExperts, K = _c.NumExpertsPerToken;
-        var kind = L.W13Scales is not null ? "i8" : "bf16";
+        var int8 = L.W13Scales is not null;
         if (T <= SkinnyExpertTokens)
         {
             // one block row per expert in use (found from the routing on the device), all its tokens at once
             var nt = TokenTiles(T);
             var experts = (uint)Math.Min(E, T * K);
-            _d.Launch($"moe_gate_up_{kind}_nt{nt}", (uint)(inter / 16), experts, 256,
-                L.W13, L.W13Scales?.Ptr ?? 0UL, _ids, _act16, _pairH16, T, inter, h, K);
-            _d.Launch($"moe_down_{kind}_nt{nt}", (uint)(h / 16), experts, 256,
-                L.W2, L.W2Scales?.Ptr ?? 0UL, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
+            Grid gateUp = new((uint)(inter / 16), experts, 256), down = new((uint)(h / 16), experts, 256);
+            if (int8)
+            {
+                _k.MoeGateUpI8(gateUp, nt, L.W13, L.W13Scales!, _ids, _act16, _pairH16, T, inter, h, K);
+                _k.MoeDownI8(down, nt, L.W2, L.W2Scales ?? DevicePtr.Null, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
+            }
+            else
+            {
+                _k.MoeGateUpBf16(gateUp, nt, L.W13, DevicePtr.Null, _ids, _act16, _pairH16, T, inter, h, K);
+                _k.MoeDownBf16(down, nt, L.W2, L.W2Scales ?? DevicePtr.Null, _ids, _expW, _pairH16, _pairs, T, h, inter, K);
+            }
             return;
         }
         // group the (token, choice) pairs by expert on the device, then one GEMM launch per projection for all experts
         if (_wgmma && L.W13Scales is not null)
         {
             var tile = ExpertTile(T);
-            var groups = (uint)ExpertTiles(T, tile);
-            _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, tile, _slots, _tiles, _tileCount);
-            _d.Launch("permute_units_f16", (uint)T, 1, 256, _act16, _xPerm16!, T, h);
+            var groups = (uint)ExpertTiles(T, (int)tile);
+            _k.MoeGroup(new(1, 1, 256), _ids, T * K, E, (int)tile, _slots, _tiles, _tileCount);
+            _k.PermuteUnitsF16(new((uint)T, 1, 256), _act16, _xPerm16!, T, h);
             // gate/up writes h in down's input order; down writes DownParts(T) partial rows a pair
-            _d.LaunchWithSharedMemory($"wgmma_gate_up_i8_n{tile}", (groups, Blocks(inter, WgmmaRows / 2), 1), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
-                L.W13, L.W13Scales.Ptr, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
-            _d.LaunchWithSharedMemory($"wgmma_down_i8_n{tile}", (groups, Blocks(h, WgmmaRows), (uint)DownParts(T)), WgmmaThreads, (uint)WgmmaSharedBytes(tile),
-                L.W2, L.W2Scales!.Ptr, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
+            _k.WgmmaGateUpI8(new(groups, Blocks(inter, WgmmaRows / 2), 1, Kernels.WgmmaThreads), tile,
+                L.W13, L.W13Scales, _tiles, _tileCount, _slots, _xPerm16!, _pairH16, inter, h, K);
+            _k.WgmmaDownI8(new(groups, Blocks(h, WgmmaRows), (uint)DownParts(T), Kernels.WgmmaThreads), tile,
+                L.W2, L.W2Scales!, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
             return;
         }
         var tiles = (uint)ExpertTiles(T, GemmTokens);
-        _d.Launch("moe_group", 1, 1, 256, _ids, T * K, E, GemmTokens, _slots, _tiles, _tileCount);
-        _d.Launch($"moe_gemm_gate_up_{kind}", tiles, Blocks(inter, 128), 256, // tiles fastest: an expert's tiles share its weight reads
-            L.W13, L.W13Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
-        _d.Launch($"moe_gemm_down_{kind}", tiles, Blocks(h, 256), 256,
-            L.W2, L.W2Scales?.Ptr ?? 0UL, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
+        _k.MoeGroup(new(1, 1, 256), _ids, T * K, E, GemmTokens, _slots, _tiles, _tileCount);
+        Grid gateUpTiles = new(tiles, Blocks(inter, 128), 256), downTiles = new(tiles, Blocks(h, 256), 256); // tiles fastest: an expert's tiles share its weight reads
+        if (int8)
+        {
+            _k.MoeGemmGateUpI8(gateUpTiles, L.W13, L.W13Scales!, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
+            _k.MoeGemmDownI8(downTiles, L.W2, L.W2Scales ?? DevicePtr.Null, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
+        }
+        else
+        {
+            _k.MoeGemmGateUpBf16(gateUpTiles, L.W13, DevicePtr.Null, _tiles, _tileCount, _slots, _act16, _pairH16, inter, h, K);
+            _k.MoeGemmDownBf16(downTiles, L.W2, L.W2Scales ?? DevicePtr.Null, _tiles, _tileCount, _slots, _expW, _pairH16, _pairs, h, inter);
+        }
     }
 
     /// <summary>
@@ -434,7 +446,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     void Attention(int layer, int T)
     {
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
-        _d.Launch("rope_store_kv", (uint)T, (uint)(_c.NumHeads + _c.NumKvHeads), (uint)(_c.HeadDim / 2), _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
+        _k.RopeStoreKv(new((uint)T, (uint)(_c.NumHeads + _c.NumKvHeads), (uint)(_c.HeadDim / 2)), _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
             _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
         // the output (fp16) goes to _act16, the o projection's input
         var scale = 1f / MathF.Sqrt(_c.HeadDim);
@@ -443,19 +455,19 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         // decode step, 4 for prompts (many blocks). H100, ctx 600: T = 1 10.5 µs split / 12.1 µs not; T = 8 35 / 24.
         var splits = Math.Min(AttentionSplits, 2 * _d.Multiprocessors / (_c.NumHeads * T));
         if (T > DecodeMaxTokens && _c.HeadDim == 128) // prompts: flash-style on the tensor cores, query tiles of ≤ 64 rows
-            _d.Launch("attention_prefill", (uint)_queryTiles, (uint)_c.NumHeads, 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+            _k.AttentionPrefill(new((uint)_queryTiles, (uint)_c.NumHeads, 128), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, QueryTilesPtr, _queryTiles);
         else if (T >= GqaMinTokens && T <= DecodeMaxTokens && _c.HeadDim == 128 && _c.NumHeads / _c.NumKvHeads <= 4)
             // decode steps of 4+ sequences: one block per (token, kv head) serves its query heads from one read of each
             // K/V row, its positions split until there are ≈ 2 blocks an SM (fixed per T, so graph replays stay valid)
-            _d.Launch("attention_decode_gqa", ((uint)_c.NumKvHeads, (uint)T, (uint)Math.Clamp(2 * _d.Multiprocessors / (_c.NumKvHeads * T), 1, AttentionSplits)), 128,
+            _k.AttentionDecodeGqa(new((uint)_c.NumKvHeads, (uint)T, (uint)Math.Clamp(2 * _d.Multiprocessors / (_c.NumKvHeads * T), 1, AttentionSplits), 128),
                 _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables, _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize,
                 scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
         else if (T <= DecodeMaxTokens && splits >= 2)
-            _d.Launch("attention_split", ((uint)_c.NumHeads, (uint)T, (uint)splits), 128, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+            _k.AttentionSplit(new((uint)_c.NumHeads, (uint)T, (uint)splits, 128), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
         else
-            _d.Launch("attention_paged", (uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u, _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
+            _k.AttentionPaged(new((uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim);
     }
 
@@ -464,7 +476,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     {
         if (N == 0) return;
         int h = _c.HiddenSize;
-        _d.Launch("residual_rmsnorm_f16", (uint)N, 1, 256, _x, LogitRows, _pairs, pairRows, 0, _finalNorm, _xl16, h, (float)_c.RmsNormEps);
+        _k.ResidualRmsnormF16(new((uint)N, 1, 256), _x, LogitRows, _pairs, pairRows, 0, _finalNorm, _xl16, h, (float)_c.RmsNormEps);
         Linear(_lmHead, _xl16, _logits, N, accumulate: false);
     }
 
@@ -491,8 +503,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
         var bytes = (nuint)((long)tokens * _c.KvDim * 2);
         for (var l = 0; l < _c.NumLayers; l++)
         {
-            Cu.Check(Cu.cuMemcpyDtoDAsync(_kCache[l].At(destinationBlock * blockBytes), _kCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
-            Cu.Check(Cu.cuMemcpyDtoDAsync(_vCache[l].At(destinationBlock * blockBytes), _vCache[l].At(sourceBlock * blockBytes), bytes, _d.Stream));
+            Cu.Check(Cu.cuMemcpyDtoDAsync(_kCache[l].At(destinationBlock * blockBytes).Address, _kCache[l].At(sourceBlock * blockBytes).Address, bytes, _d.Stream));
+            Cu.Check(Cu.cuMemcpyDtoDAsync(_vCache[l].At(destinationBlock * blockBytes).Address, _vCache[l].At(sourceBlock * blockBytes).Address, bytes, _d.Stream));
         }
     }
 

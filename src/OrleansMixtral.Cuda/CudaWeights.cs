@@ -127,8 +127,8 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
             _scratch?.Dispose();
             _scratch = device.Allocate(bytes);
         }
-        Cu.Check(Cu.cuMemcpyDtoDAsync(_scratch.Ptr, weight.At(byteOffset), (nuint)bytes, device.Stream));
-        device.Launch("tile_rows_16", 4096, 1, 256, _scratch, weight.At(byteOffset), (long)rows, bytes / rows);
+        Cu.Check(Cu.cuMemcpyDtoDAsync(_scratch.Ptr, weight.At(byteOffset).Address, (nuint)bytes, device.Stream));
+        device.Kernels.TileRows16(new(4096, 1, 256), _scratch, weight.At(byteOffset), (long)rows, bytes / rows);
     }
 
     /// <summary>
@@ -140,7 +140,7 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
         int h = c.HiddenSize, inter = c.IntermediateSize, qDim = c.QueryDim, kvDim = c.KvDim, E = c.NumExperts;
         var s = seed;
         var embed = device.Allocate((long)c.VocabSize * h * 2);
-        device.Launch("fill_random_bf16", 1024, 1, 256, embed, (long)c.VocabSize * h, s++, 1f);
+        device.Kernels.FillRandomBf16(new(1024, 1, 256), embed, (long)c.VocabSize * h, s++, 1f);
         var layers = new DeviceLayer[c.NumLayers];
         for (var l = 0; l < c.NumLayers; l++)
         {
@@ -157,7 +157,7 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
             progress?.Invoke($"model.layers.{l}", l + 1, c.NumLayers);
         }
         var lm = device.Allocate((long)c.VocabSize * h * 2);
-        device.Launch("fill_random_bf16", 1024, 1, 256, lm, (long)c.VocabSize * h, s++, 1f / MathF.Sqrt(h));
+        device.Kernels.FillRandomBf16(new(1024, 1, 256), lm, (long)c.VocabSize * h, s++, 1f / MathF.Sqrt(h));
         device.Synchronize();
         return (embed, layers, Const(h, 1f), new DeviceLinear(lm, null, c.VocabSize, h));
     }
@@ -170,25 +170,25 @@ public sealed class CudaWeightLoader(CudaDevice device, MixtralConfig c, CudaWei
         var std = 1f / MathF.Sqrt(cols);
         if (_int8)
         {
-            device.Launch("fill_random_i8", 4096, 1, 256, w, n, seed++);
+            device.Kernels.FillRandomI8(new(4096, 1, 256), w, n, seed++);
             var scales = RandomF32((long)experts * rows, 0.5f * std / 73f, 1.5f * std / 73f, ref seed);
             return new DeviceLinear(w, scales, rows, cols);
         }
-        device.Launch("fill_random_bf16", 4096, 1, 256, w, n, seed++, std * MathF.Sqrt(3f));
+        device.Kernels.FillRandomBf16(new(4096, 1, 256), w, n, seed++, std * MathF.Sqrt(3f));
         return new DeviceLinear(w, null, rows, cols);
     }
 
     DeviceBuffer RandomF32(long n, float low, float high, ref ulong seed)
     {
         var b = device.Allocate(n * 4);
-        device.Launch("fill_random_f32", 256, 1, 256, b, n, seed++, low, high);
+        device.Kernels.FillRandomF32(new(256, 1, 256), b, n, seed++, low, high);
         return b;
     }
 
     DeviceBuffer Const(int n, float value)
     {
         var b = device.Allocate((long)n * 4);
-        device.Launch("fill_random_f32", 16, 1, 256, b, (long)n, 0UL, value, value);
+        device.Kernels.FillRandomF32(new(16, 1, 256), b, (long)n, 0UL, value, value);
         return b;
     }
 

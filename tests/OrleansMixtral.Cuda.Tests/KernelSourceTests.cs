@@ -3,8 +3,9 @@ using OrleansMixtral.Tests;
 namespace OrleansMixtral.Cuda.Tests;
 
 /// <summary>
-/// What the backend launches by name must be what kernels/*.cu defines: the names are read from the sources at
-/// start-up (including those a macro stamps out per tile size), and a missing one only shows on a GPU. Runs on the CPU.
+/// The loader's reading of kernels/*.cu (the names it looks up at start-up, including those a macro stamps out per
+/// tile size) and the wgmma constants the launchers share with the sources; the launchers' signatures are
+/// KernelSignatureTests'. Runs on the CPU.
 /// </summary>
 public sealed class KernelSourceTests
 {
@@ -21,20 +22,9 @@ public sealed class KernelSourceTests
             .Append("rmsnorm_router").Append("moe_group").Order(), moe.Order());
         Assert.Equal(new[] { "gemm_i8", "moe_gemm_gate_up_i8", "moe_gemm_down_i8", "gemm_bf16", "moe_gemm_gate_up_bf16", "moe_gemm_down_bf16" }.Order(),
             CudaDevice.KernelNames(Source("gemm.cu")).Order()); // a macro with three parameters
-        // the wgmma products once per token tile the backend picks from (it launches them by interpolated names)
-        Assert.Equal(CudaMixtralBackend.WgmmaTokenTiles.SelectMany(n => new[] { $"wgmma_dense_i8_n{n}", $"wgmma_gate_up_i8_n{n}", $"wgmma_down_i8_n{n}" })
+        // the wgmma products once per token tile the backend picks from
+        Assert.Equal(Kernels.WgmmaTiles.Select(t => (int)t).SelectMany(n => new[] { $"wgmma_dense_i8_n{n}", $"wgmma_gate_up_i8_n{n}", $"wgmma_down_i8_n{n}" })
             .Append("permute_units_f16").Order(), CudaDevice.KernelNames(Source("wgmma_gemm_sm90a.cu")).Order());
-    }
-
-    [Fact]
-    public void Every_kernel_the_backend_launches_by_a_literal_name_is_defined()
-    {
-        var defined = Directory.GetFiles(Path.Combine(RepoPaths.Root, "kernels"), "*.cu").SelectMany(f => CudaDevice.KernelNames(File.ReadAllText(f))).ToHashSet();
-        var backend = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaMixtralBackend.cs"))
-                      + File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "OrleansMixtral.Cuda", "CudaWeights.cs"));
-        var launched = System.Text.RegularExpressions.Regex.Matches(backend, @"Launch(?:WithSharedMemory)?\(""(\w+)""").Select(m => m.Groups[1].Value).Distinct().ToList();
-        Assert.NotEmpty(launched);
-        Assert.All(launched, name => Assert.Contains(name, defined));
     }
 
     [Fact]
@@ -42,12 +32,13 @@ public sealed class KernelSourceTests
     {
         var source = Source("wgmma_gemm_sm90a.cu");
         int Define(string name) => int.Parse(System.Text.RegularExpressions.Regex.Match(source, $@"#define {name} (\d+)\b").Groups[1].Value);
-        Assert.Equal(CudaMixtralBackend.WgmmaStages, Define("WGG_STAGES"));
-        Assert.Equal(CudaMixtralBackend.WgmmaTokenTiles.Max(), Define("WGG_TOKENS"));
+        Assert.Equal(Kernels.WgmmaStages, Define("WGG_STAGES"));
+        Assert.Equal((int)Kernels.WgmmaTiles.Max(), Define("WGG_TOKENS"));
+        Assert.Equal(Kernels.WgmmaThreads, Define("WGG_THREADS"));
         // WGG_SMEM_FOR(BN): stages of BN token rows (128 bytes each), 2 barriers a stage, row pointers, 1 KB alignment
         Assert.Contains("#define WGG_SMEM_FOR(BN) (WGG_STAGES * (BN) * 128 + 2 * WGG_STAGES * 8 + (BN) * 8 + 1024)", source);
-        foreach (var tile in CudaMixtralBackend.WgmmaTokenTiles)
-            Assert.Equal(6 * tile * 128 + 2 * 6 * 8 + tile * 8 + 1024, CudaMixtralBackend.WgmmaSharedBytes(tile));
-        Assert.Equal(100448, CudaMixtralBackend.WgmmaSharedBytes(128)); // the prompt tile as measured
+        foreach (var tile in Kernels.WgmmaTiles)
+            Assert.Equal(6 * (int)tile * 128 + 2 * 6 * 8 + (int)tile * 8 + 1024, Kernels.WgmmaSharedBytes(tile));
+        Assert.Equal(100448, Kernels.WgmmaSharedBytes(WgmmaTile.N128)); // the prompt tile as measured
     }
 }
