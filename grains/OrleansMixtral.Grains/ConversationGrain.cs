@@ -209,7 +209,7 @@ public sealed partial class ConversationGrain(
         if (_run is not null) throw new TurnInProgressException($"conversation {Id}: turn {_run.Turn} is still running");
         if (string.IsNullOrWhiteSpace(userMessage)) throw new InvalidTurnException("the message is empty");
         if (options.Check() is { } bad) throw new InvalidTurnException(bad.Message);
-        var prompt = BuildPrompt(userMessage, options.MaxTokens ?? int.MaxValue);
+        var prompt = BuildPrompt(userMessage, options.MaxTokens);
         var run = new TurnRun(state.State.Turns, userMessage, prompt, options);
         _run = run;
         // The turn outlives this call: its span is current in the turn's own task, and the caller's stays current here.
@@ -223,10 +223,10 @@ public sealed partial class ConversationGrain(
     }
 
     /// <summary>
-    /// The prompt of the next turn, by the one context policy (<see cref="Tok.ConversationWindow"/>): the kept turns' ids
+    /// The prompt of the next turn, by the one prompt builder (<see cref="Tok.ChatPromptBuilder"/>): the kept turns' ids
     /// plus the new user turn, the oldest turns dropped when the reply would have too little room.
     /// </summary>
-    Tok.TurnPrompt BuildPrompt(string userMessage, int maxTokens)
+    Tok.TurnPrompt BuildPrompt(string userMessage, int? maxTokens)
     {
         var s = state.State;
         var first = s.Messages.Count > 0 && s.Messages[0].Role == ChatRole.System ? 1 : 0;
@@ -238,18 +238,11 @@ public sealed partial class ConversationGrain(
             : Tok.ConversationWindow.FromMessages(model.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
         try
         {
-            return window.NextTurn(model.Tokenizer, system, [.. kept.Select(k => k.User)], userMessage, maxTokens, model.ContextLength,
-                _options.ReplyReserveTokens);
+            return new Tok.ChatPromptBuilder(model.Tokenizer, model.ContextLength, _options.ReplyReserveTokens)
+                .NextTurn(window, system, [.. kept.Select(k => k.User)], userMessage, maxTokens);
         }
         catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message, ErrorKind.ContextLengthExceeded); }
     }
-
-    static Tok.ChatMessage ToTokenizer(ChatEntry e) => new(e.Role switch
-    {
-        ChatRole.System => Tok.ChatRole.System,
-        ChatRole.User => Tok.ChatRole.User,
-        _ => Tok.ChatRole.Assistant,
-    }, e.Content);
 
     async Task RunTurnAsync(TurnRun run)
     {

@@ -133,7 +133,7 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
             if (string.IsNullOrWhiteSpace(id)) throw new ArgumentException("ConversationId must not be empty", nameof(options));
             return ConversationAsync(_prefix + id, list, generation, cancellationToken);
         }
-        return service.GenerateAsync(service.EncodeChat(list), generation, cancellationToken: cancellationToken);
+        return service.GenerateAsync(service.EncodeChat(list, generation.MaxTokens), generation, cancellationToken);
     }
 
     async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<Tok.ChatMessage> messages, SamplingOptions options,
@@ -159,7 +159,12 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
         OutputTokenCount = end.Usage.CompletionTokens,
         TotalTokenCount = end.Usage.PromptTokens + end.Usage.CompletionTokens,
         CachedInputTokenCount = end.Usage.CachedPromptTokens,
+        // the oldest turns of the history the prompt left out (the context policy), as the HTTP API's usage.dropped_turns
+        AdditionalCounts = new() { [DroppedTurnsCount] = end.Usage.DroppedTurns },
     };
+
+    /// <summary>The key of <see cref="UsageDetails.AdditionalCounts"/> that counts the history's oldest turns the prompt left out.</summary>
+    public const string DroppedTurnsCount = "dropped_turns";
 
     static string NewResponseId() => "chatcmpl-" + Guid.NewGuid().ToString("N");
 

@@ -64,6 +64,7 @@ public sealed class MixtralChatService
         if (!File.Exists(tokenizerFile)) throw new FileNotFoundException($"the model directory {directory} has no tokenizer.json", tokenizerFile);
         Tokenizer = Tok.MistralTokenizer.Load(tokenizerFile);
         ContextLength = ReadContextLength(Path.Combine(directory, "config.json"));
+        Prompts = new Tok.ChatPromptBuilder(Tokenizer, ContextLength);
         ModelId = string.IsNullOrWhiteSpace(options.ModelId) ? Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar)) : options.ModelId;
         Watchdog = WatchdogTimes.FromMilliseconds(options.StallCheckMilliseconds, options.ProbeTimeoutMilliseconds);
         Client = new MixtralClient(cluster) { Watchdog = Watchdog };
@@ -77,6 +78,8 @@ public sealed class MixtralChatService
     /// <summary>Prompt plus reply tokens the model takes (config.json's max_position_embeddings).</summary>
     public int ContextLength { get; }
     public Tok.MistralTokenizer Tokenizer { get; }
+    /// <summary>The one prompt builder (the conversations' context policy), for stateless chat requests.</summary>
+    public Tok.ChatPromptBuilder Prompts { get; }
     public MixtralClient Client { get; }
 
     static int ReadContextLength(string configFile)
@@ -116,15 +119,18 @@ public sealed class MixtralChatService
 
     static string Name(Tok.ChatRole role) => role.ToString().ToLowerInvariant();
 
-    /// <summary>The prompt ids of a whole conversation (Mixtral-Instruct template), checked against the context.</summary>
-    public int[] EncodeChat(IReadOnlyList<Tok.ChatMessage> messages)
+    /// <summary>
+    /// The prompt of a whole conversation sent in one request (Mixtral-Instruct template), fitted to the context by the one
+    /// prompt builder (<see cref="Tok.ChatPromptBuilder"/>): the oldest turns go when the reply would lack room, as in a
+    /// conversation the cluster keeps; <see cref="Tok.TurnPrompt.MaxTokens"/> is the reply's limit.
+    /// <paramref name="maxTokens"/>: the request's (null: what the context leaves).
+    /// </summary>
+    public Tok.TurnPrompt EncodeChat(IReadOnlyList<Tok.ChatMessage> messages, int? maxTokens)
     {
         ValidateMessages(messages);
-        int[] ids;
-        try { ids = Tokenizer.EncodeChat(messages); }
+        try { return Prompts.ForMessages(messages, maxTokens); }
         catch (Tok.ChatTemplateException e) { throw new MixtralRequestException(e.Message, "messages", "invalid_messages"); }
-        CheckPromptLength(ids.Length);
-        return ids;
+        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
     }
 
     /// <summary>The prompt ids of a plain completion (BOS + the text), checked against the context.</summary>
@@ -138,11 +144,12 @@ public sealed class MixtralChatService
     /// <summary>Throws <see cref="MixtralRequestException"/> (context_length_exceeded) when a prompt leaves no room for a reply.</summary>
     public void CheckPromptLength(int promptTokens)
     {
-        if (promptTokens >= ContextLength)
-            throw new MixtralRequestException(
-                $"this model's maximum context length is {ContextLength} tokens; the prompt has {promptTokens} tokens (and the reply needs at least one)",
-                "messages", "context_length_exceeded");
+        try { Prompts.CheckPrompt(promptTokens); }
+        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
     }
+
+    static MixtralRequestException ContextLengthExceeded(Tok.ContextLengthExceededException e, string param) =>
+        new(e.Message, param, CodeOf(ErrorKind.ContextLengthExceeded));
 
     /// <summary>
     /// The options as sent to the cluster, checked (<see cref="SamplingOptions.Check"/>, the one validation); for a
@@ -167,10 +174,23 @@ public sealed class MixtralChatService
     /// </summary>
     /// <param name="continuesPrompt">The reply continues the prompt's text (a completion: "The history of the city" → " is
     /// the most…", its leading space kept); false: a chat reply, which starts a text of its own.</param>
-    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, SamplingOptions options, bool continuesPrompt = false,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, SamplingOptions options, bool continuesPrompt = false,
+        CancellationToken cancellationToken = default)
     {
         CheckPromptLength(prompt.Length);
+        return GenerateAsync(prompt, options, continuesPrompt, droppedTurns: 0, cancellationToken);
+    }
+
+    /// <summary>
+    /// Generates the reply to a chat prompt from <see cref="EncodeChat"/>, as <see cref="GenerateAsync(int[], SamplingOptions, bool, CancellationToken)"/>;
+    /// the usage says how many of the history's oldest turns the prompt left out.
+    /// </summary>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(Tok.TurnPrompt prompt, SamplingOptions options, CancellationToken cancellationToken = default) =>
+        GenerateAsync(prompt.Ids, options with { MaxTokens = prompt.MaxTokens }, continuesPrompt: false, prompt.Window.DroppedTurns, cancellationToken);
+
+    async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, SamplingOptions options, bool continuesPrompt, int droppedTurns,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         var request = new EngineRequest
         {
             // Engine sequences are named (conversation, turn); a stateless request is a conversation of one turn.
@@ -191,6 +211,7 @@ public sealed class MixtralChatService
                 if (chunk.End is { } end)
                 {
                     ended = true;
+                    if (droppedTurns > 0) end = end with { Usage = end.Usage with { DroppedTurns = droppedTurns } };
                     yield return new GenerationUpdate(chunk.Text, chunk.TokenIds.Length, end, chunk.Logprobs, chunk.PromptLogprobs);
                     yield break;
                 }
@@ -457,8 +478,8 @@ public sealed class MixtralChatService
         // The grain drops the oldest turns when the history outgrows the context (ConversationWindow), but the new message
         // must fit with the system message alone: the policy's own check, before a "new" conversation is stored.
         var effectiveSystem = newSystem ?? (stored.Length > 0 && stored[0].Role == ChatRole.System ? stored[0].Content : null);
-        try { Tok.ConversationWindow.Empty.NextTurn(Tokenizer, effectiveSystem, [], user, maxTokens: 1, ContextLength); }
-        catch (Tok.ContextLengthExceededException e) { throw new MixtralRequestException(e.Message, "messages", "context_length_exceeded"); }
+        try { Prompts.CheckFits(effectiveSystem, user); }
+        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
         return new ConversationTurn(conversationKey, user, newSystem, snapshot, Create: found is null);
     }
 

@@ -188,9 +188,9 @@ public sealed partial class GatewayEndpoints(
         var logprobs = request.Options.Logprobs is null ? null : ReplyLogprobs.ForChat(service.Tokenizer);
         if (named is null)
         {
-            var prompt = service.EncodeChat(request.Messages);
+            var prompt = service.EncodeChat(request.Messages, request.Options.MaxTokens);
             await RunAsync(ctx, "chat", "stateless", arrived, chat: true, request.Stream, request.IncludeUsage, null,
-                ct => service.GenerateAsync(prompt, request.Options, cancellationToken: ct), logprobs);
+                ct => service.GenerateAsync(prompt, request.Options, ct), logprobs);
             return;
         }
         string publicId, key;

@@ -64,8 +64,9 @@ public static class OpenAiResponses
 
     public static string FinishReason(OrleansMixtral.FinishReason finish) => finish == OrleansMixtral.FinishReason.Length ? "length" : "stop";
 
-    /// <param name="conversation">A conversation's turn: the usage also says how many of its oldest turns the prompt left out.</param>
-    static void WriteUsage(Utf8JsonWriter w, TurnUsage usage, bool conversation)
+    /// <param name="chat">A chat reply (a conversation's turn or a whole history): the usage also says how many of its
+    /// oldest turns the prompt left out.</param>
+    static void WriteUsage(Utf8JsonWriter w, TurnUsage usage, bool chat)
     {
         w.WriteStartObject("usage");
         w.WriteNumber("prompt_tokens", usage.PromptTokens);
@@ -74,7 +75,7 @@ public static class OpenAiResponses
         w.WriteStartObject("prompt_tokens_details");
         w.WriteNumber("cached_tokens", usage.CachedPromptTokens);
         w.WriteEndObject();
-        if (conversation) w.WriteNumber("dropped_turns", usage.DroppedTurns);
+        if (chat) w.WriteNumber("dropped_turns", usage.DroppedTurns);
         w.WriteEndObject();
     }
 
@@ -117,7 +118,7 @@ public static class OpenAiResponses
             w.WriteString("finish_reason", FinishReason(end.Finish));
             w.WriteEndObject();
             w.WriteEndArray();
-            WriteUsage(w, end.Usage, conversationId is not null);
+            WriteUsage(w, end.Usage, Chat);
             w.WriteEndObject();
         }
 
@@ -148,7 +149,7 @@ public static class OpenAiResponses
                 w.WriteEndObject();
             }
             w.WriteEndArray();
-            if (end is not null && (usageInline || usageOnly)) WriteUsage(w, end.Usage, conversationId is not null);
+            if (end is not null && (usageInline || usageOnly)) WriteUsage(w, end.Usage, Chat);
             w.WriteEndObject();
         }
     }

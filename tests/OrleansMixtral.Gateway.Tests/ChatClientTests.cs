@@ -12,7 +12,10 @@ namespace OrleansMixtral.Gateway.Tests;
 [Collection(GatewayCollection.Name)]
 public sealed class ChatClientTests(GatewayFixture fixture)
 {
-    ServiceProvider Services(string? prefix = null)
+    ServiceProvider Services(string? prefix = null) => Services(fixture, prefix);
+
+    /// <summary>An IChatClient over the fixture's cluster, from dependency injection.</summary>
+    internal static ServiceProvider Services(GatewayFixture fixture, string? prefix = null)
     {
         var services = new ServiceCollection();
         services.AddSingleton<IClusterClient>(fixture.Cluster.Client);

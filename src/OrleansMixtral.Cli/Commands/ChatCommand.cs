@@ -92,6 +92,7 @@ static class ChatCommand
     {
         // What the model sees of the conversation, by the cluster's context policy (exact ids; the oldest whole turns go
         // when a reply would lack room), the user message of each turn it keeps, and the whole transcript (/history).
+        readonly ChatPromptBuilder _prompts = new(tokenizer, context);
         ConversationWindow _window = ConversationWindow.Empty;
         List<string> _users = [];
         readonly List<ChatEntry> _transcript = [];
@@ -112,7 +113,7 @@ static class ChatCommand
         public async Task<ChatTurnOutcome> SendAsync(string message, Action<string> onText, CancellationToken cancellationToken)
         {
             TurnPrompt turn;
-            try { turn = _window.NextTurn(tokenizer, system, _users, message, sampling.MaxTokens ?? int.MaxValue, context); }
+            try { turn = _prompts.NextTurn(_window, system, _users, message, sampling.MaxTokens); }
             catch (ContextLengthExceededException e) { throw new ChatSessionException(e.Message, e); }
             if (turn.NewlyDropped > 0)
                 notes.WriteLine($"(dropped the {turn.NewlyDropped} oldest turn{(turn.NewlyDropped == 1 ? "" : "s")} to leave the reply room in the context)");
