@@ -59,7 +59,7 @@ public sealed partial class ConversationGrain(
     [PersistentState("conversation", ConversationGrain.StorageName)] IPersistentState<ConversationState> state,
     ITokenizerService model,
     ILocalSiloDetails silo,
-    EngineDirectory engines,
+    EngineRouter engines,
     IOptions<MixtralSiloOptions> options,
     ILogger<ConversationGrain> log) : Grain, IConversationGrain
 {

@@ -1,8 +1,5 @@
 namespace OrleansMixtral.Grains;
 
-/// <summary>Which compute backend a silo's engine runs on.</summary>
-public enum EngineBackendKind { Auto, Cpu, Cuda }
-
 /// <summary>
 /// Where conversation state is kept: Sqlite (the default: a database file in <see cref="MixtralSiloOptions.DataDirectory"/>,
 /// shared by the silos of one machine), Postgres (the production option: a PostgreSQL database all machines reach, with
@@ -26,7 +23,7 @@ public sealed class MixtralSiloOptions
     /// run on the engines of the cluster's other silos.
     /// </summary>
     public bool Engine { get; set; } = true;
-    public EngineBackendKind Backend { get; set; } = EngineBackendKind.Auto;
+    public BackendKind Backend { get; set; } = BackendKind.Auto;
     /// <summary>Hold the weights as int8 (weight-only, per output channel); implied by a pre-quantized checkpoint.</summary>
     public bool Int8 { get; set; }
     /// <summary>

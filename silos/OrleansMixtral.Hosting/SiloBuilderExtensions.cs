@@ -25,7 +25,7 @@ public static partial class SiloBuilderExtensions
         services.AddSingleton<ISiloEngine>(sp => sp.GetRequiredService<SiloEngineHost>());
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloEngineHost>());
         services.AddSingleton<ITokenizerService, ModelTokenizerService>();
-        services.AddSingleton<EngineDirectory>();
+        services.AddSingleton<EngineRouter>();
         services.AddSingleton<EngineMetrics>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, MetricsStarter>();
         silo.AddPlacementDirector<SiloEnginePlacement, SiloEnginePlacementDirector>();

@@ -86,7 +86,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
         var directory = ModelLoader.IsSynthetic(options.Model) ? options.Model : ModelPaths.Resolve(options.Model);
         var loaded = ModelLoader.Load(directory, new ModelLoadOptions
         {
-            Backend = LoaderBackend(options.Backend),
+            Backend = options.Backend,
             Int8 = options.Int8,
             // a CPU silo's KV budget is configured in megabytes; a GPU silo takes most of the free GPU memory
             CpuKvCacheBytes = (long)options.KvCacheMegabytes << 20,
@@ -98,9 +98,6 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
         return new LoadedSiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
     }
 
-    static BackendKind LoaderBackend(EngineBackendKind backend) =>
-        backend switch { EngineBackendKind.Cpu => BackendKind.Cpu, EngineBackendKind.Cuda => BackendKind.Cuda, _ => BackendKind.Auto };
-
     /// <summary>
     /// Why <see cref="MixtralSiloOptions.Device"/> cannot be honoured on this machine (one line naming the setting), or
     /// null: a GPU index the process does not see, or one for an engine that will run on the CPU. Cheap, for a host to
@@ -108,7 +105,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
     /// </summary>
     public static string? DeviceProblem(MixtralSiloOptions options)
     {
-        var backend = LoaderBackend(options.Backend);
+        var backend = options.Backend;
         if (backend == BackendKind.Cuda && !OrleansMixtral.Cuda.CudaDevice.IsAvailable(out _)) return null;
         try
         {
@@ -222,7 +219,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loading the model {Model} (backend {Backend})")]
-    static partial void LogLoading(ILogger log, string model, EngineBackendKind backend);
+    static partial void LogLoading(ILogger log, string model, BackendKind backend);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Engine ready: {Model} on {Backend}, {Device}, KV cache {KvTokens} tokens, loaded in {Milliseconds:F0} ms")]
     static partial void LogLoaded(ILogger log, string model, string backend, string device, int kvTokens, double milliseconds);

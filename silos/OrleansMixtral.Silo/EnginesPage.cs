@@ -20,7 +20,7 @@ public static class SiloPages
     {
         app.MapOrleansDashboard(DashboardPath);
         app.MapGet("/", () => Results.Redirect(DashboardPath + "/"));
-        app.MapGet(EnginesPath, async (HttpContext ctx, EngineDirectory engines) =>
+        app.MapGet(EnginesPath, async (HttpContext ctx, EngineRouter engines) =>
         {
             var loads = await engines.GetLoadsAsync(fresh: true);
             // a browser asks for HTML; curl, scripts and tests (Accept */* or application/json) get the JSON they always got

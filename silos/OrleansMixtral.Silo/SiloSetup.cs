@@ -128,9 +128,9 @@ public static class SiloSetup
         mixtral.Model = config["Model"] ?? mixtral.Model;
         mixtral.Backend = (config["Backend"] ?? "auto").ToLowerInvariant() switch
         {
-            "auto" => EngineBackendKind.Auto,
-            "cpu" => EngineBackendKind.Cpu,
-            "cuda" => EngineBackendKind.Cuda,
+            "auto" => BackendKind.Auto,
+            "cpu" => BackendKind.Cpu,
+            "cuda" => BackendKind.Cuda,
             var other => throw new ArgumentException($"--Backend must be auto, cpu or cuda, not '{other}'"),
         };
         if (config["Int8"] is { } int8) mixtral.Int8 = bool.Parse(int8);

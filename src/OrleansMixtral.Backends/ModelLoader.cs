@@ -7,9 +7,6 @@ using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Backends;
 
-/// <summary>Which compute backend runs the model. <see cref="Auto"/> picks the best one this build has.</summary>
-public enum BackendKind { Auto, Cpu, Cuda }
-
 /// <summary>How <see cref="ModelLoader"/> builds a backend.</summary>
 public sealed record ModelLoadOptions
 {

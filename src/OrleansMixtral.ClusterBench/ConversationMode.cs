@@ -90,7 +90,7 @@ partial class Program
         public double DoneAtSeconds => SentAtSeconds + EndToEndMs / 1000;
     }
 
-    sealed record EngineInfo(string Silo, string Backend, int? DeviceIndex, string DeviceName);
+    sealed record EngineDevice(string Silo, string Backend, int? DeviceIndex, string DeviceName);
 
     sealed record SiloShare(string Silo, int Turns, int OutputTokens);
 
@@ -115,7 +115,7 @@ partial class Program
     sealed record HistoryCheck(int Conversations, int Intact, List<string> Broken);
 
     sealed record ConversationReport(string Date, MachineInfo Machine, string? Label, string Model, string Cluster, string? ClusterId,
-        List<EngineInfo> EnginesBefore, List<EngineInfo> EnginesAfter, ConversationSettings Settings, ConversationSummary Summary, Affinity? Affinity,
+        List<EngineDevice> EnginesBefore, List<EngineDevice> EnginesAfter, ConversationSettings Settings, ConversationSummary Summary, Affinity? Affinity,
         FaultReport? Fault, HistoryCheck Histories, List<TurnRecord> Turns);
 
     static async Task<int> RunConversationsAsync(string[] args)
@@ -306,12 +306,12 @@ partial class Program
         return System.Text.RegularExpressions.Regex.Replace(line.Length > 300 ? line[..300] + "…" : line, @"after \d+(\.\d+)?ms", "after N ms");
     }
 
-    static async Task<List<EngineInfo>> EnginesAsync(MixtralClient client)
+    static async Task<List<EngineDevice>> EnginesAsync(MixtralClient client)
     {
         try
         {
             var loads = await client.GetEngineLoadsAsync().WaitAsync(TimeSpan.FromSeconds(15));
-            return [.. loads.OrderBy(l => l.Silo, StringComparer.Ordinal).Select(l => new EngineInfo(l.Silo, l.Backend, l.DeviceIndex, l.DeviceName))];
+            return [.. loads.OrderBy(l => l.Silo, StringComparer.Ordinal).Select(l => new EngineDevice(l.Silo, l.Backend, l.DeviceIndex, l.DeviceName))];
         }
         catch (Exception) // a cluster half gone: no engine to name
         {
@@ -390,7 +390,7 @@ partial class Program
         return new Affinity(pairs.Count, same, Math.Round((double)same / pairs.Count, 4), history, cached, history > 0 ? Math.Round((double)cached / history, 4) : 0);
     }
 
-    static FaultReport FaultOf(List<TurnRecord> all, int pid, double killedAt, List<EngineInfo> before, List<EngineInfo> after)
+    static FaultReport FaultOf(List<TurnRecord> all, int pid, double killedAt, List<EngineDevice> before, List<EngineDevice> after)
     {
         var failed = all.Where(r => !r.Succeeded).ToList();
         var affected = all.GroupBy(r => (r.Conversation, r.Turn))

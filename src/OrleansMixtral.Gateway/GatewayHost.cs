@@ -160,7 +160,7 @@ public static partial class GatewayHost
         });
         services.AddSingleton<GatewayEndpoints>();
         services.AddHealthChecks().AddCheck<EnginesHealthCheck>(EnginesHealthCheck.Name);
-        services.AddHostedService<EnginePoller>();
+        services.AddHostedService<EngineLoadPoller>();
     }
 
     static GatewayOptions ReadOptions(IConfiguration config)
@@ -314,7 +314,7 @@ public static partial class GatewayHost
 }
 
 /// <summary>Fetches the engines' loads every EnginePollMilliseconds, for the per-silo gauges and /health.</summary>
-public sealed class EnginePoller(MixtralChatService service, GatewayOptions options, IHostApplicationLifetime lifetime) : BackgroundService
+public sealed class EngineLoadPoller(MixtralChatService service, GatewayOptions options, IHostApplicationLifetime lifetime) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {

@@ -5,15 +5,15 @@ using Orleans.Runtime;
 namespace OrleansMixtral.Grains;
 
 /// <summary>
-/// Each silo's view of the cluster's engines, for routing turns (a DI singleton): which silos are active members,
+/// Each silo's router of turns to the cluster's engines (a DI singleton): which silos are active members,
 /// their engines' loads (queried from every engine grain, cached briefly), and the choice of the least loaded engine
 /// for a conversation that has none or must leave its own.
 /// </summary>
-public sealed partial class EngineDirectory(
+public sealed partial class EngineRouter(
     IClusterMembershipService membership,
     IGrainFactory grains,
     IOptions<MixtralSiloOptions> options,
-    ILogger<EngineDirectory> log)
+    ILogger<EngineRouter> log)
 {
     readonly MixtralSiloOptions _options = options.Value;
     readonly Lock _lock = new();
