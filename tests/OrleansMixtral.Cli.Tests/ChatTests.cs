@@ -57,6 +57,20 @@ public class ChatTests
     }
 
     [Fact]
+    public void A_message_that_cannot_fit_is_the_prompt_builders_refusal_and_the_chat_goes_on()
+    {
+        // ≈ 1,800 tokens against the tiny model's 1,024: the same refusal, word for word, as the cluster's and the gateway's
+        // (ChatPromptBuilder, which every path builds its prompts with).
+        var longText = string.Join(' ', Enumerable.Repeat("the history of the old city and its river", 200));
+        var expected = Assert.Throws<ContextLengthExceededException>(() =>
+            new ChatPromptBuilder(MistralTokenizer.Load(Cli.Model), 1024).CheckFits("You are terse.", longText)).Message;
+        var r = Cli.RunWithInput($"{longText}\n{FirstQuestion}\n", ["chat", "--model", Cli.Model, "--system", "You are terse.", .. Greedy32]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("error: " + expected + "\n", r.Err.Replace("\r", "") + "\n");
+        Assert.Single(Regex.Matches(r.Err, @"\[\d+ tokens")); // the next message still got its reply
+    }
+
+    [Fact]
     public void Reset_forgets_the_history_and_exit_stops_reading()
     {
         var r = Cli.RunWithInput($"{FirstQuestion}\n/reset\n{FirstQuestion}\n/exit\n{SecondQuestion}\n",
