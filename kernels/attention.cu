@@ -19,9 +19,47 @@
 #define ATT_WARPS 16
 #define ATT_MAX_D 128
 
+// Fused rope + KV store (decode steps whose tokens are each the last of their own sequence, so no block needs a row
+// another block of the step writes): q is rotated as it is loaded, the token's own position takes k (rotated) and v
+// straight from its qkv row, rounded to fp16 as the cache holds them, and one block per (token, kv head) stores them.
+// Dimension d of a rotated head row (half-split layout, rope_store_kv's formula); cs/sn: cos/sin at the position.
+__device__ __forceinline__ float rope_dim(const float* head_row, int d, int half, const float* cs, const float* sn) {
+    const int j = d < half ? d : d - half;
+    const float a = head_row[j], b = head_row[j + half];
+    return d < half ? a * cs[j] - b * sn[j] : b * cs[j] + a * sn[j];
+}
+
+// 8 consecutive dimensions d0.. of the token's rotated k and its v as packed fp16 (the cache's 16-byte loads).
+__device__ __forceinline__ void rope_kv_pack(const float* k_row, const float* v_row, int d0, int half, const float* cs,
+                                             const float* sn, int4& kk, int4& vv) {
+    f16_t* kh = reinterpret_cast<f16_t*>(&kk);
+    f16_t* vh = reinterpret_cast<f16_t*>(&vv);
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        kh[e] = f32_to_f16(rope_dim(k_row, d0 + e, half, cs, sn));
+        vh[e] = f32_to_f16(v_row[d0 + e]);
+    }
+}
+
+// The fused path's store: the token's rotated k and its v of kv head kvh into the cache at its position (the
+// block's threads over D).
+__device__ __forceinline__ void rope_store_own_kv(const float* qkv_row, int n_heads, int n_kv, int kvh, int D, int pos,
+    const int* table, int block_size, f16_t* k_cache, f16_t* v_cache, const float* cs, const float* sn) {
+    const int kv_dim = n_kv * D;
+    const float* k_row = qkv_row + n_heads * D + kvh * D;
+    const float* v_row = qkv_row + n_heads * D + kv_dim + kvh * D;
+    const size_t slot = ((size_t)table[pos / block_size] * block_size + pos % block_size) * kv_dim + kvh * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        k_cache[slot + d] = f32_to_f16(rope_dim(k_row, d, D / 2, cs, sn));
+        v_cache[slot + d] = f32_to_f16(v_row[d]);
+    }
+}
+
+// cos_t non-null: the fused rope (above) for a token at position j1 - 1 of its sequence.
 __device__ __forceinline__ void attend_range(const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* table,
     int t, int head, int j0, int j1, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride,
-    float* s_m, float* s_l, float (*s_acc)[ATT_MAX_D]) {
+    float* s_m, float* s_l, float (*s_acc)[ATT_MAX_D], const float* cos_t = nullptr, const float* sin_t = nullptr, int pos = -1,
+    float* s_q = nullptr) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warps = blockDim.x >> 5;                    // ≤ ATT_WARPS
     const int group = lane >> 2, sub = lane & 3;          // 8 position groups of 4 lanes
@@ -29,10 +67,18 @@ __device__ __forceinline__ void attend_range(const float* q, const f16_t* k_cach
     const int per = D / 4;                                // dims per lane: 8 (D=32) .. 32 (D=128)
     const int loads = per / 8;                            // 16-byte fp16 loads per lane per position
 
+    const int half = D / 2;
+    const float* q_row = q + (size_t)t * q_stride;
+    const float* cs = cos_t ? cos_t + (size_t)pos * half : nullptr;
+    const float* sn = cos_t ? sin_t + (size_t)pos * half : nullptr;
+    if (cos_t) { // the head's rotated q, once a block (s_q: D floats of shared memory)
+        for (int d = threadIdx.x; d < D; d += blockDim.x) s_q[d] = rope_dim(q_row + head * D, d, half, cs, sn);
+        __syncthreads();
+    }
     float qv[32], acc[32];
 #pragma unroll
     for (int i = 0; i < 32; i++) {
-        qv[i] = i < per ? q[(size_t)t * q_stride + head * D + sub * per + i] * scale : 0.f;
+        qv[i] = i < per ? (cos_t ? s_q[sub * per + i] : q_row[head * D + sub * per + i]) * scale : 0.f;
         acc[i] = 0.f;
     }
     float m = -INFINITY, l = 0.f;
@@ -43,15 +89,23 @@ __device__ __forceinline__ void attend_range(const float* q, const f16_t* k_cach
         float s = 0.f;
         int4 vv[4];
         if (valid) {
-            const size_t slot = ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kv_head * D + sub * per;
-            const int4* kp = reinterpret_cast<const int4*>(k_cache + slot);
-            const int4* vp = reinterpret_cast<const int4*>(v_cache + slot);
+            int4 kr[4];
+            if (cos_t && j == pos) { // the token's own row: from its qkv row (fused rope), not yet in the cache
 #pragma unroll
-            for (int c = 0; c < 4; c++) if (c < loads) vv[c] = vp[c]; // V's loads go out with K's, not after the softmax
+                for (int c = 0; c < 4; c++)
+                    if (c < loads) rope_kv_pack(q_row + n_heads * D + kv_head * D, q_row + n_heads * D + kv_dim + kv_head * D,
+                                                sub * per + c * 8, half, cs, sn, kr[c], vv[c]);
+            } else {
+                const size_t slot = ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kv_head * D + sub * per;
+                const int4* kp = reinterpret_cast<const int4*>(k_cache + slot);
+                const int4* vp = reinterpret_cast<const int4*>(v_cache + slot);
+#pragma unroll
+                for (int c = 0; c < 4; c++) if (c < loads) { vv[c] = vp[c]; kr[c] = kp[c]; } // V's loads go out with K's
+            }
 #pragma unroll
             for (int c = 0; c < 4; c++) {
                 if (c < loads) {
-                    const int4 kk = kp[c];
+                    const int4 kk = kr[c];
                     const f16_t* kh = reinterpret_cast<const f16_t*>(&kk);
 #pragma unroll
                     for (int e = 0; e < 8; e++) s += qv[c * 8 + e] * f16_to_f32(kh[e]);
@@ -134,19 +188,27 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_paged(
 // most, which sizes the partial buffers). part_o: [T, heads,
 // splits, D] unnormalised outputs, part_ml: [T, heads, splits, 2] (max, sum), arrivals: [T · heads] counters at 0
 // (the merging block puts its counter back to 0, so the buffers are ready for the next step and graph replays).
+// cos_t/sin_t non-null: rope and the KV store fused in (above; every token the last of its own sequence), else the
+// cache already holds the token's row (rope_store_kv).
 extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
-    const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
+    const float* q, f16_t* k_cache, f16_t* v_cache, const int* positions, const int* seq_of_token,
     const int* block_tables, int max_blocks, f16_t* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride,
-    float* part_o, float* part_ml, int* arrivals) {
+    float* part_o, float* part_ml, int* arrivals, const float* cos_t, const float* sin_t) {
     __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
     __shared__ float s_acc[ATT_WARPS][ATT_MAX_D];
+    __shared__ float s_q[ATT_MAX_D];
     __shared__ int s_last;
     const int head = blockIdx.x, t = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int n = positions[t] + 1;
     const int chunk = ((n + splits - 1) / splits + 7) / 8 * 8; // whole 8-position steps
     const int j0 = min(n, split * chunk), j1 = min(n, j0 + chunk);
-    attend_range(q, k_cache, v_cache, block_tables + (size_t)seq_of_token[t] * max_blocks, t, head, j0, j1,
-                 n_heads, n_kv, D, block_size, scale, q_stride, s_m, s_l, s_acc);
+    const int* table = block_tables + (size_t)seq_of_token[t] * max_blocks;
+    const int group = n_heads / n_kv;
+    if (cos_t && split == 0 && head % group == 0)
+        rope_store_own_kv(q + (size_t)t * q_stride, n_heads, n_kv, head / group, D, n - 1, table, block_size, k_cache, v_cache,
+                          cos_t + (size_t)(n - 1) * (D / 2), sin_t + (size_t)(n - 1) * (D / 2));
+    attend_range(q, k_cache, v_cache, table, t, head, j0, j1,
+                 n_heads, n_kv, D, block_size, scale, q_stride, s_m, s_l, s_acc, cos_t, sin_t, n - 1, s_q);
     const size_t th = (size_t)t * n_heads + head;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float M, L, O;
@@ -174,8 +236,8 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
 // attention_decode_gqa (decode steps of many sequences): one block per (token, kv head, split) serving all the kv head's
 // query heads (Mixtral: 4) from one read of each K/V row. attention_paged and attention_split give each query head its
 // own block, so every K/V row crossed from L2 to the SMs 4 times (64 sequences: 1.2 ms of an 18.2 ms decode step;
-// ncu, H200, 2026-11-29). Same inputs and split outputs as attention_split; reads positions 0..pos from the cache
-// (rope_store_kv has stored pos). D == 128 and n_heads / n_kv ≤ GQ_HEADS only (the caller checks).
+// ncu, H200, 2026-11-29). Same inputs, split outputs and fused rope (cos_t non-null) as attention_split; without it reads
+// positions 0..pos from the cache (rope_store_kv has stored pos). D == 128 and n_heads / n_kv ≤ GQ_HEADS only (the caller checks).
 // A warp takes 4 positions a step, 8 lanes a position, 16 dimensions a lane: the 4 query heads' dot products share the
 // K loads, their 4 running softmaxes (log2 domain: q pre-scaled by scale · log2 e) the V loads, and the next step's
 // K/V rows load while this one computes. Partials merge as in attention_split, with one arrival counter per
@@ -186,11 +248,12 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_split(
 #define GQ_D 128
 
 extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa(
-    const float* q, const f16_t* k_cache, const f16_t* v_cache, const int* positions, const int* seq_of_token,
+    const float* q, f16_t* k_cache, f16_t* v_cache, const int* positions, const int* seq_of_token,
     const int* block_tables, int max_blocks, f16_t* out, int n_heads, int n_kv, int D, int block_size, float scale, int q_stride,
-    float* part_o, float* part_ml, int* arrivals) {
+    float* part_o, float* part_ml, int* arrivals, const float* cos_t, const float* sin_t) {
     __shared__ float s_acc[GQ_WARPS][GQ_HEADS][GQ_D];
     __shared__ float s_m[GQ_WARPS][GQ_HEADS], s_l[GQ_WARPS][GQ_HEADS];
+    __shared__ float s_q[GQ_HEADS][GQ_D]; // the rotated q heads (fused rope)
     __shared__ int s_last;
     const int group = n_heads / n_kv;
     if (D != GQ_D || group > GQ_HEADS) return;
@@ -202,38 +265,52 @@ extern "C" __global__ void __launch_bounds__(GQ_WARPS * 32) attention_decode_gqa
     const int* table = block_tables + (size_t)seq_of_token[t] * max_blocks;
     const size_t kv_dim = (size_t)n_kv * GQ_D;
     const float qs = scale * 1.4426950408889634f; // log2 e
+    const float* q_row = q + (size_t)t * q_stride;
+    const int pos = n - 1, half = GQ_D / 2;
+    const float* cs = cos_t ? cos_t + (size_t)pos * half : nullptr;
+    const float* sn = cos_t ? sin_t + (size_t)pos * half : nullptr;
+    if (cos_t) {
+        if (split == 0) rope_store_own_kv(q_row, n_heads, n_kv, kvh, GQ_D, pos, table, block_size, k_cache, v_cache, cs, sn);
+        for (int idx = threadIdx.x; idx < group * GQ_D; idx += blockDim.x)
+            s_q[idx / GQ_D][idx % GQ_D] = rope_dim(q_row + (kvh * group + idx / GQ_D) * GQ_D, idx % GQ_D, half, cs, sn);
+        __syncthreads();
+    }
 
     float qv[GQ_HEADS][16], acc[GQ_HEADS][16], m[GQ_HEADS], l[GQ_HEADS];
 #pragma unroll
     for (int h = 0; h < GQ_HEADS; h++) {
 #pragma unroll
         for (int i = 0; i < 16; i++) {
-            qv[h][i] = h < group ? q[(size_t)t * q_stride + (kvh * group + h) * GQ_D + sub * 16 + i] * qs : 0.f;
+            const int d = sub * 16 + i;
+            const float* head_row = q_row + (kvh * group + h) * GQ_D;
+            qv[h][i] = h < group ? (cos_t ? s_q[h][d] : head_row[d]) * qs : 0.f;
             acc[h][i] = 0.f;
         }
         m[h] = -INFINITY;
         l[h] = 0.f;
     }
-    auto row = [&](int j) { return ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kvh * GQ_D + sub * 16; };
+    // position j's K/V dimensions of this lane: from the cache, or (fused rope) the token's own from its qkv row
+    auto load = [&](int j, int4* kk, int4* vv) {
+        if (cos_t && j == pos) {
+            const float* k_row = q_row + n_heads * GQ_D + kvh * GQ_D;
+            for (int c = 0; c < 2; c++) rope_kv_pack(k_row, k_row + kv_dim, sub * 16 + c * 8, half, cs, sn, kk[c], vv[c]);
+            return;
+        }
+        const size_t r = ((size_t)table[j / block_size] * block_size + j % block_size) * kv_dim + kvh * GQ_D + sub * 16;
+        kk[0] = reinterpret_cast<const int4*>(k_cache + r)[0]; kk[1] = reinterpret_cast<const int4*>(k_cache + r)[1];
+        vv[0] = reinterpret_cast<const int4*>(v_cache + r)[0]; vv[1] = reinterpret_cast<const int4*>(v_cache + r)[1];
+    };
     const int stride = GQ_WARPS * 4;
     int j = j0 + warp * 4 + g;
     bool valid = j < j1;
     int4 kk[2] = {}, vv[2] = {};
-    if (valid) {
-        const size_t r = row(j);
-        kk[0] = reinterpret_cast<const int4*>(k_cache + r)[0]; kk[1] = reinterpret_cast<const int4*>(k_cache + r)[1];
-        vv[0] = reinterpret_cast<const int4*>(v_cache + r)[0]; vv[1] = reinterpret_cast<const int4*>(v_cache + r)[1];
-    }
+    if (valid) load(j, kk, vv);
     // the loop bound is the same for the whole warp (shuffles); lanes past j1 idle
     for (int base = j0 + warp * 4; base < j1; base += stride) {
         const int jn = j + stride;
         const bool vn = jn < j1;
         int4 nk[2] = {}, nv[2] = {};
-        if (vn) {
-            const size_t r = row(jn);
-            nk[0] = reinterpret_cast<const int4*>(k_cache + r)[0]; nk[1] = reinterpret_cast<const int4*>(k_cache + r)[1];
-            nv[0] = reinterpret_cast<const int4*>(v_cache + r)[0]; nv[1] = reinterpret_cast<const int4*>(v_cache + r)[1];
-        }
+        if (vn) load(jn, nk, nv);
         float kf[16], s[GQ_HEADS];
         const f16_t* kh = reinterpret_cast<const f16_t*>(kk);
 #pragma unroll

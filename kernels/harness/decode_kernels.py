@@ -142,12 +142,13 @@ def splits_for(T, NH):
     return min(8, 2 * cp.cuda.Device().attributes["MultiProcessorCount"] // (NH * T))
 
 
-def attention(k, split, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs=None, splits=8):
+def attention(k, split, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs=None, splits=8, rope=None):
+    """rope = (cos, sin): attention_split with rope + KV store fused in (rope_store_kv not run before)."""
     args = (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS), np.float32(D ** -0.5), np.int32(qstride))
     if split:
         if bufs is None:
             bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
-        k.attention_split((NH, T, splits), (128,), args + bufs)
+        k.attention_split((NH, T, splits), (128,), args + bufs + (rope or (null(), null())))
     else:
         k.attention_paged((NH, T), (128 if T > 8 else 512,), args)
 
@@ -434,7 +435,7 @@ def time_ms_eager(fn, iters=5):
     return cp.cuda.get_elapsed_time(s, e) / iters
 
 
-def decode_step(k, old, T, layers=32):
+def decode_step(k, old, T, layers=32, fused=False):
     """A whole decode step of T tokens (one per sequence, ~600 positions of context each) at the 8x7B shape,
     32 layers with their own weights, captured as one graph: the GPU's time per step. old = the baseline
     kernels (fp32 activations, one expert read per (token, choice))."""
@@ -480,12 +481,15 @@ def decode_step(k, old, T, layers=32):
             else:
                 k.residual_rmsnorm_f16((T,), (256,), (x, null(), pairs if l else null(), i32(K), i32(1), w["n1"], x16, i32(H), eps))
                 (gemm if T > 32 else gemv)(k, w["qkv"], w["sqkv"], x16, qkv, T)
-            k.rope_store_kv((T, NH + NKV) if not old else (T,), (D // 2,) if not old else (128,), (qkv, pos, seq, tables, i32(maxb), w["kc"], w["vc"], cos, sin, i32(NH), i32(NKV), i32(D), i32(BS)))
+            fuse = fused and not old and not prompt and splits_for(T, NH) >= 2  # rope + KV store inside attention_split
+            if not fuse:
+                k.rope_store_kv((T, NH + NKV) if not old else (T,), (D // 2,) if not old else (128,), (qkv, pos, seq, tables, i32(maxb), w["kc"], w["vc"], cos, sin, i32(NH), i32(NKV), i32(D), i32(BS)))
             if old or T > 64 or splits_for(T, NH) < 2:
                 k.attention_paged((NH, T), (128 if T > 8 else 512,), (qkv, w["kc"], w["vc"], pos, seq, tables, i32(maxb), att if old else att16,
                                                     i32(NH), i32(NKV), i32(D), i32(BS), np.float32(D ** -0.5), i32(QKV)))
             else:
-                attention(k, True, qkv, w["kc"], w["vc"], pos, seq, tables, maxb, att16, T, NH, NKV, D, BS, QKV, abufs, splits_for(T, NH))
+                attention(k, True, qkv, w["kc"], w["vc"], pos, seq, tables, maxb, att16, T, NH, NKV, D, BS, QKV, abufs, splits_for(T, NH),
+                          (cos, sin) if fuse else None)
             if old:
                 k.__getattr__(f"gemv_i8_{T}")(((H + rpb - 1) // rpb,), (256,), (w["o"], w["so"], att, x, i32(H), i32(H), i32(1)))
                 k.rmsnorm((T,), (256,), (x, w["n2"], xb, i32(H), eps))
@@ -617,10 +621,133 @@ def attention_timings():
     return rows
 
 
-def decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs, splits):
-    """attention_decode_gqa: grid (kv heads, T, splits), 4 warps; bufs as attention_split's (partials, arrival counters)."""
+def decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qstride, bufs, splits, rope=None):
+    """attention_decode_gqa: grid (kv heads, T, splits), 4 warps; bufs as attention_split's (partials, arrival counters);
+    rope = (cos, sin): rope + KV store fused in."""
     k.attention_decode_gqa((NKV, T, splits), (128,), (qkv, kc, vc, pos, seq, tables, np.int32(maxb), out, np.int32(NH), np.int32(NKV), np.int32(D),
-                                                     np.int32(BS), np.float32(D ** -0.5), np.int32(qstride)) + bufs)
+                                                     np.int32(BS), np.float32(D ** -0.5), np.int32(qstride)) + bufs + (rope or (null(), null())))
+
+
+def rope_tables(D, positions=4096, theta=1e6):
+    """cos/sin [positions, D/2] as the backend builds them (RopeTables: inv_freq = theta^(-2i/D))."""
+    inv = theta ** (-np.arange(0, D, 2, dtype=np.float64) / D)
+    ang = np.arange(positions, dtype=np.float64)[:, None] * inv[None, :]
+    return cp.asarray(np.cos(ang).astype(np.float32)), cp.asarray(np.sin(ang).astype(np.float32))
+
+
+def fused_rope_checks(k):
+    """attention_split / attention_decode_gqa with rope + KV store fused in, against rope_store_kv followed by the same
+    kernel unfused (itself checked against float64 above): decode steps of one token per sequence at 1..3,000 positions,
+    the 8x7B shape and the tiny model's (D 32, 4 heads, 2 kv heads). Same output, same cache bytes."""
+    cp.random.seed(int.from_bytes(os.urandom(4), "little"))
+    rng = np.random.default_rng(5)
+    res = []
+    for (D, NH, NKV, kind, T, splits) in [(128, 32, 8, "split", 1, 8), (128, 32, 8, "split", 3, 2), (128, 32, 8, "gqa", 5, 8),
+                                          (128, 32, 8, "gqa", 64, 1), (128, 32, 8, "gqa", 64, 4), (32, 4, 2, "split", 1, 8), (32, 4, 2, "split", 16, 4)]:
+        BS, qs = 16, (NH + 2 * NKV) * D
+        pos_h = rng.integers(0, 3000, T).astype(np.int32); pos_h[0] = 0  # position 0: the token's own row only
+        maxb = (int(pos_h.max()) + 1 + BS - 1) // BS + 1
+        tables_h = np.random.permutation(T * maxb).astype(np.int32).reshape(T, maxb)
+        kc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, qs), dtype=cp.float32)
+        pos, seq, tables = cp.asarray(pos_h), cp.arange(T, dtype=cp.int32), cp.asarray(tables_h)
+        cos, sin = rope_tables(D)
+        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        outs, caches = [], []
+        for fused in (False, True):
+            q, kk, vv = qkv.copy(), kc.copy(), vc.copy()
+            out = cp.full((T, NH * D), cp.nan, cp.float16)
+            if not fused:
+                k.rope_store_kv((T, NH + NKV), (D // 2,), (q, pos, seq, tables, np.int32(maxb), kk, vv, cos, sin, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS)))
+            rope = (cos, sin) if fused else None
+            if kind == "gqa":
+                decode_attention_gqa(k, q, kk, vv, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qs, bufs, splits, rope)
+            else:
+                attention(k, True, q, kk, vv, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, qs, bufs, splits, rope)
+            outs.append(out); caches.append((kk, vv))
+        cp.cuda.Device().synchronize()
+        r = rel(outs[1], outs[0])
+        kdiff = float(cp.abs(caches[1][0].astype(cp.float32) - caches[0][0].astype(cp.float32)).max())
+        vsame = bool((caches[1][1].view(cp.uint16) == caches[0][1].view(cp.uint16)).all())
+        ok = r < 1e-5 and kdiff <= 2e-3 and vsame and not bool(cp.isnan(outs[1]).any()) and int(cp.abs(bufs[2]).sum()) == 0
+        res.append(("rope+", f"{kind} D={D} T={T} splits {splits} (k cache max diff {kdiff:.1e}{'' if vsame else ', V DIFFERS'})", r, kdiff, 0.0, ok))
+    return res
+
+
+def norm_checks_and_timings(k, old):
+    """residual_rmsnorm_f16 and rmsnorm_router against the kernels of `old` (another kernels/ folder): same bits out,
+    same experts; then µs per launch at T = 1, 4, 16."""
+    rng = np.random.default_rng(3)
+    res, rows = [], []
+    wn = cp.asarray(rng.standard_normal(H).astype(np.float32)); gate = cp.asarray(rng.standard_normal((E, H)).astype(np.float32) * 0.05)
+    for T, P, rows_of in [(1, 2, None), (1, 4, None), (3, 4, None), (16, 2, None), (4, 2, [3, 1]), (2, 6, None)]:
+        x0 = cp.asarray(rng.standard_normal((T, H)).astype(np.float32)); pairs = cp.asarray(rng.standard_normal((T * P, H)).astype(np.float32))
+        r_ = cp.asarray(np.array(rows_of, np.int32)) if rows_of else null(); n = len(rows_of) if rows_of else T
+        outs = []
+        for mod, name, threads in [(old, "residual_rmsnorm_f16", 256), (k, "residual_rmsnorm_f16", 256)]:
+            x = x0.copy(); o = cp.zeros((n, H), cp.float16)
+            getattr(mod, name)((n,), (threads,), (x, r_, pairs, np.int32(P), np.int32(0 if rows_of else 1), wn, o, np.int32(H), np.float32(1e-5)))
+            outs.append((x, o))
+        for (x, o), name in zip(outs[1:], ("new",)):
+            d = float(cp.abs(o.astype(cp.float32) - outs[0][1].astype(cp.float32)).max()); dx = float(cp.abs(x - outs[0][0]).max())
+            res.append(("norm", f"residual_rmsnorm {name} T={T} pair rows {P}{' rows' if rows_of else ''}", d, dx, 0.0, d <= 1e-3 and dx <= 1e-5))
+        outs = []
+        for mod, name, threads in [(old, "rmsnorm_router", 256), (k, "rmsnorm_router", 256)]:
+            o = cp.zeros((T, H), cp.float16); ids = cp.zeros(T * K, cp.int32); ew = cp.zeros(T * K, cp.float32)
+            getattr(mod, name)((T,), (threads,), (x0, wn, o, gate, ids, ew, np.int32(H), np.float32(1e-5), np.int32(E), np.int32(K)))
+            outs.append((o, ids, ew))
+        for (o, ids, ew), name in zip(outs[1:], ("new",)):
+            d = float(cp.abs(o.astype(cp.float32) - outs[0][0].astype(cp.float32)).max())
+            same_ids = bool((ids == outs[0][1]).all()); dw = float(cp.abs(ew - outs[0][2]).max())
+            res.append(("router", f"rmsnorm_router {name} T={T}", d, dw, 0.0, d <= 1e-3 and same_ids and dw <= 1e-5))
+    for T in (1, 4, 16):
+        x = cp.asarray(rng.standard_normal((T, H)).astype(np.float32)); pairs = cp.asarray(rng.standard_normal((T * 2, H)).astype(np.float32))
+        o = cp.zeros((T, H), cp.float16); ids = cp.zeros(T * K, cp.int32); ew = cp.zeros(T * K, cp.float32)
+        row = {"T": T}
+        for tag, mod, name, threads in [("old", old, "residual_rmsnorm_f16", 256), ("new", k, "residual_rmsnorm_f16", 256)]:
+            row[f"norm_{tag}_us"] = time_ms(lambda: getattr(mod, name)((T,), (threads,), (x, null(), pairs, np.int32(2), np.int32(0), wn, o, np.int32(H), np.float32(1e-5))), iters=50) * 1000
+        for tag, mod, name, threads in [("old", old, "rmsnorm_router", 256), ("new", k, "rmsnorm_router", 256)]:
+            row[f"router_{tag}_us"] = time_ms(lambda: getattr(mod, name)((T,), (threads,), (x, wn, o, gate, ids, ew, np.int32(H), np.float32(1e-5), np.int32(E), np.int32(K))), iters=50) * 1000
+        rows.append(row)
+        print("norms T=%d: residual_rmsnorm old %.1f new %.1f us | rmsnorm_router old %.1f new %.1f us" % (
+            T, row["norm_old_us"], row["norm_new_us"], row["router_old_us"], row["router_new_us"]), flush=True)
+    return res, rows
+
+
+def fused_rope_timings():
+    """rope_store_kv + decode attention against the fused kernel, µs per layer (8x7B shape, ctx 600 and 4,096)."""
+    D, NH, NKV, BS = 128, 32, 8, 16
+    k = module(HERE, only="attention.cu")
+    ke = module(HERE, only="elementwise.cu")
+    cos, sin = rope_tables(D, 8192)
+    rows = []
+    for T, ctx in [(1, 600), (1, 4096), (4, 600), (16, 600), (64, 600), (64, 4096), (128, 600)]:
+        maxb = ctx // BS + 2
+        kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
+        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+        pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32)
+        tables = cp.asarray(np.random.permutation(T * maxb).astype(np.int32))
+        out = cp.zeros((T, H), cp.float16)
+        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        gqa = T >= 4
+        splits = min(8, max(1, 2 * cp.cuda.Device().attributes["MultiProcessorCount"] // (NKV * T))) if gqa else splits_for(T, NH)
+        def att(rope):
+            if gqa:
+                decode_attention_gqa(k, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, splits, rope)
+            else:
+                attention(k, True, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, splits, rope)
+        def unfused():
+            ke.rope_store_kv((T, NH + NKV), (D // 2,), (qkv, pos, seq, tables, np.int32(maxb), kc, vc, cos, sin, np.int32(NH), np.int32(NKV), np.int32(D), np.int32(BS)))
+            att(None)
+        row = {"T": T, "ctx": ctx, "kernel": "attention_decode_gqa" if gqa else "attention_split", "splits": splits,
+               "rope_store_kv + attention_us": time_ms(unfused, iters=50) * 1000, "fused_us": time_ms(lambda: att((cos, sin)), iters=50) * 1000}
+        rows.append(row)
+        print(f"rope + decode attention T={T:3} ctx {ctx:5} ({row['kernel']} {splits}): separate {row['rope_store_kv + attention_us']:6.1f} us, fused {row['fused_us']:6.1f} us", flush=True)
+        del kc, vc
+        cp.get_default_memory_pool().free_all_blocks()
+    return rows
 
 
 def decode_attention_checks(k):
@@ -924,6 +1051,8 @@ def main():
     ap.add_argument("--attention-only", action="store_true", help="only the decode attention timings by context length")
     ap.add_argument("--prefill-attention-only", action="store_true", help="only attention_prefill: its check and the prompt attention timings")
     ap.add_argument("--decode-attention-only", action="store_true", help="only attention_decode_gqa: its checks and the decode attention timings")
+    ap.add_argument("--fused-rope-only", action="store_true", help="only the decode attention kernels with rope + KV store fused in: checks, timings, whole T = 1 step")
+    ap.add_argument("--old-kernels", help="with --fused-rope-only: an older kernels/ folder whose norm kernels the new ones are checked and timed against")
     ap.add_argument("--prompt-experts-only", action="store_true", help="only run a 512-token prompt's experts a few times (for ncu)")
     ap.add_argument("--sanitize-step", type=int, default=0, help="only a 2-layer decode step of this many tokens (for compute-sanitizer)")
     a = ap.parse_args()
@@ -937,6 +1066,25 @@ def main():
         rows = decode_attention_timings() if all(r[5] for r in res) else []
         if os.environ.get("OUT"):
             pathlib.Path(os.environ["OUT"], "decode-attention.json").write_text(json.dumps({"checks": res, "timings": rows}, indent=1))
+        sys.exit(1 if any(not r[5] for r in res) else 0)
+    if a.fused_rope_only:
+        k = module(HERE)
+        res = fused_rope_checks(k)
+        norm_rows = []
+        if a.old_kernels:
+            more, norm_rows = norm_checks_and_timings(k, module(a.old_kernels))
+            res += more
+        for r in res:
+            print(f"{'ok ' if r[5] else 'BAD'} {r[0]:5} {r[1]:70} rel {r[2]:.2e} {r[3]:.2e}", flush=True)
+        rows = (fused_rope_timings() if all(r[5] for r in res) else []) + norm_rows
+        steps = []
+        if all(r[5] for r in res):
+            for fused in (False, True, False, True):
+                ms = decode_step(k, False, 1, fused=fused)
+                steps.append({"T": 1, "fused": fused, "ms_per_step": ms})
+                print(f"decode step (32 layers, 8x7B int8, ctx 600) T=1 {'fused rope' if fused else 'rope_store_kv':14}: {ms:.3f} ms", flush=True)
+        if os.environ.get("OUT"):
+            pathlib.Path(os.environ["OUT"], "fused-rope.json").write_text(json.dumps({"checks": res, "timings": rows, "steps": steps}, indent=1))
         sys.exit(1 if any(not r[5] for r in res) else 0)
     if a.prefill_attention_only:  # builds attention.cu alone
         ka = module(HERE, only="attention.cu")

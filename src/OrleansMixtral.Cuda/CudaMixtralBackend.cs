@@ -74,7 +74,8 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     readonly IntPtr _pinned, _pinnedSampled;
     readonly DeviceBuffer _sampled; // chosen token per logit row (device sampling)
     readonly int _maxBlocks;
-    readonly Dictionary<(int Tokens, int Logits, bool Sample), IntPtr> _graphs = new();
+    readonly Dictionary<(int Tokens, int Logits, bool Sample, bool OwnRows), IntPtr> _graphs = new();
+    bool _ownRows; // the current step's tokens are each the only token of their own sequence (OwnRows)
     readonly int[] _hostIds;
     readonly float[] _hostW;
 
@@ -221,6 +222,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             if ((uint)batch.Positions[t] >= (uint)_c.MaxPositionEmbeddings)
                 throw new ArgumentException($"position {batch.Positions[t]} is outside the context of {_c.MaxPositionEmbeddings}");
         UploadStep(batch);
+        _ownRows = OwnRows(batch);
         if (T <= DecodeMaxTokens && N <= DecodeMaxTokens && _o.UseGraphs && RouterTrace is null) Replay(T, N, sample);
         else Layers(T, N, sample);
     }
@@ -270,9 +272,22 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     DevicePtr Temperatures => _step.At(_offTemperatures);
     DevicePtr Uniforms => _step.At(_offUniforms);
 
+    /// <summary>
+    /// Whether token t of the step is the one token of sequence t, for every t (a decode step): then no token attends
+    /// to a row another token of the step writes, and the decode attention kernels rotate q and k and store the
+    /// token's own K/V themselves (rope_store_kv fused in: one kernel a layer fewer).
+    /// </summary>
+    static bool OwnRows(ForwardBatch b)
+    {
+        if (b.SequenceCount != b.TokenCount) return false;
+        for (var t = 0; t < b.TokenCount; t++)
+            if (b.SequenceOfToken[t] != t) return false;
+        return true;
+    }
+
     void Replay(int T, int N, bool sample)
     {
-        if (!_graphs.TryGetValue((T, N, sample), out var exec))
+        if (!_graphs.TryGetValue((T, N, sample, _ownRows), out var exec))
         {
             Cu.Check(Cu.cuStreamBeginCapture(_d.Stream, Cu.CU_STREAM_CAPTURE_MODE_RELAXED));
             try { Layers(T, N, sample); }
@@ -285,7 +300,7 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
             Cu.Check(Cu.cuStreamEndCapture(_d.Stream, out var graph));
             try { Cu.Check(Cu.cuGraphInstantiateWithFlags(out exec, graph, 0)); }
             finally { Cu.cuGraphDestroy(graph); }
-            _graphs[(T, N, sample)] = exec;
+            _graphs[(T, N, sample, _ownRows)] = exec;
         }
         Cu.Check(Cu.cuGraphLaunch(exec, _d.Stream));
     }
@@ -443,29 +458,44 @@ public sealed unsafe class CudaMixtralBackend : IModelBackend, IDeviceSampling
     /// </summary>
     const int GqaMinTokens = 4;
 
+    /// <summary>
+    /// Most tokens of a decode step (OwnRows) whose attention kernel also rotates q/k and stores the token's own K/V,
+    /// instead of a rope_store_kv launch before it: per layer at 600 positions, 1 sequence 14.0 µs either way alone but
+    /// the whole 32-layer step 4.57 → 4.50 ms (one kernel boundary fewer); 4 sequences 20.6 → 19.4 µs, 16 27.6 → 25.9; 64
+    /// 96.5 → 97.8 and 128 188 → 193 (each block rotating its query heads costs more than the launch it saves). H200,
+    /// harness decode_kernels.py --fused-rope-only, 2026-11-29.
+    /// </summary>
+    const int FusedRopeMaxTokens = 32;
+
     void Attention(int layer, int T)
     {
         int qDim = _c.QueryDim, kvDim = _c.KvDim;
-        _k.RopeStoreKv(new((uint)T, (uint)(_c.NumHeads + _c.NumKvHeads), (uint)(_c.HeadDim / 2)), _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
-            _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
         // the output (fp16) goes to _act16, the o projection's input
         var scale = 1f / MathF.Sqrt(_c.HeadDim);
         // Few (token, head) pairs (a decode step of 1-4 sequences): split each one's positions over blocks so the GPU
         // fills (fixed per T, so graph replays stay valid). More pairs fill it already: one block each, 16 warps for a
         // decode step, 4 for prompts (many blocks). H100, ctx 600: T = 1 10.5 µs split / 12.1 µs not; T = 8 35 / 24.
         var splits = Math.Min(AttentionSplits, 2 * _d.Multiprocessors / (_c.NumHeads * T));
+        var gqa = T >= GqaMinTokens && T <= DecodeMaxTokens && _c.HeadDim == 128 && _c.NumHeads / _c.NumKvHeads <= 4;
+        var split = !gqa && T <= DecodeMaxTokens && splits >= 2;
+        // small decode steps on the split or GQA kernels rotate q/k and store the token's K/V themselves (OwnRows)
+        var fusedRope = _ownRows && (gqa || split) && T <= FusedRopeMaxTokens;
+        if (!fusedRope)
+            _k.RopeStoreKv(new((uint)T, (uint)(_c.NumHeads + _c.NumKvHeads), (uint)(_c.HeadDim / 2)), _qkv, Positions, SeqOf, Tables, _maxBlocks, _kCache[layer], _vCache[layer],
+                _cos, _sin, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize);
+        DevicePtr cos = fusedRope ? _cos : DevicePtr.Null, sin = fusedRope ? _sin : DevicePtr.Null;
         if (T > DecodeMaxTokens && _c.HeadDim == 128) // prompts: flash-style on the tensor cores, query tiles of ≤ 64 rows
             _k.AttentionPrefill(new((uint)_queryTiles, (uint)_c.NumHeads, 128), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, QueryTilesPtr, _queryTiles);
-        else if (T >= GqaMinTokens && T <= DecodeMaxTokens && _c.HeadDim == 128 && _c.NumHeads / _c.NumKvHeads <= 4)
+        else if (gqa)
             // decode steps of 4+ sequences: one block per (token, kv head) serves its query heads from one read of each
             // K/V row, its positions split until there are ≈ 2 blocks an SM (fixed per T, so graph replays stay valid)
             _k.AttentionDecodeGqa(new((uint)_c.NumKvHeads, (uint)T, (uint)Math.Clamp(2 * _d.Multiprocessors / (_c.NumKvHeads * T), 1, AttentionSplits), 128),
                 _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables, _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize,
-                scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
-        else if (T <= DecodeMaxTokens && splits >= 2)
+                scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals, cos, sin);
+        else if (split)
             _k.AttentionSplit(new((uint)_c.NumHeads, (uint)T, (uint)splits, 128), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
-                _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals);
+                _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim, _attPartO, _attPartMl, _attArrivals, cos, sin);
         else
             _k.AttentionPaged(new((uint)_c.NumHeads, (uint)T, T <= 8 ? 512u : 128u), _qkv, _kCache[layer], _vCache[layer], Positions, SeqOf, Tables,
                 _maxBlocks, _act16, _c.NumHeads, _c.NumKvHeads, _c.HeadDim, KvBlockSize, scale, qDim + 2 * kvDim);

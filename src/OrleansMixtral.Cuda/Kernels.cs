@@ -208,15 +208,17 @@ public sealed class Kernels
 
     [Kernel("attention_split")]
     public void AttentionSplit(Grid grid, DevicePtr q, DevicePtr kCache, DevicePtr vCache, DevicePtr positions, DevicePtr seqOfToken, DevicePtr blockTables,
-        int maxBlocks, DevicePtr @out, int nHeads, int nKv, int D, int blockSize, float scale, int qStride, DevicePtr partO, DevicePtr partMl, DevicePtr arrivals) =>
+        int maxBlocks, DevicePtr @out, int nHeads, int nKv, int D, int blockSize, float scale, int qStride, DevicePtr partO, DevicePtr partMl, DevicePtr arrivals,
+        DevicePtr cosT, DevicePtr sinT) =>
         Launch(_attentionSplit, grid, q, kCache, vCache, positions, seqOfToken, blockTables, maxBlocks, @out, nHeads, nKv, D, blockSize, scale, qStride,
-            partO, partMl, arrivals);
+            partO, partMl, arrivals, cosT, sinT);
 
     [Kernel("attention_decode_gqa")]
     public void AttentionDecodeGqa(Grid grid, DevicePtr q, DevicePtr kCache, DevicePtr vCache, DevicePtr positions, DevicePtr seqOfToken, DevicePtr blockTables,
-        int maxBlocks, DevicePtr @out, int nHeads, int nKv, int D, int blockSize, float scale, int qStride, DevicePtr partO, DevicePtr partMl, DevicePtr arrivals) =>
+        int maxBlocks, DevicePtr @out, int nHeads, int nKv, int D, int blockSize, float scale, int qStride, DevicePtr partO, DevicePtr partMl, DevicePtr arrivals,
+        DevicePtr cosT, DevicePtr sinT) =>
         Launch(_attentionDecodeGqa, grid, q, kCache, vCache, positions, seqOfToken, blockTables, maxBlocks, @out, nHeads, nKv, D, blockSize, scale, qStride,
-            partO, partMl, arrivals);
+            partO, partMl, arrivals, cosT, sinT);
 
     [Kernel("attention_prefill")]
     public void AttentionPrefill(Grid grid, DevicePtr q, DevicePtr kCache, DevicePtr vCache, DevicePtr positions, DevicePtr seqOfToken, DevicePtr blockTables,
