@@ -94,7 +94,11 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
             PrefillChunkTokens = options.PrefillChunkTokens,
             Device = options.Device,
         });
-        var engine = loaded.CreateEngine(new EngineOptions { MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting), Observer = observer });
+        var engine = loaded.CreateEngine(new EngineOptions
+        {
+            MaxRunningSequences = options.MaxRunningSequences, MaxWaiting = Math.Max(0, options.MaxWaiting), Observer = observer,
+            PromptTokensWhileDecoding = options.PromptTokensWhileDecoding, Admission = options.KvAdmission,
+        });
         return new LoadedSiloEngine(engine, loaded.Tokenizer, directory, loaded.Device);
     }
 

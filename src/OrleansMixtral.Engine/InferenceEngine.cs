@@ -20,6 +20,33 @@ public sealed record EngineOptions
     /// </summary>
     public TimeSpan ThroughputWindow { get; init; } = TimeSpan.FromSeconds(5);
     // Prompt tokens per step (chunked prefill) are the backend's IModelBackend.PrefillChunkTokens: its buffers are sized for them.
+    /// <summary>
+    /// The step budget for prompts while sequences decode: a step carries one token of every decoding sequence first,
+    /// then at most this many prompt tokens (null: the backend's prefill chunk, the whole budget). Smaller keeps decode
+    /// steps short (inter-token latency) at the cost of more steps per prompt (time to first token under load); a step
+    /// with nothing decoding always takes a whole chunk. At least <see cref="PrefillChunk.MinTokens"/>.
+    /// </summary>
+    public int? PromptTokensWhileDecoding { get; init; }
+    /// <summary>How KV memory is promised when a request is admitted (<see cref="KvAdmission"/>).</summary>
+    public KvAdmission Admission { get; init; } = KvAdmission.MaxUtilization;
+}
+
+/// <summary>
+/// When a waiting request may start, given the KV cache (the two policies of TensorRT-LLM's capacity scheduler).
+/// </summary>
+public enum KvAdmission
+{
+    /// <summary>
+    /// Admit when the prompt's blocks fit (one block kept free per running sequence); blocks are taken as sequences
+    /// grow, and when none is left the newest sequence is preempted and later resumes from its cached prefix. Most
+    /// sequences at once; a preempted one recomputes what the prefix cache lost.
+    /// </summary>
+    MaxUtilization,
+    /// <summary>
+    /// Admit only when every running sequence and this one can grow to their full length (prompt + max tokens) in
+    /// the blocks left: nobody is ever preempted; fewer sequences run when requests ask for long outputs.
+    /// </summary>
+    GuaranteedNoEvict,
 }
 
 /// <summary>
@@ -67,6 +94,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     readonly MistralTokenizer _tokenizer;
     readonly EngineOptions _options;
     readonly int _prefillChunk;
+    readonly int _promptTokensWhileDecoding; // EngineOptions.PromptTokensWhileDecoding, at most a chunk
     readonly KvCacheManager _kv;
     readonly ForwardBatch _batch;
     readonly float[] _logits;
@@ -108,6 +136,9 @@ public sealed class InferenceEngine : IAsyncDisposable
         _prefillChunk = backend.PrefillChunkTokens;
         if (_prefillChunk < 1 || _prefillChunk > backend.MaxBatchTokens)
             throw new ArgumentException($"the backend's prefill chunk of {_prefillChunk} tokens does not fit its forward size of {backend.MaxBatchTokens}");
+        if (_options.PromptTokensWhileDecoding is < PrefillChunk.MinTokens)
+            throw new ArgumentException($"the prompt budget while decoding must be at least {PrefillChunk.MinTokens} tokens, got {_options.PromptTokensWhileDecoding}");
+        _promptTokensWhileDecoding = Math.Min(_options.PromptTokensWhileDecoding ?? _prefillChunk, _prefillChunk);
         // one logit row per sequence of a step
         var maxSeqs = Math.Min(Math.Min(_options.MaxRunningSequences, backend.MaxSequences), Math.Min(backend.MaxBatchTokens, backend.MaxLogitRows));
         _batch = new ForwardBatch(backend.MaxBatchTokens, maxSeqs, (c.MaxPositionEmbeddings + backend.KvBlockSize - 1) / backend.KvBlockSize);
@@ -237,7 +268,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             // blocks for the prompt (or a preempted sequence's tokens so far) now, one block a running sequence kept free
             // so decodes can grow before anyone is preempted; prompt logprobs need the logits of every prompt position,
             // so such a prompt is computed whole
-            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength, reusePrefix: s.PromptScores is null, reserveBlocks: _running.Count); }
+            try { kv = _kv.TryAllocate(s.TokenList, s.MaxLength, reusePrefix: s.PromptScores is null, reserveBlocks: ReserveBlocks(s)); }
             catch (KvCapacityException e)
             {
                 _waiting.RemoveFirst();
@@ -261,6 +292,19 @@ public sealed class InferenceEngine : IAsyncDisposable
             Interlocked.Add(ref _promptReused, kv.CachedTokens);
             _running.Add(s);
         }
+    }
+
+    /// <summary>
+    /// Blocks that must stay free beyond s's prompt for s to be admitted (<see cref="EngineOptions.Admission"/>): one per
+    /// running sequence, or everything the running sequences and s may still grow into.
+    /// </summary>
+    int ReserveBlocks(Sequence s)
+    {
+        if (_options.Admission == KvAdmission.MaxUtilization) return _running.Count;
+        int Blocks(int tokens) => (tokens + _kv.BlockSize - 1) / _kv.BlockSize;
+        var growth = Blocks(s.MaxLength) - Blocks(s.Length);
+        foreach (var r in _running) growth += Math.Max(0, Blocks(r.MaxLength) - r.Kv!.Blocks.Count);
+        return growth;
     }
 
     /// <summary>
@@ -301,14 +345,17 @@ public sealed class InferenceEngine : IAsyncDisposable
         _batch.Clear();
         _inBatch.Clear();
         var budget = _batch.MaxTokens;
-        // decodes first (one token each), then prompt chunks with what is left of the token budget
+        // decodes first (one token each), then prompt chunks with what is left of the token budget, at most
+        // PromptTokensWhileDecoding of them when the step carries decodes
+        var promptBudget = int.MaxValue;
         foreach (var pass in DecodeThenPrompts)
         {
+            if (!pass && _batch.TokenCount > 0) promptBudget = _promptTokensWhileDecoding;
             foreach (var s in _running)
             {
                 var pending = s.Length - s.Kv!.ComputedTokens;
-                if ((pending == 1) != pass || budget == 0) continue;
-                var n = Math.Min(pending, Math.Min(budget, pass ? 1 : _prefillChunk));
+                if ((pending == 1) != pass || budget == 0 || promptBudget == 0) continue;
+                var n = Math.Min(pending, Math.Min(budget, pass ? 1 : Math.Min(_prefillChunk, promptBudget)));
                 var start = s.Kv.ComputedTokens;
                 var scoring = s.PromptScores is not null && start < s.PromptLength - 1;
                 if (scoring)
@@ -325,6 +372,7 @@ public sealed class InferenceEngine : IAsyncDisposable
                 budget -= n;
                 if (!pass)
                 {
+                    promptBudget -= n;
                     Interlocked.Add(ref _promptComputed, n);
                     _observer?.PromptChunk(n);
                     if (s.Trace is not null) _tracedChunks.Add((s, start, n));

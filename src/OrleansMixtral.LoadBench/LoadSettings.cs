@@ -16,6 +16,12 @@ public sealed record LoadSettings(double[] Rates, int? Requests, double? Duratio
     /// <summary>Prompt tokens per engine step, where the runner knows it (the CLI's engine).</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public int? PrefillChunkTokens { get; init; }
+    /// <summary>Prompt tokens a step carries beside running decodes (the engine's setting), where the runner knows it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? PromptTokensWhileDecoding { get; init; }
+    /// <summary>The engine's KV admission policy, where the runner knows it.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? KvAdmission { get; init; }
 
     /// <summary>The arrival times of <paramref name="rate"/>, seconds from the first.</summary>
     public double[] Schedule(double rate) => ArrivalSchedule.Poisson(rate, Seed, Requests, DurationSeconds);

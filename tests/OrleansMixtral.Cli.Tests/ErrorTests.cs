@@ -19,6 +19,9 @@ public class ErrorTests
         ["bench", "--model", "x", "--prompt-tokens", "16,x"],
         ["bench", "--model", "x", "--prompt-tokens", "0"],
         ["bench", "--model", "x", "--prefill-chunk", "15"],
+        ["bench", "--model", "x", "--prompt-budget", "8"],
+        ["bench", "--model", "x", "--kv-admission", "Sometimes"],
+        ["chat", "--cluster", "127.0.0.1:30000", "--prompt-budget", "64"],  // a cluster's silos set their own
         ["bench", "--model", "x", "--rate", "2", "--concurrency", "1,2"],   // exclusive
         ["bench", "--model", "x", "--rate", "0"],
         ["bench", "--model", "x", "--rate", "-1"],

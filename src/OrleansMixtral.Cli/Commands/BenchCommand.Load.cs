@@ -92,12 +92,18 @@ static partial class BenchCommand
         // KV cache for as many requests as the engine runs at once (16-token blocks, one spare each); the rest wait
         long perRequest = (prompt + output + 15L) / 16 * 16 + 16;
         using LoadedModel loaded = model.Load(r, console, kvCacheTokens: LoadMaxRunning * perRequest);
-        settings = settings with { PrefillChunkTokens = loaded.Backend.PrefillChunkTokens };
-        await using InferenceEngine engine = loaded.CreateEngine(new EngineOptions
+        EngineOptions engineOptions = model.EngineOptions(r, new EngineOptions
         {
             MaxRunningSequences = LoadMaxRunning,
             MaxWaiting = Math.Max(1024, schedules.Max(s => s.Length)),
         });
+        settings = settings with
+        {
+            PrefillChunkTokens = loaded.Backend.PrefillChunkTokens,
+            PromptTokensWhileDecoding = Math.Min(engineOptions.PromptTokensWhileDecoding ?? loaded.Backend.PrefillChunkTokens, loaded.Backend.PrefillChunkTokens),
+            KvAdmission = engineOptions.Admission.ToString(),
+        };
+        await using InferenceEngine engine = loaded.CreateEngine(engineOptions);
 
         var prompts = new LoadPrompts(settings.Seed, loaded.Config.VocabSize, loaded.Tokenizer.BosId, prompt);
         var sampling = new SamplingOptions { Temperature = 0, MaxTokens = output, IgnoreEos = true };

@@ -70,11 +70,11 @@ static partial class BenchCommand
             long perRequest = (lengths.Max() + output + 15L) / 16 * 16 + 16;
             using LoadedModel loaded = model.Load(r, console, kvCacheTokens: maxLevel * perRequest);
             settings = settings with { PrefillChunkTokens = loaded.Backend.PrefillChunkTokens };
-            await using InferenceEngine engine = loaded.CreateEngine(new EngineOptions
+            await using InferenceEngine engine = loaded.CreateEngine(model.EngineOptions(r, new EngineOptions
             {
                 MaxRunningSequences = Math.Max(64, maxLevel),
                 MaxWaiting = Math.Max(1024, maxLevel),
-            });
+            }));
 
             var prompts = new PromptFactory(settings.Seed, loaded.Config.VocabSize, loaded.Tokenizer.BosId);
             var sampling = new SamplingOptions { Temperature = 0, MaxTokens = output, IgnoreEos = true };

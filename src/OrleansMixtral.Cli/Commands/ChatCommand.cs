@@ -51,7 +51,8 @@ static class ChatCommand
             if (r.GetResult(conversation) is not null && !hasCluster) r.AddError("--conversation needs --cluster");
             if (r.GetResult(clusterId) is not null && !hasCluster) r.AddError("--cluster-id needs --cluster");
             if (r.GetResult(connectTimeout) is not null && !hasCluster) r.AddError("--connect-timeout needs --cluster");
-            if (r.GetResult(model.PrefillChunkTokens) is not null && hasCluster) r.AddError("--prefill-chunk needs --model (a cluster's silos set their own)");
+            foreach (Option o in new Option[] { model.PrefillChunkTokens, model.PromptBudget, model.KvAdmission })
+                if (r.GetResult(o) is { Implicit: false } && hasCluster) r.AddError($"{o.Name} needs --model (a cluster's silos set their own)");
         });
         var sampling = new SamplingFlags(command);
 
@@ -75,7 +76,7 @@ static class ChatCommand
             int context = ModelLoader.ReadConfig(model.Directory(r)).MaxPositionEmbeddings;
             // Room for the conversation so far (cached) and the next turn's new blocks.
             using LoadedModel loaded = model.Load(r, console, kvCacheTokens: 2L * context);
-            await using InferenceEngine engine = loaded.CreateEngine();
+            await using InferenceEngine engine = loaded.CreateEngine(model.EngineOptions(r));
             // from here Ctrl+C is the chat's (while the model loads, it ends the process as usual)
             using var interrupted = console.Interrupts.Handle(() => interrupts.Interrupt());
             var session = new LocalChatSession(loaded.Tokenizer, engine, p, systemText, context, console.Error);

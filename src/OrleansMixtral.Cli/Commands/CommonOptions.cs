@@ -93,6 +93,20 @@ sealed class ModelOptions
         HelpName = "N",
     };
 
+    public Option<int?> PromptBudget { get; } = new("--prompt-budget")
+    {
+        Description = "Prompt tokens a step carries beside running decodes (default: a whole --prefill-chunk); smaller keeps " +
+                      "inter-token latency low under load, at the cost of time to first token",
+        HelpName = "N",
+    };
+
+    public Option<KvAdmission> KvAdmission { get; } = new("--kv-admission")
+    {
+        Description = "When a waiting request starts: MaxUtilization (when its prompt fits; the newest sequence is preempted " +
+                      "and resumes later if KV memory runs out) or GuaranteedNoEvict (when every running request can reach its full length)",
+        DefaultValueFactory = _ => Engine.KvAdmission.MaxUtilization,
+    };
+
     readonly bool _prefillChunk;
 
     /// <param name="prefillChunk">Offer --prefill-chunk (commands that run an engine).</param>
@@ -112,9 +126,26 @@ sealed class ModelOptions
         command.Options.Add(Backend);
         command.Options.Add(Int8);
         command.Options.Add(Threads);
+        PromptBudget.Validators.Add(r =>
+        {
+            if (Opt.TryGet(r, out int? v) && v < PrefillChunk.MinTokens)
+                r.AddError($"--prompt-budget must be at least {PrefillChunk.MinTokens}, got {v}");
+        });
         _prefillChunk = prefillChunk;
-        if (prefillChunk) command.Options.Add(PrefillChunkTokens);
+        if (prefillChunk)
+        {
+            command.Options.Add(PrefillChunkTokens);
+            command.Options.Add(PromptBudget);
+            command.Options.Add(KvAdmission);
+        }
     }
+
+    /// <summary>The engine's step and admission settings (--prompt-budget, --kv-admission) over <paramref name="options"/>.</summary>
+    public EngineOptions EngineOptions(ParseResult r, EngineOptions? options = null) => (options ?? new EngineOptions()) with
+    {
+        PromptTokensWhileDecoding = _prefillChunk ? r.GetValue(PromptBudget) : null,
+        Admission = _prefillChunk ? r.GetValue(KvAdmission) : Engine.KvAdmission.MaxUtilization,
+    };
 
     public string Directory(ParseResult r) => r.GetRequiredValue(Model);
 

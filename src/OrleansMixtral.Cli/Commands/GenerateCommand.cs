@@ -54,7 +54,7 @@ static class GenerateCommand
                 ids = tokenizer.Encode(text, addBos: true);
             }
 
-            await using InferenceEngine engine = loaded.CreateEngine();
+            await using InferenceEngine engine = loaded.CreateEngine(model.EngineOptions(r));
             // a completion's text continues the prompt's ("The history of the city" → " is the most…"); a chat reply starts its own
             GenerationStream stream = engine.Submit(new GenerationRequest(ids, p) { ContinuesPrompt = !r.GetValue(chat) }, ct);
             GenerationResult result = await StreamOut(stream, console.Out, ct);
