@@ -47,10 +47,10 @@ public sealed class MixtralSiloOptions
     /// a GPU). The backend's forward size follows from it (the chunk plus the decodes that share its step).
     /// </summary>
     public int? PrefillChunkTokens { get; set; }
-    /// <summary>Prompt tokens a step carries beside running decodes (<see cref="Engine.EngineOptions.PromptTokensWhileDecoding"/>); null = a whole chunk.</summary>
+    /// <summary>Prompt tokens a step carries beside running decodes (<see cref="OrleansMixtral.Engine.EngineOptions.PromptTokensWhileDecoding"/>); null = a whole chunk.</summary>
     public int? PromptTokensWhileDecoding { get; set; }
-    /// <summary>When a waiting request may start, given the KV cache (<see cref="Engine.KvAdmission"/>).</summary>
-    public Engine.KvAdmission KvAdmission { get; set; } = Engine.KvAdmission.MaxUtilization;
+    /// <summary>When a waiting request may start, given the KV cache (<see cref="OrleansMixtral.Engine.KvAdmission"/>).</summary>
+    public global::OrleansMixtral.Engine.KvAdmission KvAdmission { get; set; } = global::OrleansMixtral.Engine.KvAdmission.MaxUtilization;
 
     /// <summary>
     /// A conversation's turn leaves the silo that holds its KV prefix for a less loaded one when that silo's engine has

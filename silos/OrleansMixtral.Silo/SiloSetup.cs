@@ -164,6 +164,8 @@ public static class SiloSetup
         if (mixtral.PrefillChunkTokens is { } chunk
             && PrefillChunk.Check(chunk, ModelLoader.ReadConfig(mixtral.Model).MaxPositionEmbeddings) is { } why)
             throw new ArgumentException("--Mixtral:PrefillChunkTokens: " + why);
+        if (mixtral.PromptTokensWhileDecoding is < PrefillChunk.MinTokens)
+            throw new ArgumentException($"--Mixtral:PromptTokensWhileDecoding must be at least {PrefillChunk.MinTokens} tokens, got {mixtral.PromptTokensWhileDecoding}");
         mixtral.ConversationIdle(); // throws for an age Orleans would refuse when the silo starts
         // A GPU this process does not see stops the silo now, not after a model load.
         if (mixtral.Engine && SiloEngineHost.DeviceProblem(mixtral) is { } badDevice) throw new ArgumentException(badDevice);
