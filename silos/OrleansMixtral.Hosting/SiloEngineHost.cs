@@ -24,13 +24,11 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
     readonly MixtralSiloOptions _options;
     readonly ILocalSiloDetails _silo;
     readonly ILogger<SiloEngineHost> _log;
-    readonly Lazy<LoadedEngine> _loaded;
+    readonly Lazy<LoadedSiloEngine> _loaded;
     readonly EngineHistograms _histograms;
     readonly ConcurrentDictionary<(string Conversation, int Turn), GenerationStream> _running = new();
     readonly ConcurrentDictionary<string, long> _resident = new(); // conversation id → last turn (Stopwatch ticks)
     int _disposed;
-
-    sealed record LoadedEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string ModelName, string ModelDirectory, ComputeDevice Device, TimeSpan LoadTime);
 
     public SiloEngineHost(IOptions<MixtralSiloOptions> options, ILocalSiloDetails silo, ILogger<SiloEngineHost> log, IMeterFactory meters)
     {
@@ -38,7 +36,7 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
         _options = options.Value;
         _silo = silo;
         _log = log;
-        _loaded = new Lazy<LoadedEngine>(LoadEngine, LazyThreadSafetyMode.ExecutionAndPublication);
+        _loaded = new Lazy<LoadedSiloEngine>(LoadEngine, LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>This silo's key for its engine grain: <c>SiloAddress.ToParsableString()</c>.</summary>
@@ -63,14 +61,14 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
             async ct => await DisposeAsync());
     }
 
-    LoadedEngine LoadEngine()
+    LoadedSiloEngine LoadEngine()
     {
         var started = Stopwatch.GetTimestamp();
         LogLoading(_log, _options.Model, _options.Backend);
-        var (engine, tokenizer, directory, device) = CreateEngine(_options, _histograms);
-        var name = Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar));
-        var loaded = new LoadedEngine(engine, tokenizer, name, directory, device, Stopwatch.GetElapsedTime(started));
-        LogLoaded(_log, name, engine.Info.Backend, device.ToString(), engine.Info.KvBlocks * engine.Info.KvBlockSize, loaded.LoadTime.TotalMilliseconds);
+        var loaded = CreateEngine(_options, _histograms);
+        var info = loaded.Engine.Info;
+        LogLoaded(_log, loaded.ModelName, info.Backend, loaded.Device.ToString(), info.KvBlocks * info.KvBlockSize,
+            Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         return loaded;
     }
 
@@ -233,7 +231,11 @@ public sealed partial class SiloEngineHost : ISiloEngine, ILifecycleParticipant<
 }
 
 /// <summary>The engine a silo with given options runs, with what it was built from and runs on.</summary>
-public sealed record LoadedSiloEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory, ComputeDevice Device);
+public sealed record LoadedSiloEngine(InferenceEngine Engine, MistralTokenizer Tokenizer, string Directory, ComputeDevice Device)
+{
+    /// <summary>The model's name: its directory's (or the synthetic model's).</summary>
+    public string ModelName => Path.GetFileName(Directory.TrimEnd(Path.DirectorySeparatorChar));
+}
 
 /// <summary>
 /// The grains' <see cref="ITokenizerService"/>: the loaded engine's tokenizer and context, or, on a silo without an
