@@ -723,14 +723,7 @@ def fused_rope_timings():
     cos, sin = rope_tables(D, 8192)
     rows = []
     for T, ctx in [(1, 600), (1, 4096), (4, 600), (16, 600), (64, 600), (64, 4096), (128, 600)]:
-        maxb = ctx // BS + 2
-        kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
-        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
-        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
-        pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32)
-        tables = cp.asarray(np.random.permutation(T * maxb).astype(np.int32))
-        out = cp.zeros((T, H), cp.float16)
-        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        maxb, kc, vc, qkv, pos, seq, tables, out, bufs = decode_batch(T, ctx, D, NH, NKV, BS)
         gqa = T >= 4
         splits = min(8, max(1, 2 * cp.cuda.Device().attributes["MultiProcessorCount"] // (NKV * T))) if gqa else splits_for(T, NH)
         def att(rope):
@@ -748,6 +741,20 @@ def fused_rope_timings():
         del kc, vc
         cp.get_default_memory_pool().free_all_blocks()
     return rows
+
+
+def decode_batch(T, ctx, D, NH, NKV, BS):
+    """A decode step for the attention timings: T sequences of one token each at position ctx - 1, random K/V in shuffled
+    cache blocks, the qkv rows, the output and the split buffers (partials, arrival counters at 0)."""
+    maxb = ctx // BS + 2
+    kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
+    vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
+    qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
+    pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32)
+    tables = cp.asarray(np.random.permutation(T * maxb).astype(np.int32))
+    out = cp.zeros((T, H), cp.float16)
+    bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+    return maxb, kc, vc, qkv, pos, seq, tables, out, bufs
 
 
 def decode_attention_checks(k):
@@ -800,14 +807,7 @@ def decode_attention_timings():
     k = module(HERE, only="attention.cu")
     rows = []
     for T, ctx in [(1, 512), (1, 4096), (4, 2048), (8, 1024), (16, 1024), (16, 4096), (32, 512), (64, 144), (64, 1024), (64, 4096), (128, 144), (128, 1024)]:
-        maxb = ctx // BS + 2
-        kc = (cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32) * 0.1).astype(cp.float16)
-        vc = cp.random.standard_normal((T * maxb * BS, NKV * D), dtype=cp.float32).astype(cp.float16)
-        qkv = cp.random.standard_normal((T, QKV), dtype=cp.float32)
-        pos = cp.full(T, ctx - 1, cp.int32); seq = cp.arange(T, dtype=cp.int32)
-        tables = cp.asarray(np.random.permutation(T * maxb).astype(np.int32))
-        out = cp.zeros((T, H), cp.float16)
-        bufs = (cp.zeros(T * NH * 8 * D, cp.float32), cp.zeros(T * NH * 8 * 2, cp.float32), cp.zeros(T * NH, cp.int32))
+        maxb, kc, vc, qkv, pos, seq, tables, out, bufs = decode_batch(T, ctx, D, NH, NKV, BS)
         sp = splits_for(T, NH)
         if sp >= 2:
             cur_name, cur = f"attention_split {sp}", lambda: attention(k, True, qkv, kc, vc, pos, seq, tables, maxb, out, T, NH, NKV, D, BS, QKV, bufs, sp)

@@ -33,21 +33,10 @@ public sealed class KvPreemptionTests
 
         await using var engine = TinyModel.Engine(kvBytes: EightBlocks);
         Assert.Equal(8, engine.Info.KvBlocks);
-        var mostRunning = 0;
-        using var done = new CancellationTokenSource();
-        var watch = Task.Run(async () =>
-        {
-            while (!done.IsCancellationRequested)
-            {
-                mostRunning = Math.Max(mostRunning, engine.GetStats().Running);
-                await Task.Delay(1);
-            }
-        });
         var streams = prompts.Select(p => engine.Submit(new GenerationRequest(p, Greedy(Output)))).ToArray();
         var indices = streams.Select(_ => new List<int>()).ToArray();
-        var together = await Task.WhenAll(streams.Select((s, i) => s.ReadToEndAsync(t => { if (t.Index >= 0) indices[i].Add(t.Index); })));
-        done.Cancel();
-        await watch;
+        var (together, mostRunning) = await TinyModel.WatchRunning(engine,
+            () => Task.WhenAll(streams.Select((s, i) => s.ReadToEndAsync(t => { if (t.Index >= 0) indices[i].Add(t.Index); }))));
 
         var stats = engine.GetStats();
         // reserving prompt + max_tokens would have run two at a time (4 blocks each) and never preempted

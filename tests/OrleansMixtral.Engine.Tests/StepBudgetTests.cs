@@ -97,19 +97,8 @@ public sealed class StepBudgetTests
         ];
         const int Output = 40; // 45-55 tokens = 3-4 blocks each at full length: two fit the 8 blocks at once
         await using var engine = TinyModel.Engine(kvBytes: EightBlocks, options: new EngineOptions { Admission = KvAdmission.GuaranteedNoEvict });
-        var mostRunning = 0;
-        using var done = new CancellationTokenSource();
-        var watch = Task.Run(async () =>
-        {
-            while (!done.IsCancellationRequested)
-            {
-                mostRunning = Math.Max(mostRunning, engine.GetStats().Running);
-                await Task.Delay(1);
-            }
-        });
-        var results = await Task.WhenAll(prompts.Select(p => engine.Submit(new GenerationRequest(p, Greedy(Output))).ReadToEndAsync()));
-        done.Cancel();
-        await watch;
+        var (results, mostRunning) = await TinyModel.WatchRunning(engine,
+            () => Task.WhenAll(prompts.Select(p => engine.Submit(new GenerationRequest(p, Greedy(Output))).ReadToEndAsync())));
 
         var stats = engine.GetStats();
         Assert.Equal(0, stats.Preemptions);

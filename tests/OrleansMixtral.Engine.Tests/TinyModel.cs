@@ -23,4 +23,25 @@ public static class TinyModel
 
     public static InferenceEngine Engine(CpuWeightFormat weights = CpuWeightFormat.Float32, long kvBytes = 64L << 20, EngineOptions? options = null)
         => new(Backend(weights, kvBytes), Tokenizer, options);
+
+    /// <summary>Runs <paramref name="work"/> and reports the most sequences the engine ran at once meanwhile (polled every ms).</summary>
+    public static async Task<(T Result, int MostRunning)> WatchRunning<T>(InferenceEngine engine, Func<Task<T>> work)
+    {
+        var mostRunning = 0;
+        using var done = new CancellationTokenSource();
+        var watch = Task.Run(async () =>
+        {
+            while (!done.IsCancellationRequested)
+            {
+                mostRunning = Math.Max(mostRunning, engine.GetStats().Running);
+                await Task.Delay(1);
+            }
+        });
+        try { return (await work(), mostRunning); }
+        finally
+        {
+            done.Cancel();
+            await watch;
+        }
+    }
 }
