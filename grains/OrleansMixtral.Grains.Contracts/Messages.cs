@@ -1,20 +1,5 @@
 namespace OrleansMixtral.Grains;
 
-/// <summary>Who said a message of a conversation.</summary>
-[GenerateSerializer, Alias("mixtral.Role")]
-public enum ChatRole
-{
-    System = 0,
-    User = 1,
-    Assistant = 2,
-}
-
-/// <summary>One message of a conversation's history.</summary>
-[GenerateSerializer, Immutable, Alias("mixtral.Message")]
-public sealed record ChatEntry(
-    [property: Id(0)] ChatRole Role,
-    [property: Id(1)] string Content);
-
 /// <summary>Token counts of one turn.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TurnUsage")]
 public sealed record TurnUsage(
@@ -92,7 +77,7 @@ public sealed record TokenChunk
 public sealed record ConversationSnapshot
 {
     [Id(0)] public required string ConversationId { get; init; }
-    [Id(1)] public ChatEntry[] Messages { get; init; } = [];
+    [Id(1)] public ChatMessage[] Messages { get; init; } = [];
     /// <summary>Token ids of the conversation so far (what the next turn's prompt starts with).</summary>
     [Id(2)] public int TokenCount { get; init; }
     /// <summary>Completed turns (user message + reply pairs).</summary>

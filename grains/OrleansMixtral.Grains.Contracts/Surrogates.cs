@@ -1,3 +1,9 @@
+using System.Buffers;
+using Orleans.Serialization.Buffers;
+using Orleans.Serialization.Cloning;
+using Orleans.Serialization.Codecs;
+using Orleans.Serialization.WireProtocol;
+
 namespace OrleansMixtral.Grains;
 
 // The shared vocabulary (src/OrleansMixtral.Abstractions) knows no Orleans, so its types cross the wire through these
@@ -77,4 +83,40 @@ public sealed class ErrorKindConverter : IConverter<ErrorKind, ErrorKindSurrogat
 {
     public ErrorKind ConvertFromSurrogate(in ErrorKindSurrogate s) => (ErrorKind)s.Value;
     public ErrorKindSurrogate ConvertToSurrogate(in ErrorKind value) => new() { Value = (int)value };
+}
+
+
+/// <summary>
+/// Writes <typeparamref name="T"/> as <typeparamref name="TWire"/>, a record class that older builds sent and stored in
+/// its place. A struct surrogate (<see cref="IConverter{TValue, TSurrogate}"/>) cannot stand in for a record class: a
+/// class's form ends its (empty) base part with a marker that a struct's lacks, so neither side would read the other.
+/// </summary>
+public abstract class WireRecordCodec<T, TWire>(IFieldCodec<TWire> wire) : IFieldCodec<T>, IDeepCopier<T>
+    where T : class where TWire : class
+{
+    protected abstract TWire ToWire(T value);
+    protected abstract T FromWire(TWire value);
+
+    public void WriteField<TBufferWriter>(ref Writer<TBufferWriter> writer, uint fieldIdDelta, Type? expectedType, T? value)
+        where TBufferWriter : IBufferWriter<byte> =>
+        // Where T is expected, the wire record is: no type name is written, as older builds wrote none.
+        wire.WriteField(ref writer, fieldIdDelta, expectedType == typeof(T) ? typeof(TWire) : expectedType, value is null ? null! : ToWire(value));
+
+    public T ReadValue<TInput>(ref Reader<TInput> reader, Field field) => wire.ReadValue(ref reader, field) is { } value ? FromWire(value) : null!;
+
+    /// <summary>Immutable records: a copy is the record itself.</summary>
+    public T? DeepCopy(T? input, CopyContext context) => input;
+}
+
+/// <summary>The wire form of <see cref="ChatMessage"/>: the contracts' message record of older builds, field for field.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.Message")]
+public sealed record ChatMessageSurrogate(
+    [property: Id(0)] int Role,          // the role's number, as that record's enum was written
+    [property: Id(1)] string Content);
+
+[RegisterSerializer, RegisterCopier]
+public sealed class ChatMessageCodec(IFieldCodec<ChatMessageSurrogate> wire) : WireRecordCodec<ChatMessage, ChatMessageSurrogate>(wire)
+{
+    protected override ChatMessageSurrogate ToWire(ChatMessage value) => new((int)value.Role, value.Content);
+    protected override ChatMessage FromWire(ChatMessageSurrogate value) => new((ChatRole)value.Role, value.Content ?? "");
 }

@@ -6,8 +6,9 @@ using Microsoft.Extensions.Options;
 using Orleans.Placement;
 using Orleans.Runtime;
 using Orleans.Streams;
+using Newtonsoft.Json;
 using OrleansMixtral.Engine;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Grains;
 
@@ -19,9 +20,16 @@ public sealed class ConversationState
     /// The messages: an optional system message, then user/assistant pairs of every completed turn (those dropped from
     /// the model's context too: this is the conversation's transcript).
     /// </summary>
-    [Id(0)] public List<ChatEntry> Messages { get; set; } = [];
+    /// <remarks>
+    /// Stored without .NET type names (Orleans' JSON storage serializer names every object's type otherwise): the
+    /// message type moved (it was OrleansMixtral.Grains.ChatMessage), and a name in the record would tie stored
+    /// conversations to where the type lives. Records written with the old names still load: their names are skipped
+    /// here, and older silos read these records by the property's declared type.
+    /// </remarks>
+    [Id(0), JsonProperty(TypeNameHandling = TypeNameHandling.None, ItemTypeNameHandling = TypeNameHandling.None)]
+    public List<ChatMessage> Messages { get; set; } = [];
     /// <summary>
-    /// The exact token ids of the conversation as the model sees it (<see cref="Tok.ConversationWindow"/>): each kept
+    /// The exact token ids of the conversation as the model sees it (<see cref="ConversationWindow"/>): each kept
     /// turn's prompt, the ids the model generated, and EOS. The next turn's prompt is these ids plus the new user turn's
     /// template ids, so the engine that generated the last turn finds all of it in its KV prefix cache.
     /// </summary>
@@ -78,12 +86,12 @@ public sealed partial class ConversationGrain(
 
     string Id => this.GetPrimaryKeyString();
 
-    sealed class TurnRun(int turn, string userMessage, Tok.TurnPrompt prompt, SamplingOptions options)
+    sealed class TurnRun(int turn, string userMessage, TurnPrompt prompt, SamplingOptions options)
     {
         public int Turn { get; } = turn;
         public string UserMessage { get; } = userMessage;
         /// <summary>The prompt and the kept turns it starts with (the context policy's).</summary>
-        public Tok.TurnPrompt Prompt { get; } = prompt;
+        public TurnPrompt Prompt { get; } = prompt;
         /// <summary>The caller's options, with the reply's limit set to the context's room (when none was given, or less is left).</summary>
         public SamplingOptions Options { get; } = options with { MaxTokens = prompt.MaxTokens };
         public Channel<TokenChunk> Direct { get; } = Channel.CreateUnbounded<TokenChunk>(new() { SingleReader = true, SingleWriter = true });
@@ -136,7 +144,7 @@ public sealed partial class ConversationGrain(
                 throw new InvalidTurnException("the conversation already has turns; its system message cannot change");
             var before = (Messages: messages.ToList(), state.State.Created);
             if (hasSystem && current != wanted) messages.RemoveAt(0);
-            if (wanted is not null && current != wanted) messages.Insert(0, new ChatEntry(ChatRole.System, wanted));
+            if (wanted is not null && current != wanted) messages.Insert(0, new ChatMessage(ChatRole.System, wanted));
             state.State.Created = true;
             try { await state.WriteStateAsync(); }
             catch
@@ -223,10 +231,10 @@ public sealed partial class ConversationGrain(
     }
 
     /// <summary>
-    /// The prompt of the next turn, by the one prompt builder (<see cref="Tok.ChatPromptBuilder"/>): the kept turns' ids
+    /// The prompt of the next turn, by the one prompt builder (<see cref="ChatPromptBuilder"/>): the kept turns' ids
     /// plus the new user turn, the oldest turns dropped when the reply would have too little room.
     /// </summary>
-    Tok.TurnPrompt BuildPrompt(string userMessage, int? maxTokens)
+    TurnPrompt BuildPrompt(string userMessage, int? maxTokens)
     {
         var s = state.State;
         var first = s.Messages.Count > 0 && s.Messages[0].Role == ChatRole.System ? 1 : 0;
@@ -234,14 +242,14 @@ public sealed partial class ConversationGrain(
         var kept = Enumerable.Range(s.DroppedTurns, s.Turns - s.DroppedTurns)
             .Select(t => (User: s.Messages[first + 2 * t].Content, Assistant: s.Messages[first + 2 * t + 1].Content)).ToList();
         var window = s.TurnStarts.Length == kept.Count && s.ReplyStarts.Length == kept.Count && (kept.Count > 0 || s.Tokens.Length == 0)
-            ? new Tok.ConversationWindow(s.Tokens, s.TurnStarts, s.ReplyStarts, s.DroppedTurns)
-            : Tok.ConversationWindow.FromMessages(model.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
+            ? new ConversationWindow(s.Tokens, s.TurnStarts, s.ReplyStarts, s.DroppedTurns)
+            : ConversationWindow.FromMessages(model.Tokenizer, system, kept, s.DroppedTurns); // stored without turn boundaries
         try
         {
-            return new Tok.ChatPromptBuilder(model.Tokenizer, model.ContextLength, _options.ReplyReserveTokens)
+            return new ChatPromptBuilder(model.Tokenizer, model.ContextLength, _options.ReplyReserveTokens)
                 .NextTurn(window, system, [.. kept.Select(k => k.User)], userMessage, maxTokens);
         }
-        catch (Tok.ContextLengthExceededException e) { throw new InvalidTurnException(e.Message, ErrorKind.ContextLengthExceeded); }
+        catch (ContextLengthExceededException e) { throw new InvalidTurnException(e.Message, ErrorKind.ContextLengthExceeded); }
     }
 
     async Task RunTurnAsync(TurnRun run)
@@ -282,7 +290,7 @@ public sealed partial class ConversationGrain(
     {
         var before = state.State;
         var window = run.Prompt.Commit(output, model.Tokenizer.EosId);
-        var messages = new List<ChatEntry>(before.Messages)
+        var messages = new List<ChatMessage>(before.Messages)
         {
             new(ChatRole.User, run.UserMessage),
             new(ChatRole.Assistant, end.Text),

@@ -3,7 +3,7 @@ using System.Text;
 using Microsoft.Extensions.AI;
 using OrleansMixtral.Grains;
 using MEAI = Microsoft.Extensions.AI;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Client.AI;
 
@@ -101,20 +101,20 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
         if (options?.ResponseFormat is not null and not ChatResponseFormatText) throw new NotSupportedException("only text responses are supported");
         if (options?.ModelId is { } model && model != service.ModelId)
             throw new ArgumentException($"this client serves the model '{service.ModelId}', not '{model}'", nameof(options));
-        var list = new List<Tok.ChatMessage>();
-        if (!string.IsNullOrEmpty(options?.Instructions)) list.Add(new Tok.ChatMessage(Tok.ChatRole.System, options.Instructions));
+        var list = new List<ChatMessage>();
+        if (!string.IsNullOrEmpty(options?.Instructions)) list.Add(new ChatMessage(ChatRole.System, options.Instructions));
         foreach (var m in messages)
         {
-            Tok.ChatRole role;
-            if (m.Role == MEAI.ChatRole.System) role = Tok.ChatRole.System;
-            else if (m.Role == MEAI.ChatRole.User) role = Tok.ChatRole.User;
-            else if (m.Role == MEAI.ChatRole.Assistant) role = Tok.ChatRole.Assistant;
+            ChatRole role;
+            if (m.Role == MEAI.ChatRole.System) role = ChatRole.System;
+            else if (m.Role == MEAI.ChatRole.User) role = ChatRole.User;
+            else if (m.Role == MEAI.ChatRole.Assistant) role = ChatRole.Assistant;
             else throw new NotSupportedException($"messages of role '{m.Role}' are not supported");
             // Instructions and a leading system message together: one system message.
-            if (role == Tok.ChatRole.System && list.Count == 1 && list[0].Role == Tok.ChatRole.System)
-                list[0] = new Tok.ChatMessage(Tok.ChatRole.System, list[0].Content + "\n\n" + m.Text);
+            if (role == ChatRole.System && list.Count == 1 && list[0].Role == ChatRole.System)
+                list[0] = new ChatMessage(ChatRole.System, list[0].Content + "\n\n" + m.Text);
             else
-                list.Add(new Tok.ChatMessage(role, m.Text));
+                list.Add(new ChatMessage(role, m.Text));
         }
         // unset options keep SamplingOptions' defaults, as over HTTP
         var defaults = new SamplingOptions();
@@ -136,7 +136,7 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
         return service.GenerateAsync(service.EncodeChat(list, generation.MaxTokens), generation, cancellationToken);
     }
 
-    async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<Tok.ChatMessage> messages, SamplingOptions options,
+    async IAsyncEnumerable<GenerationUpdate> ConversationAsync(string key, List<ChatMessage> messages, SamplingOptions options,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var turn = await service.PrepareTurnAsync(key, messages, create: true); // the caller names its conversations: the first turn starts one

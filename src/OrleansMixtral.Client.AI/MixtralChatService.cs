@@ -4,7 +4,7 @@ using System.Text.Json;
 using Orleans;
 using Orleans.Runtime;
 using OrleansMixtral.Grains;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Client.AI;
 
@@ -62,9 +62,9 @@ public sealed class MixtralChatService
         var directory = Path.GetFullPath(options.Model);
         var tokenizerFile = Path.Combine(directory, "tokenizer.json");
         if (!File.Exists(tokenizerFile)) throw new FileNotFoundException($"the model directory {directory} has no tokenizer.json", tokenizerFile);
-        Tokenizer = Tok.MistralTokenizer.Load(tokenizerFile);
+        Tokenizer = MistralTokenizer.Load(tokenizerFile);
         ContextLength = ReadContextLength(Path.Combine(directory, "config.json"));
-        Prompts = new Tok.ChatPromptBuilder(Tokenizer, ContextLength);
+        Prompts = new ChatPromptBuilder(Tokenizer, ContextLength);
         ModelId = string.IsNullOrWhiteSpace(options.ModelId) ? Path.GetFileName(directory.TrimEnd(Path.DirectorySeparatorChar)) : options.ModelId;
         Watchdog = WatchdogTimes.FromMilliseconds(options.StallCheckMilliseconds, options.ProbeTimeoutMilliseconds);
         Client = new MixtralClient(cluster) { Watchdog = Watchdog };
@@ -77,9 +77,9 @@ public sealed class MixtralChatService
     public string ModelId { get; }
     /// <summary>Prompt plus reply tokens the model takes (config.json's max_position_embeddings).</summary>
     public int ContextLength { get; }
-    public Tok.MistralTokenizer Tokenizer { get; }
+    public MistralTokenizer Tokenizer { get; }
     /// <summary>The one prompt builder (the conversations' context policy), for stateless chat requests.</summary>
-    public Tok.ChatPromptBuilder Prompts { get; }
+    public ChatPromptBuilder Prompts { get; }
     public MixtralClient Client { get; }
 
     static int ReadContextLength(string configFile)
@@ -97,40 +97,40 @@ public sealed class MixtralChatService
     /// Checks the roles: an optional system message first, then user and assistant alternating, ending with a user
     /// message (the reply is generated for it). Throws <see cref="MixtralRequestException"/>.
     /// </summary>
-    public static void ValidateMessages(IReadOnlyList<Tok.ChatMessage> messages)
+    public static void ValidateMessages(IReadOnlyList<ChatMessage> messages)
     {
         if (messages.Count == 0) throw new MixtralRequestException("messages must hold at least one user message", "messages", "invalid_messages");
-        var first = messages[0].Role == Tok.ChatRole.System ? 1 : 0;
+        var first = messages[0].Role == ChatRole.System ? 1 : 0;
         if (first == messages.Count) throw new MixtralRequestException("a system message must be followed by a user message", "messages", "invalid_messages");
         for (var i = first; i < messages.Count; i++)
         {
-            var expected = (i - first) % 2 == 0 ? Tok.ChatRole.User : Tok.ChatRole.Assistant;
+            var expected = (i - first) % 2 == 0 ? ChatRole.User : ChatRole.Assistant;
             var role = messages[i].Role;
-            if (role == Tok.ChatRole.System)
+            if (role == ChatRole.System)
                 throw new MixtralRequestException($"messages[{i}] is a system message; only the first message may be one", $"messages[{i}].role", "invalid_messages");
             if (role != expected)
                 throw new MixtralRequestException(
                     $"roles out of order: after an optional system message, user and assistant messages must alternate starting with user; messages[{i}] is {Name(role)}, expected {Name(expected)}",
                     $"messages[{i}].role", "invalid_messages");
         }
-        if (messages[^1].Role != Tok.ChatRole.User)
+        if (messages[^1].Role != ChatRole.User)
             throw new MixtralRequestException("the last message must be a user message", $"messages[{messages.Count - 1}].role", "invalid_messages");
     }
 
-    static string Name(Tok.ChatRole role) => role.ToString().ToLowerInvariant();
+    static string Name(ChatRole role) => role.ToString().ToLowerInvariant();
 
     /// <summary>
     /// The prompt of a whole conversation sent in one request (Mixtral-Instruct template), fitted to the context by the one
-    /// prompt builder (<see cref="Tok.ChatPromptBuilder"/>): the oldest turns go when the reply would lack room, as in a
-    /// conversation the cluster keeps; <see cref="Tok.TurnPrompt.MaxTokens"/> is the reply's limit.
+    /// prompt builder (<see cref="ChatPromptBuilder"/>): the oldest turns go when the reply would lack room, as in a
+    /// conversation the cluster keeps; <see cref="TurnPrompt.MaxTokens"/> is the reply's limit.
     /// <paramref name="maxTokens"/>: the request's (null: what the context leaves).
     /// </summary>
-    public Tok.TurnPrompt EncodeChat(IReadOnlyList<Tok.ChatMessage> messages, int? maxTokens)
+    public TurnPrompt EncodeChat(IReadOnlyList<ChatMessage> messages, int? maxTokens)
     {
         ValidateMessages(messages);
         try { return Prompts.ForMessages(messages, maxTokens); }
-        catch (Tok.ChatTemplateException e) { throw new MixtralRequestException(e.Message, "messages", "invalid_messages"); }
-        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
+        catch (ChatTemplateException e) { throw new MixtralRequestException(e.Message, "messages", "invalid_messages"); }
+        catch (ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
     }
 
     /// <summary>The prompt ids of a plain completion (BOS + the text), checked against the context.</summary>
@@ -145,10 +145,10 @@ public sealed class MixtralChatService
     public void CheckPromptLength(int promptTokens)
     {
         try { Prompts.CheckPrompt(promptTokens); }
-        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
+        catch (ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
     }
 
-    static MixtralRequestException ContextLengthExceeded(Tok.ContextLengthExceededException e, string param) =>
+    static MixtralRequestException ContextLengthExceeded(ContextLengthExceededException e, string param) =>
         new(e.Message, param, CodeOf(ErrorKind.ContextLengthExceeded));
 
     /// <summary>
@@ -185,7 +185,7 @@ public sealed class MixtralChatService
     /// Generates the reply to a chat prompt from <see cref="EncodeChat"/>, as <see cref="GenerateAsync(int[], SamplingOptions, bool, CancellationToken)"/>;
     /// the usage says how many of the history's oldest turns the prompt left out.
     /// </summary>
-    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(Tok.TurnPrompt prompt, SamplingOptions options, CancellationToken cancellationToken = default) =>
+    public IAsyncEnumerable<GenerationUpdate> GenerateAsync(TurnPrompt prompt, SamplingOptions options, CancellationToken cancellationToken = default) =>
         GenerateAsync(prompt.Ids, options with { MaxTokens = prompt.MaxTokens }, continuesPrompt: false, prompt.Window.DroppedTurns, cancellationToken);
 
     async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] prompt, SamplingOptions options, bool continuesPrompt, int droppedTurns,
@@ -448,7 +448,7 @@ public sealed class MixtralChatService
     /// Anything else is a <see cref="MixtralRequestException"/> (code conversation_mismatch). A conversation that does not
     /// exist is <see cref="ConversationNotFoundException"/>, unless <paramref name="create"/>: the turn then starts it.
     /// </summary>
-    public async Task<ConversationTurn> PrepareTurnAsync(string conversationKey, IReadOnlyList<Tok.ChatMessage> messages, bool create = false)
+    public async Task<ConversationTurn> PrepareTurnAsync(string conversationKey, IReadOnlyList<ChatMessage> messages, bool create = false)
     {
         ValidateMessages(messages);
         var found = await Client.FindConversationAsync(conversationKey);
@@ -458,11 +458,11 @@ public sealed class MixtralChatService
         var user = messages[^1].Content;
         var fullHistory = messages.Count - 1 == stored.Length;
         for (var i = 0; fullHistory && i < stored.Length; i++)
-            fullHistory = ToTokenizer(stored[i].Role) == messages[i].Role && string.Equals(stored[i].Content, messages[i].Content, StringComparison.Ordinal);
+            fullHistory = stored[i] == messages[i];
         string? newSystem = null;
         if (!fullHistory)
         {
-            var system = messages[0].Role == Tok.ChatRole.System ? messages[0].Content : null;
+            var system = messages[0].Role == ChatRole.System ? messages[0].Content : null;
             if (messages.Count != (system is null ? 1 : 2))
                 throw new MixtralRequestException(
                     $"the messages do not continue the conversation: send its whole history ({stored.Length} stored messages) followed by one new user message, or only the new user message",
@@ -479,16 +479,9 @@ public sealed class MixtralChatService
         // must fit with the system message alone: the policy's own check, before a "new" conversation is stored.
         var effectiveSystem = newSystem ?? (stored.Length > 0 && stored[0].Role == ChatRole.System ? stored[0].Content : null);
         try { Prompts.CheckFits(effectiveSystem, user); }
-        catch (Tok.ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
+        catch (ContextLengthExceededException e) { throw ContextLengthExceeded(e, "messages"); }
         return new ConversationTurn(conversationKey, user, newSystem, snapshot, Create: found is null);
     }
-
-    static Tok.ChatRole ToTokenizer(ChatRole role) => role switch
-    {
-        ChatRole.System => Tok.ChatRole.System,
-        ChatRole.User => Tok.ChatRole.User,
-        _ => Tok.ChatRole.Assistant,
-    };
 
     /// <summary>
     /// Runs <paramref name="turn"/> through its conversation grain. Before any text: <see cref="MixtralRequestException"/>

@@ -12,7 +12,7 @@ public interface IChatSession
     string? ConversationId { get; }
 
     /// <summary>The conversation's messages so far, its system message first if it has one.</summary>
-    Task<IReadOnlyList<ChatEntry>> GetHistoryAsync(CancellationToken cancellationToken);
+    Task<IReadOnlyList<ChatMessage>> GetHistoryAsync(CancellationToken cancellationToken);
 
     /// <summary>Forgets the conversation's turns (its system message stays).</summary>
     Task ResetAsync(CancellationToken cancellationToken);

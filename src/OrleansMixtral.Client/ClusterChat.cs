@@ -117,7 +117,7 @@ public sealed class ClusterChat(MixtralClient client, TextReader input, TextWrit
     {
         public string? ConversationId => id;
 
-        public async Task<IReadOnlyList<ChatEntry>> GetHistoryAsync(CancellationToken cancellationToken) =>
+        public async Task<IReadOnlyList<ChatMessage>> GetHistoryAsync(CancellationToken cancellationToken) =>
             await Guard(async () => (await client.GetHistoryAsync(id)).Messages);
 
         public Task ResetAsync(CancellationToken cancellationToken) => Guard(async () =>

@@ -344,7 +344,7 @@ partial class Program
             {
                 var snapshot = await Read(kv.Key);
                 var messages = snapshot.Messages.Where(m => m.Role != ChatRole.System).ToList();
-                var want = kv.Value.SelectMany(t => new[] { new ChatEntry(ChatRole.User, t.User), new ChatEntry(ChatRole.Assistant, t.Reply) }).ToList();
+                var want = kv.Value.SelectMany(t => new[] { new ChatMessage(ChatRole.User, t.User), new ChatMessage(ChatRole.Assistant, t.Reply) }).ToList();
                 if (snapshot.Turns != kv.Value.Count || !messages.SequenceEqual(want))
                 {
                     var first = Enumerable.Range(0, Math.Min(messages.Count, want.Count)).FirstOrDefault(i => messages[i] != want[i], -1);

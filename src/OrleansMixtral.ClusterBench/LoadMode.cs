@@ -6,7 +6,7 @@ using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 /// <summary>
 /// ClusterBench's load mode: the load benchmark of <c>mixtral bench --rate</c> (the same seeded Poisson schedules,
@@ -176,13 +176,13 @@ partial class Program
     /// exactly the asked number of tokens (BOS and [INST] … [/INST] included), so a turn costs what the engine bench's
     /// prompt of that length costs.
     /// </summary>
-    sealed class LoadMessages(Tok.MistralTokenizer tokenizer, int seed, int tokens)
+    sealed class LoadMessages(MistralTokenizer tokenizer, int seed, int tokens)
     {
         public string For(int g)
         {
             var random = new Random(unchecked(seed * 1_000_003 + g));
             var words = new List<string> { $"Request {g}:" };
-            int Count() => tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, string.Join(' ', words))]).Length;
+            int Count() => tokenizer.EncodeChat([new ChatMessage(ChatRole.User, string.Join(' ', words))]).Length;
             int n = Count();
             if (n > tokens) throw new InvalidOperationException($"--prompt-tokens {tokens} is shorter than the chat template around one message ({n} tokens)");
             // the words are one token each after a space: add what is missing, then correct one word at a time

@@ -11,7 +11,7 @@ using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 // dotnet run -c Release --project src/OrleansMixtral.ClusterBench -- [--runs 12] [--tokens 128] [--prompt-words 80]
 //     [--threads 0] [--model DIR | synthetic:mixtral-8x7b] [--one-silo]
@@ -72,7 +72,7 @@ foreach (var (label, publish, poll, interval) in configurations)
     clusters.Add((label, publish, silo, clientHost, client));
 }
 InferenceEngine engine;
-Tok.MistralTokenizer tokenizer;
+MistralTokenizer tokenizer;
 if (oneSilo)
 {
     var host = clusters[0].Silo.Services.GetRequiredService<SiloEngineHost>();
@@ -95,7 +95,7 @@ for (var i = 0; i < Warmup + runs; i++)
         var message = Message(1000 + i * paths + p);
         if (p == 0)
         {
-            var ids = tokenizer.EncodeChat([new Tok.ChatMessage(Tok.ChatRole.User, message)]);
+            var ids = tokenizer.EncodeChat([new ChatMessage(ChatRole.User, message)]);
             var started = Stopwatch.GetTimestamp();
             var stream = engine.Submit(new GenerationRequest(ids, new SamplingOptions { Temperature = 0, MaxTokens = tokens, IgnoreEos = true }));
             long first = 0, last = 0;

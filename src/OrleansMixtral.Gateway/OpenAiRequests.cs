@@ -1,12 +1,12 @@
 using System.Text.Json;
 using OrleansMixtral.Client.AI;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Gateway;
 
 /// <summary>A parsed POST /v1/chat/completions.</summary>
 public sealed record ChatRequest(
-    string Model, List<Tok.ChatMessage> Messages, SamplingOptions Options, bool Stream, bool IncludeUsage, string? ConversationId);
+    string Model, List<ChatMessage> Messages, SamplingOptions Options, bool Stream, bool IncludeUsage, string? ConversationId);
 
 /// <summary>A parsed POST /v1/completions: a text prompt, or token ids; <paramref name="Echo"/>: the reply's text starts with the prompt.</summary>
 public sealed record CompletionRequest(string Model, string? Prompt, int[]? PromptTokens, SamplingOptions Options, bool Stream, bool IncludeUsage,
@@ -144,14 +144,14 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
 
     static string Clip(string s) => s.Length > 64 ? s[..64] + "..." : s;
 
-    List<Tok.ChatMessage> ReadMessages(JsonElement root)
+    List<ChatMessage> ReadMessages(JsonElement root)
     {
         if (Prop(root, "messages") is not { } messages) throw new MixtralRequestException("messages is required", "messages", "missing_parameter");
         if (messages.ValueKind != JsonValueKind.Array) throw Type("messages", "an array of messages");
         var n = messages.GetArrayLength();
         if (n == 0) throw new MixtralRequestException("messages must not be empty", "messages", "invalid_messages");
         if (n > options.MaxMessages) throw new MixtralRequestException($"at most {options.MaxMessages} messages per request", "messages", "invalid_messages");
-        var list = new List<Tok.ChatMessage>(n);
+        var list = new List<ChatMessage>(n);
         var i = 0;
         foreach (var m in messages.EnumerateArray())
         {
@@ -160,18 +160,18 @@ public sealed class OpenAiRequests(GatewayOptions options, int contextLength, in
             CheckTypes(m, at + ".", MessageFields);
             if (Prop(m, "role") is not { } roleElement) throw new MixtralRequestException($"{at}.role is required", $"{at}.role", "missing_parameter");
             var roleName = GetString(roleElement, $"{at}.role");
-            Tok.ChatRole role = roleName switch
+            ChatRole role = roleName switch
             {
-                "system" or "developer" => Tok.ChatRole.System,
-                "user" => Tok.ChatRole.User,
-                "assistant" => Tok.ChatRole.Assistant,
+                "system" or "developer" => ChatRole.System,
+                "user" => ChatRole.User,
+                "assistant" => ChatRole.Assistant,
                 "tool" or "function" => throw new MixtralRequestException($"{at}: tool messages are not supported (this server has no tools)", $"{at}.role", "unsupported_parameter"),
                 _ => throw new MixtralRequestException($"{at}.role must be system, developer, user or assistant, not '{Clip(roleName)}'", $"{at}.role", "invalid_value"),
             };
             if (Prop(m, "tool_calls") is { ValueKind: JsonValueKind.Array } calls && calls.GetArrayLength() > 0)
                 throw new MixtralRequestException($"{at}: tool calls are not supported", $"{at}.tool_calls", "unsupported_parameter");
             if (Prop(m, "name") is { } name && name.ValueKind != JsonValueKind.String) throw Type($"{at}.name", "a string");
-            list.Add(new Tok.ChatMessage(role, ReadContent(m, at)));
+            list.Add(new ChatMessage(role, ReadContent(m, at)));
             i++;
         }
         return list;

@@ -82,7 +82,7 @@ public class ClusterFixture : IAsyncLifetime
 
     /// <summary>Ids of "[INST] message [/INST]" as a follow-up turn (the template of the message alone, less BOS).</summary>
     public static int[] FollowUpIds(string message) =>
-        Tokenizer.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, message)])[1..];
+        Tokenizer.EncodeChat([new ChatMessage(ChatRole.User, message)])[1..];
 
     public static async Task<List<TokenChunk>> ReadAll(IAsyncEnumerable<TokenChunk> chunks)
     {

@@ -1,11 +1,11 @@
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Cluster.Tests;
 
 /// <summary>
-/// A conversation that outgrows the tiny model's 1,024-token context (the policy: <see cref="Tok.ConversationWindow"/>):
+/// A conversation that outgrows the tiny model's 1,024-token context (the policy: <see cref="ConversationWindow"/>):
 /// its oldest whole turns are dropped with the system message kept, every reply keeps its room, the caller is told
 /// (usage and snapshot), and the turns after a drop find their prefix in the engine's cache again.
 /// </summary>
@@ -58,7 +58,7 @@ public sealed class ContextOverflowTests(ClusterFixture fixture)
         Assert.InRange(h.DroppedTurns, dropped, 8);
         var tokens = await client.Conversation(id).GetTokens();
         Assert.Equal(h.TokenCount, tokens.Length);
-        var head = ClusterFixture.Tokenizer.EncodeChat([new(Tok.ChatRole.System, system), new(Tok.ChatRole.User, Message(h.DroppedTurns))]);
+        var head = ClusterFixture.Tokenizer.EncodeChat([new(ChatRole.System, system), new(ChatRole.User, Message(h.DroppedTurns))]);
         Assert.Equal(head, tokens[..head.Length]);
     }
 
@@ -71,8 +71,8 @@ public sealed class ContextOverflowTests(ClusterFixture fixture)
         var huge = string.Join(" ", Enumerable.Repeat("river", 1100));
         var e = await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(id, huge, ClusterFixture.Short(4)));
         // the one prompt builder's refusal, word for word (the gateway, the IChatClient and the CLI give the same)
-        Assert.Equal(Assert.Throws<Tok.ContextLengthExceededException>(() =>
-            new Tok.ChatPromptBuilder(ClusterFixture.Tokenizer, 1024).CheckFits(null, huge)).Message, e.Message);
+        Assert.Equal(Assert.Throws<ContextLengthExceededException>(() =>
+            new ChatPromptBuilder(ClusterFixture.Tokenizer, 1024).CheckFits(null, huge)).Message, e.Message);
         Assert.Equal(ErrorKind.ContextLengthExceeded, e.Kind); // carried across the grain call as data
         var bad = await Assert.ThrowsAsync<InvalidTurnException>(() => client.SendAndCollectAsync(id, "Hello", new SamplingOptions { Temperature = 3 }));
         Assert.Equal(ErrorKind.InvalidRequest, bad.Kind);

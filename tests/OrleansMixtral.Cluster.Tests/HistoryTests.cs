@@ -25,10 +25,10 @@ public sealed class HistoryTests(ClusterFixture fixture)
         Assert.Equal(
             new[]
             {
-                new ChatEntry(ChatRole.System, "You answer briefly."),
-                new ChatEntry(ChatRole.User, "Hello there"), new ChatEntry(ChatRole.Assistant, replies[0]),
-                new ChatEntry(ChatRole.User, "Tell me about the sea"), new ChatEntry(ChatRole.Assistant, replies[1]),
-                new ChatEntry(ChatRole.User, "And the mountains?"), new ChatEntry(ChatRole.Assistant, replies[2]),
+                new ChatMessage(ChatRole.System, "You answer briefly."),
+                new ChatMessage(ChatRole.User, "Hello there"), new ChatMessage(ChatRole.Assistant, replies[0]),
+                new ChatMessage(ChatRole.User, "Tell me about the sea"), new ChatMessage(ChatRole.Assistant, replies[1]),
+                new ChatMessage(ChatRole.User, "And the mountains?"), new ChatMessage(ChatRole.Assistant, replies[2]),
             },
             h.Messages);
     }
@@ -45,7 +45,7 @@ public sealed class HistoryTests(ClusterFixture fixture)
         var tok = ClusterFixture.Tokenizer;
         int[] expected =
         [
-            .. tok.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, "Once upon a time")]),
+            .. tok.EncodeChat([new ChatMessage(ChatRole.User, "Once upon a time")]),
             .. first.SelectMany(ch => ch.TokenIds), tok.EosId,
             .. ClusterFixture.FollowUpIds("What happened next?"),
             .. second.SelectMany(ch => ch.TokenIds), tok.EosId,
@@ -63,7 +63,7 @@ public sealed class HistoryTests(ClusterFixture fixture)
         Assert.True((await client.SendAndCollectAsync(c.ConversationId, "Hi", ClusterFixture.Short(4))).Succeeded);
         await client.Conversation(c.ConversationId).Reset();
         var h = await client.GetHistoryAsync(c.ConversationId);
-        Assert.Equal([new ChatEntry(ChatRole.System, "Be kind.")], h.Messages);
+        Assert.Equal([new ChatMessage(ChatRole.System, "Be kind.")], h.Messages);
         Assert.Equal(0, h.Turns);
         Assert.Equal(0, h.TokenCount);
     }

@@ -70,15 +70,28 @@ public sealed class WireCompatibilityTests
 
     /// <summary>
     /// Every conversation storage (SQLite, Redis, PostgreSQL, memory) writes states with the silo's storage serializer:
-    /// Orleans' JSON, whose records name each object's .NET type.
+    /// Orleans' JSON, whose records name each object's .NET type. Records of older builds name the messages' old type
+    /// (OrleansMixtral.Grains.ChatEntry, a type that no longer exists); they load, and today's records name no type for the
+    /// messages (an older build reads those by the property's declared type: checked by hand at b22b08c).
     /// </summary>
     [Fact]
-    public void A_conversation_stored_as_JSON_loads_and_is_written_as_before()
+    public void A_conversation_stored_as_JSON_by_an_older_build_loads()
     {
         var storage = Silo.Value.GetRequiredService<IGrainStorageSerializer>();
         var stored = File.ReadAllBytes(Fixture("conversation-state.json"));
         AssertState(storage.Deserialize<ConversationState>(new BinaryData(stored)));
-        Assert.Equal(stored, storage.Serialize(State()).ToArray());
+
+        var today = storage.Serialize(State()).ToString();
+        // One line in the store; cut here at commas between members.
+        const string expected = """
+            {"$id":"1","$type":"OrleansMixtral.Grains.ConversationState, OrleansMixtral.Grains","Messages":[{"$id":"2","Content":"Be brief."},
+            {"$id":"3","Role":1,"Content":"Hi ünïcode ✓"},{"$id":"4","Role":2,"Content":"Hello."},{"$id":"5","Role":1,"Content":"Again?"},
+            {"$id":"6","Role":2,"Content":"Yes."}],"Tokens":{"$type":"System.Int32[], System.Private.CoreLib","$values":[1,733,16289,28793,2,2147483647,0]},
+            "KvSilo":"S127.0.0.1:11111:123","KvTokens":6,"Turns":2,"Created":true,"DroppedTurns":1,
+            "TurnStarts":{"$type":"System.Int32[], System.Private.CoreLib","$values":[0,4]},"ReplyStarts":{"$type":"System.Int32[], System.Private.CoreLib","$values":[3,6]}}
+            """;
+        Assert.Equal(expected.ReplaceLineEndings(""), today);
+        AssertState(storage.Deserialize<ConversationState>(BinaryData.FromString(today)));
     }
 
     /// <summary>The same with Orleans' binary storage serializer (a host may choose it): the grain calls' codec.</summary>

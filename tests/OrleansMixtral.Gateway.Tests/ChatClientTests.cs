@@ -1,12 +1,14 @@
 using System.Text;
 using System.Text.Json;
-using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans;
 using OrleansMixtral.Client.AI;
 using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Gateway.Tests;
+
+// Inside the namespace, so that its ChatMessage and ChatRole come before OrleansMixtral's.
+using Microsoft.Extensions.AI;
 
 /// <summary>The Microsoft.Extensions.AI IChatClient over the Orleans client, from dependency injection.</summary>
 [Collection(GatewayCollection.Name)]

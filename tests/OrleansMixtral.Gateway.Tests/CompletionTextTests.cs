@@ -51,7 +51,7 @@ public sealed class CompletionTextTests(GatewayFixture fixture) : IDisposable
     [Fact(Timeout = 60_000)]
     public async Task A_chat_reply_starts_its_own_text()
     {
-        var prompt = Tokenizer.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, "Tell me about the old city.")]);
+        var prompt = Tokenizer.EncodeChat([new ChatMessage(ChatRole.User, "Tell me about the old city.")]);
         var generated = _cpu.Greedy(prompt, 6);
         using var response = await fixture.Http.SendAsync(fixture.Post("/v1/chat/completions",
             GatewayFixture.ChatBody("Tell me about the old city.", maxTokens: 6, extra: ""","ignore_eos":true""")));

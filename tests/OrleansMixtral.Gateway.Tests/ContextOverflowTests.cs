@@ -1,10 +1,12 @@
 using System.Text.Json;
-using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using OrleansMixtral.Client.AI;
-using Tok = OrleansMixtral.Tokenization;
+using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Gateway.Tests;
+
+// Inside the namespace, so that its ChatMessage and ChatRole come before OrleansMixtral's.
+using Microsoft.Extensions.AI;
 
 /// <summary>
 /// A conversation that outgrows the tiny model's 1,024-token context through the gateway: each reply keeps its room, the
@@ -78,8 +80,8 @@ public sealed class ContextOverflowTests(GatewayFixture fixture)
     public async Task A_message_that_cannot_fit_is_the_same_refusal_through_every_path()
     {
         var longText = string.Join(' ', Enumerable.Repeat("the history of the old city and its river", 200)); // ≈ 1800 tokens > 1024
-        var expected = Assert.Throws<Tok.ContextLengthExceededException>(() =>
-            new Tok.ChatPromptBuilder(CpuReference.Tokenizer, 1024).CheckFits("You are terse.", longText)).Message;
+        var expected = Assert.Throws<ContextLengthExceededException>(() =>
+            new ChatPromptBuilder(CpuReference.Tokenizer, 1024).CheckFits("You are terse.", longText)).Message;
         var messages = JsonSerializer.Serialize(new[] { new { role = "system", content = "You are terse." }, new { role = "user", content = longText } });
         foreach (var extra in new[] { "", ""","metadata":{"conversation_id":"new"}""" })
         {

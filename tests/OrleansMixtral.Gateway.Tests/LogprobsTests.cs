@@ -1,7 +1,9 @@
 using System.Text.Json;
-using OpenAI.Chat;
 
 namespace OrleansMixtral.Gateway.Tests;
+
+// Inside the namespace, so that its ChatMessage and ChatRole come before OrleansMixtral's.
+using OpenAI.Chat;
 
 /// <summary>
 /// logprobs/top_logprobs (chat) and logprobs/echo (completions), whole and streamed, read with the official SDK and raw:
@@ -32,7 +34,7 @@ public sealed class LogprobsTests(GatewayFixture fixture) : IDisposable
         Assert.Equal(whole.Usage.OutputTokenCount, logprobs.Count);
         Assert.True(logprobs.Count > 0);
 
-        var prompt = Tokenizer.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, "Tell me about the old city.")]);
+        var prompt = Tokenizer.EncodeChat([new OrleansMixtral.ChatMessage(OrleansMixtral.ChatRole.User, "Tell me about the old city.")]);
         var generated = _cpu.Greedy(prompt, logprobs.Count);
         for (var i = 0; i < logprobs.Count; i++)
         {
@@ -59,7 +61,7 @@ public sealed class LogprobsTests(GatewayFixture fixture) : IDisposable
     {
         // prompt 8 of the fixtures: a user turn under the chat template, whose next-token logits Hugging Face recorded
         var (ids, messages) = CpuReference.HfPrompt(8);
-        Assert.Equal(ids, Tokenizer.EncodeChat([.. messages.Select(m => new Tokenization.ChatMessage(m.Role == "system" ? Tokenization.ChatRole.System : Tokenization.ChatRole.User, m.Content))]));
+        Assert.Equal(ids, Tokenizer.EncodeChat([.. messages.Select(m => new OrleansMixtral.ChatMessage(m.Role == "system" ? OrleansMixtral.ChatRole.System : OrleansMixtral.ChatRole.User, m.Content))]));
         var body = JsonSerializer.Serialize(new
         {
             model = GatewayFixture.Model, max_tokens = 1, temperature = 0, logprobs = true, top_logprobs = 20, ignore_eos = true,

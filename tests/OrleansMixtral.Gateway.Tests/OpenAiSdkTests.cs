@@ -1,9 +1,11 @@
 using System.ClientModel.Primitives;
 using System.Text;
 using System.Text.Json;
-using OpenAI.Chat;
 
 namespace OrleansMixtral.Gateway.Tests;
+
+// Inside the namespace, so that its ChatMessage and ChatRole come before OrleansMixtral's.
+using OpenAI.Chat;
 
 /// <summary>The official OpenAI .NET SDK against the running gateway: chat (whole and streamed), conversations, models.</summary>
 [Collection(GatewayCollection.Name)]

@@ -62,7 +62,7 @@ public sealed class SamplingPathsTests : IAsyncLifetime
         // seed and the limit.
         var engine = _cluster.GetSiloServiceProvider(_cluster.Silos[0].SiloAddress).GetRequiredService<SiloEngineHost>();
         var tokenizer = engine.Tokenizer;
-        var prompt = tokenizer.EncodeChat([new Tokenization.ChatMessage(Tokenization.ChatRole.User, Message)]);
+        var prompt = tokenizer.EncodeChat([new ChatMessage(ChatRole.User, Message)]);
         var options = new SamplingOptions { Seed = Seed, MaxTokens = MaxTokens };
         Assert.False(options.IsGreedy); // the defaults sample: the paths agree on them, not only on argmax
         var reference = await engine.Engine.Submit(new GenerationRequest(prompt, options)).ReadToEndAsync();

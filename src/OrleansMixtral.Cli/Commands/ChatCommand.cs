@@ -1,7 +1,6 @@
 using System.CommandLine;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
-using ChatEntry = OrleansMixtral.Grains.ChatEntry;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Cli.Commands;
@@ -96,12 +95,12 @@ static class ChatCommand
         readonly ChatPromptBuilder _prompts = new(tokenizer, context);
         ConversationWindow _window = ConversationWindow.Empty;
         List<string> _users = [];
-        readonly List<ChatEntry> _transcript = [];
+        readonly List<ChatMessage> _transcript = [];
 
         public string? ConversationId => null;
 
-        public Task<IReadOnlyList<ChatEntry>> GetHistoryAsync(CancellationToken cancellationToken) =>
-            Task.FromResult<IReadOnlyList<ChatEntry>>(system is null ? [.. _transcript] : [new(Grains.ChatRole.System, system), .. _transcript]);
+        public Task<IReadOnlyList<ChatMessage>> GetHistoryAsync(CancellationToken cancellationToken) =>
+            Task.FromResult<IReadOnlyList<ChatMessage>>(system is null ? [.. _transcript] : [new(ChatRole.System, system), .. _transcript]);
 
         public Task ResetAsync(CancellationToken cancellationToken)
         {
@@ -131,8 +130,8 @@ static class ChatCommand
             }
             _window = turn.Commit(result.OutputTokens, tokenizer.EosId);
             _users = [.. _users.Skip(turn.NewlyDropped), message];
-            _transcript.Add(new ChatEntry(Grains.ChatRole.User, message));
-            _transcript.Add(new ChatEntry(Grains.ChatRole.Assistant, result.Text));
+            _transcript.Add(new ChatMessage(ChatRole.User, message));
+            _transcript.Add(new ChatMessage(ChatRole.Assistant, result.Text));
             return new ChatTurnOutcome(GenerateCommand.Stats(result));
         }
     }
