@@ -1,25 +1,11 @@
 namespace OrleansMixtral.Grains;
 
-/// <summary>Token counts of one turn.</summary>
-[GenerateSerializer, Immutable, Alias("mixtral.TurnUsage")]
-public sealed record TurnUsage(
-    [property: Id(0)] int PromptTokens,        // the whole prompt: the conversation so far plus the new user turn
-    [property: Id(1)] int CachedPromptTokens,  // prompt tokens whose KV came from the engine's prefix cache
-    [property: Id(2)] int CompletionTokens)
-{
-    /// <summary>
-    /// A conversation's turn: the conversation's oldest turns its prompt left out, because the conversation outgrew the
-    /// model's context (the system message always stays). 0 for stateless requests.
-    /// </summary>
-    [Id(3)] public int DroppedTurns { get; init; }
-}
-
 /// <summary>The end of a turn, carried by its final chunk.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TurnEnd")]
 public sealed record TurnEnd
 {
     [Id(0)] public required FinishReason Finish { get; init; }
-    [Id(1)] public TurnUsage Usage { get; init; } = new(0, 0, 0);
+    [Id(1)] public TokenUsage Usage { get; init; } = TokenUsage.None;
     /// <summary>Why the turn failed or was cancelled; null otherwise.</summary>
     [Id(2)] public string? Error { get; init; }
     /// <summary>The silo whose engine generated the turn (its SiloAddress as a string), if any.</summary>

@@ -120,3 +120,22 @@ public sealed class ChatMessageCodec(IFieldCodec<ChatMessageSurrogate> wire) : W
     protected override ChatMessageSurrogate ToWire(ChatMessage value) => new((int)value.Role, value.Content);
     protected override ChatMessage FromWire(ChatMessageSurrogate value) => new((ChatRole)value.Role, value.Content ?? "");
 }
+
+/// <summary>The wire form of <see cref="TokenUsage"/>: the contracts' TurnUsage record of older builds, field for field.</summary>
+[GenerateSerializer, Immutable, Alias("mixtral.TurnUsage")]
+public sealed record TokenUsageSurrogate(
+    [property: Id(0)] int PromptTokens,
+    [property: Id(1)] int CachedPromptTokens,
+    [property: Id(2)] int CompletionTokens)
+{
+    [Id(3)] public int DroppedTurns { get; init; }
+}
+
+[RegisterSerializer, RegisterCopier]
+public sealed class TokenUsageCodec(IFieldCodec<TokenUsageSurrogate> wire) : WireRecordCodec<TokenUsage, TokenUsageSurrogate>(wire)
+{
+    protected override TokenUsageSurrogate ToWire(TokenUsage value) =>
+        new(value.PromptTokens, value.CachedPromptTokens, value.CompletionTokens) { DroppedTurns = value.DroppedTurns };
+    protected override TokenUsage FromWire(TokenUsageSurrogate value) =>
+        new(value.PromptTokens, value.CachedPromptTokens, value.CompletionTokens) { DroppedTurns = value.DroppedTurns };
+}

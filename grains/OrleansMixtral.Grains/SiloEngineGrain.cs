@@ -131,7 +131,7 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
             End = new TurnEnd
             {
                 Finish = r.FinishReason,
-                Usage = new TurnUsage(r.Usage.PromptTokens, r.Usage.CachedPromptTokens, r.Usage.CompletionTokens),
+                Usage = r.Usage,
                 Error = r.Error,
                 Silo = _siloKey,
                 EngineTtftMs = r.TimeToFirstToken.TotalMilliseconds,

@@ -157,7 +157,7 @@ public sealed class MixtralChatClient(MixtralChatService service, MixtralChatCli
     {
         InputTokenCount = end.Usage.PromptTokens,
         OutputTokenCount = end.Usage.CompletionTokens,
-        TotalTokenCount = end.Usage.PromptTokens + end.Usage.CompletionTokens,
+        TotalTokenCount = end.Usage.TotalTokens,
         CachedInputTokenCount = end.Usage.CachedPromptTokens,
         // the oldest turns of the history the prompt left out (the context policy), as the HTTP API's usage.dropped_turns
         AdditionalCounts = new() { [DroppedTurnsCount] = end.Usage.DroppedTurns },

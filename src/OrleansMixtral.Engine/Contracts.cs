@@ -27,11 +27,9 @@ public readonly record struct GeneratedToken(int Index, int TokenId, string Text
 /// </summary>
 public sealed record TokenLogprobs(int TokenId, float Logprob, int[] TopTokenIds, float[] TopLogprobs);
 
-public sealed record GenerationUsage(int PromptTokens, int CachedPromptTokens, int CompletionTokens);
-
 public sealed record GenerationResult(
     FinishReason FinishReason,
-    GenerationUsage Usage,
+    TokenUsage Usage,
     IReadOnlyList<int> OutputTokens,
     string Text,
     TimeSpan TimeToFirstToken,

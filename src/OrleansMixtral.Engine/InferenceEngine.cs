@@ -488,7 +488,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         EndTrace(s, reason, error, output.Length);
         return new GenerationResult(
             reason,
-            new GenerationUsage(s.PromptLength, Math.Max(0, s.CachedPromptTokens), output.Length),
+            new TokenUsage(s.PromptLength, Math.Max(0, s.CachedPromptTokens), output.Length),
             output,
             s.Stops.Text,
             s.FirstTokenAt == 0 ? TimeSpan.Zero : Stopwatch.GetElapsedTime(s.SubmittedAt, s.FirstTokenAt),

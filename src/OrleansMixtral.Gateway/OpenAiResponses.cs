@@ -64,14 +64,15 @@ public static class OpenAiResponses
 
     public static string FinishReason(OrleansMixtral.FinishReason finish) => finish == OrleansMixtral.FinishReason.Length ? "length" : "stop";
 
+    /// <summary>The one mapping of <see cref="TokenUsage"/> to OpenAI's <c>usage</c> object (replies, chunks, completions).</summary>
     /// <param name="chat">A chat reply (a conversation's turn or a whole history): the usage also says how many of its
     /// oldest turns the prompt left out.</param>
-    static void WriteUsage(Utf8JsonWriter w, TurnUsage usage, bool chat)
+    static void WriteUsage(Utf8JsonWriter w, TokenUsage usage, bool chat)
     {
         w.WriteStartObject("usage");
         w.WriteNumber("prompt_tokens", usage.PromptTokens);
         w.WriteNumber("completion_tokens", usage.CompletionTokens);
-        w.WriteNumber("total_tokens", usage.PromptTokens + usage.CompletionTokens);
+        w.WriteNumber("total_tokens", usage.TotalTokens);
         w.WriteStartObject("prompt_tokens_details");
         w.WriteNumber("cached_tokens", usage.CachedPromptTokens);
         w.WriteEndObject();

@@ -57,7 +57,7 @@ public sealed class WireCompatibilityTests
     static TurnEnd End() => new()
     {
         Finish = FinishReason.Length,
-        Usage = new TurnUsage(100, 64, 20) { DroppedTurns = 3 },
+        Usage = new TokenUsage(100, 64, 20) { DroppedTurns = 3 },
         Error = "an error",
         Silo = "S10.0.0.2:11111:7",
         EngineTtftMs = 12.5,
