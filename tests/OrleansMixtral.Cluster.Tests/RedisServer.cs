@@ -31,11 +31,25 @@ public sealed class RedisServer : IAsyncDisposable
     public static void Require() =>
         Requirements.Require(Executable.Value is not null, "redis-server is not installed (Debian: apt-get install redis-server; ./test.sh does)");
 
+    static readonly HashSet<int> GivenPorts = [];
+
+    /// <summary>
+    /// A loopback port nobody listens on, never one this process was given before: the system may hand a closed
+    /// listener's port out again at once, and a test that asks for a silo port and a gateway port before either is bound
+    /// got the same one twice (the silo refuses that).
+    /// </summary>
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        lock (GivenPorts)
+        {
+            while (true)
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, 0);
+                listener.Start();
+                var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+                if (GivenPorts.Add(port)) return port;
+            }
+        }
     }
 
     public static async Task<RedisServer> StartAsync()
