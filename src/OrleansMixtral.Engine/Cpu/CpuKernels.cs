@@ -23,6 +23,30 @@ public static class CpuKernels
         TensorPrimitives.Divide(x, TensorPrimitives.Sum(x), x);
     }
 
+    /// <summary>
+    /// Mixtral's router on one token's gate logits (overwritten by their softmax): the k most probable experts, first
+    /// the most probable (the lowest index among equals), and their probabilities renormalised to sum to 1 (HF Mixtral).
+    /// </summary>
+    public static void RouteTopK(Span<float> logits, Span<int> experts, Span<float> weights)
+    {
+        Softmax(logits);
+        var k = experts.Length;
+        var sum = 0f;
+        for (var j = 0; j < k; j++)
+        {
+            var best = -1;
+            for (var e = 0; e < logits.Length; e++)
+            {
+                if (experts[..j].Contains(e)) continue;
+                if (best < 0 || logits[e] > logits[best]) best = e;
+            }
+            experts[j] = best;
+            weights[j] = logits[best];
+            sum += logits[best];
+        }
+        for (var j = 0; j < k; j++) weights[j] /= sum;
+    }
+
     /// <summary>gate = silu(gate) * up, SwiGLU's element-wise half.</summary>
     public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
     {

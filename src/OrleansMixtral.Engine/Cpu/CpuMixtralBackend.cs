@@ -264,25 +264,11 @@ public sealed class CpuMixtralBackend : IModelBackend
             var logits = _routerLogits.AsSpan(t * E, E);
             var xb = new ReadOnlySpan<float>(_xb, t * h, h);
             for (var e = 0; e < E; e++) logits[e] = TensorPrimitives.Dot(xb, new ReadOnlySpan<float>(layer.Router, e * h, h));
-            CpuKernels.Softmax(logits);
             var experts = _topExperts.AsSpan(t * k, k);
             var weights = _topWeights.AsSpan(t * k, k);
-            var sum = 0f;
+            CpuKernels.RouteTopK(logits, experts, weights);
             for (var j = 0; j < k; j++)
             {
-                var best = -1;
-                for (var e = 0; e < E; e++)
-                {
-                    if (experts[..j].Contains(e)) continue;
-                    if (best < 0 || logits[e] > logits[best]) best = e;
-                }
-                experts[j] = best;
-                weights[j] = logits[best];
-                sum += logits[best];
-            }
-            for (var j = 0; j < k; j++)
-            {
-                weights[j] /= sum;
                 var e = experts[j];
                 _expertTokens[e][_expertCount[e]] = t;
                 _expertTokenWeights[e][_expertCount[e]++] = weights[j];
