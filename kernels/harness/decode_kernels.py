@@ -670,7 +670,9 @@ def fused_rope_checks(k):
         r = rel(outs[1], outs[0])
         kdiff = float(cp.abs(caches[1][0].astype(cp.float32) - caches[0][0].astype(cp.float32)).max())
         vsame = bool((caches[1][1].view(cp.uint16) == caches[0][1].view(cp.uint16)).all())
-        ok = r < 1e-5 and kdiff <= 2e-3 and vsame and not bool(cp.isnan(outs[1]).any()) and int(cp.abs(bufs[2]).sum()) == 0
+        # rope's products may round differently in fp32 (FMA contraction) and flip an fp16 output's last bit: 1e-4, not
+        # 1e-5 (seen 1.2e-5 at 64 sequences in one of four runs); a wrong row or rotation shows as ≥ 1e-2
+        ok = r < 1e-4 and kdiff <= 2e-3 and vsame and not bool(cp.isnan(outs[1]).any()) and int(cp.abs(bufs[2]).sum()) == 0
         res.append(("rope+", f"{kind} D={D} T={T} splits {splits} (k cache max diff {kdiff:.1e}{'' if vsame else ', V DIFFERS'})", r, kdiff, 0.0, ok))
     return res
 
