@@ -1,4 +1,4 @@
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 /// <summary>
 /// How long a streaming call to another silo may stay silent before its other end is asked whether it still works on

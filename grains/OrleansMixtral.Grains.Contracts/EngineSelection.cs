@@ -1,4 +1,4 @@
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 /// <summary>
 /// The one engine-selection policy, for conversations (each silo's router) and stateless requests (the chat service)

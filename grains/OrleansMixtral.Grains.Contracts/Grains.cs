@@ -1,7 +1,7 @@
 using Orleans.Runtime;
 using Orleans.Concurrency;
 
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 /// <summary>
 /// One conversation (key: the conversation id). Keeps the chat history and the exact token ids of the conversation

@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
 
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 /// <summary>A silo of a local cluster, as it registers its gateway port for the clients of this machine.</summary>
 public sealed record LocalClusterEntry(string ClusterId, string ServiceId, int GatewayPort, int SiloPort, string DataDirectory, int ProcessId);

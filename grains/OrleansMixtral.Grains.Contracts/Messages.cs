@@ -1,4 +1,4 @@
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 /// <summary>The end of a turn, carried by its final chunk.</summary>
 [GenerateSerializer, Immutable, Alias("mixtral.TurnEnd")]

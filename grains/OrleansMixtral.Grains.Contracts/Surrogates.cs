@@ -4,7 +4,7 @@ using Orleans.Serialization.Cloning;
 using Orleans.Serialization.Codecs;
 using Orleans.Serialization.WireProtocol;
 
-namespace OrleansMixtral.Grains;
+namespace OrleansMixtral.Grains.Contracts;
 
 // The shared vocabulary (src/OrleansMixtral.Abstractions) knows no Orleans, so its types cross the wire through these
 // surrogates: the same type at every layer, one wire form here.

@@ -8,6 +8,7 @@ using Orleans.Runtime;
 using Orleans.Streams;
 using Newtonsoft.Json;
 using OrleansMixtral.Engine;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Grains;

@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using OrleansMixtral.Engine;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Grains;
 

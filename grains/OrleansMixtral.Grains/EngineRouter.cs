@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Grains;
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Grains;
 

@@ -1,3 +1,4 @@
+using OrleansMixtral.Grains.Contracts;
 namespace OrleansMixtral.Grains;
 
 /// <summary>

@@ -4,6 +4,7 @@ using System.Threading.Channels;
 using Orleans.Concurrency;
 using Orleans.Runtime;
 using OrleansMixtral.Engine;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Grains;
 
@@ -101,7 +102,7 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
             };
         var text = new StringBuilder(first.Text).Append(second.Text);
         var ids = new List<int>(4);
-        var logprobs = new List<TokenLogprobs>();
+        var logprobs = new List<Contracts.TokenLogprobs>();
         void Add(GeneratedToken t)
         {
             if (t.TokenId >= 0) ids.Add(t.TokenId);
@@ -117,7 +118,7 @@ public sealed class SiloEngineGrain(ISiloEngine host, ILocalSiloDetails silo, Mi
         return new EngineChunk { Text = text.ToString(), TokenIds = [.. ids], Logprobs = [.. logprobs] };
     }
 
-    static TokenLogprobs ToMessage(OrleansMixtral.Engine.TokenLogprobs l) => new(l.TokenId, l.Logprob, l.TopTokenIds, l.TopLogprobs);
+    static Contracts.TokenLogprobs ToMessage(OrleansMixtral.Engine.TokenLogprobs l) => new(l.TokenId, l.Logprob, l.TopTokenIds, l.TopLogprobs);
 
     /// <summary>The prompt's logprobs, when asked for, go with the first chunk the caller gets.</summary>
     static EngineChunk WithPromptLogprobs(EngineChunk chunk, GenerationStream stream) =>

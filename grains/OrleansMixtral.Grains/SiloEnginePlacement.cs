@@ -1,6 +1,7 @@
 using Orleans.Placement;
 using Orleans.Runtime;
 using Orleans.Runtime.Placement;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Grains;
 

@@ -1,4 +1,5 @@
 using OrleansMixtral.Engine;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Grains;

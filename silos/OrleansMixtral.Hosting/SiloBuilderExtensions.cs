@@ -5,6 +5,7 @@ using Orleans.Configuration;
 using Orleans.Runtime;
 using Orleans.Storage;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using StackExchange.Redis;
 
 namespace OrleansMixtral.Hosting;

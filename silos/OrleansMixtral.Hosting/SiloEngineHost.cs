@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Model;
 using OrleansMixtral.Tokenization;
 

@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using Orleans.Dashboard;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Silo;
 

@@ -7,6 +7,7 @@ using OrleansMixtral.Backends;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Gateway;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.Model;
 

@@ -3,7 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Orleans;
 using Orleans.Runtime;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Client.AI;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Client;
 

@@ -3,7 +3,7 @@ using System.Text;
 using Orleans;
 using Orleans.Runtime;
 using Orleans.Streams;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Client;
 

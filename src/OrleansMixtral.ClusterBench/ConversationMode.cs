@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 using OrleansMixtral;
 using OrleansMixtral.Backends;
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.LoadBench;
 
 /// <summary>

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using OrleansMixtral;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
 using OrleansMixtral.Tokenization;

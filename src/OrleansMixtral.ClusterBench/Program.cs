@@ -9,6 +9,7 @@ using OrleansMixtral;
 using OrleansMixtral.Client;
 using OrleansMixtral.Engine;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.LoadBench;
 using OrleansMixtral.Tokenization;

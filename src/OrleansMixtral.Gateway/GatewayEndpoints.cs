@@ -5,7 +5,7 @@ using System.Text.Json;
 using System.Threading.Channels;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using OrleansMixtral.Client.AI;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Gateway;
 

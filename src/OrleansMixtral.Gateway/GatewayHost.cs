@@ -6,7 +6,6 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
 using OrleansMixtral.Client;
 using OrleansMixtral.Client.AI;
-using OrleansMixtral.Grains;
 using OrleansMixtral.Model;
 
 namespace OrleansMixtral.Gateway;

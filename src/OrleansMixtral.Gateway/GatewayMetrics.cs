@@ -49,7 +49,7 @@ public sealed class GatewayMetrics : IDisposable
         _meter.CreateObservableGauge("mixtral.gateway.active_requests", () => admission.Active, "{request}", "generations running in this gateway");
         _meter.CreateObservableGauge("mixtral.gateway.queued_requests", () => admission.Queued, "{request}", "generations waiting for a slot in this gateway");
 
-        IEnumerable<Measurement<T>> PerSilo<T>(Func<Grains.EngineLoad, T> value) where T : struct =>
+        IEnumerable<Measurement<T>> PerSilo<T>(Func<Grains.Contracts.EngineLoad, T> value) where T : struct =>
             service.LastEngineLoads.Select(l => new Measurement<T>(value(l), new KeyValuePair<string, object?>("silo", l.Silo)));
         _meter.CreateObservableGauge("mixtral.silo.queue", () => PerSilo(l => l.Waiting), "{request}", "requests waiting for admission in the silo's engine");
         _meter.CreateObservableGauge("mixtral.silo.running", () => PerSilo(l => l.Running), "{sequence}", "sequences generating in the silo's engine");

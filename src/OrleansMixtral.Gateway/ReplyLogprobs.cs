@@ -1,5 +1,5 @@
 using System.Text.Json;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Gateway;

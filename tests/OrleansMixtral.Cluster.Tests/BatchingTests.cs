@@ -1,4 +1,3 @@
-using OrleansMixtral.Grains;
 
 namespace OrleansMixtral.Cluster.Tests;
 

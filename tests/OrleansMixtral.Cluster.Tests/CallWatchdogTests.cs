@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

@@ -1,5 +1,4 @@
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
 
 namespace OrleansMixtral.Cluster.Tests;
 

@@ -6,6 +6,7 @@ using Orleans.Runtime;
 using Orleans.TestingHost;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.Tests;
 

@@ -1,5 +1,5 @@
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tokenization;
 
 namespace OrleansMixtral.Cluster.Tests;

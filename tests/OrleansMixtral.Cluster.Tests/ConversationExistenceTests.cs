@@ -1,5 +1,5 @@
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

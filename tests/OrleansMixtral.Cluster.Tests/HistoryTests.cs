@@ -1,4 +1,4 @@
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

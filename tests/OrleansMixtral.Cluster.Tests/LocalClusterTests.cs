@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.Extensions.DependencyInjection;
 using OrleansMixtral.Client;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

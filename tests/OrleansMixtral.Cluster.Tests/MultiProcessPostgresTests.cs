@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

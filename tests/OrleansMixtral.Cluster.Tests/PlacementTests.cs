@@ -1,5 +1,5 @@
 using Orleans.Runtime;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 
 namespace OrleansMixtral.Cluster.Tests;

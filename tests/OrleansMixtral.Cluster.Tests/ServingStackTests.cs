@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
 using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Cluster.Tests;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using OrleansMixtral.Client;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 using Orleans.Runtime;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 
 namespace OrleansMixtral.Cluster.Tests;
 

@@ -9,6 +9,7 @@ using Orleans.Serialization.Invocation;
 using Orleans.Serialization.TypeSystem;
 using Orleans.Storage;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Tests;
 
 namespace OrleansMixtral.Cluster.Tests;

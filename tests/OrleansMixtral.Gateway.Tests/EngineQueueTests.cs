@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Orleans.Hosting;
 using Orleans.TestingHost;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 
 namespace OrleansMixtral.Gateway.Tests;

@@ -18,6 +18,7 @@ using Orleans.Hosting;
 using Orleans.TestingHost;
 using OrleansMixtral.Gateway;
 using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.Tests;
 

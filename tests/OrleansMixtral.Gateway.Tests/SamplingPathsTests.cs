@@ -9,7 +9,7 @@ using Orleans.TestingHost;
 using OrleansMixtral.Cli;
 using OrleansMixtral.Client.AI;
 using OrleansMixtral.Engine;
-using OrleansMixtral.Grains;
+using OrleansMixtral.Grains.Contracts;
 using OrleansMixtral.Hosting;
 using OrleansMixtral.Tests;
 
