@@ -271,6 +271,51 @@ public sealed class KernelTests
         Assert.Equal(expectedTiles, b.Read<int>(tiles, expectedTiles.Length));
     }
 
+    [Theory]
+    [InlineData(40, WgmmaTile.N32, 1)]
+    [InlineData(40, WgmmaTile.N32, 2)]
+    [InlineData(70, WgmmaTile.N64, 2)]
+    [InlineData(150, WgmmaTile.N128, 1)]
+    public void Wgmma_experts_grouped_on_the_device_match_the_cpu_experts_for_each_token(int T, WgmmaTile tile, int downParts)
+    {
+        // the prompt (and large decode) path of CudaMixtralBackend.Experts as one chain: moe_group, permute_units_f16,
+        // wgmma_gate_up_i8 (h in down's input order, so checked through down) and wgmma_down_i8 in downParts partial rows
+        // a pair; a token's rows (K · downParts, as the next norm adds them) against the skinny experts' references
+        var d = RequireGpu();
+        if (!d.Kernels.HasWgmma)
+            Assert.Skip($"the wgmma kernels are built for compute capability 9.0 only; {d.Name} is {d.ComputeCapability}");
+        using var b = new Buffers(d);
+        const int E = 8, K = 2, H = 256, I = 384;
+        var rng = new Random(12 + T);
+        var ids = Route(rng, T, E, K);
+        var expertW = Uniform(rng, T * K, 0.1f, 0.9f);
+        var (w13, scales13) = (Int8(rng, E * 2 * I * H), Uniform(rng, E * 2 * I, 0.001f, 0.01f));
+        var (w2, scales2) = (Int8(rng, E * H * I), Uniform(rng, E * H, 0.001f, 0.01f));
+        var x16 = Uniform(rng, T * H).Select(KernelReferences.F16).ToArray();
+        int slotsPerTile = (int)tile, groups = T * K / slotsPerTile + E; // CudaMixtralBackend.ExpertTiles
+        var (slots, tiles, tileCount) = (b.New<int>(T * K), b.New<int>(3 * groups), b.New<int>(1));
+        var (permuted, h, output) = (b.Poisoned(T * H, Half.NaN), b.Poisoned(T * K * I, Half.NaN), b.Poisoned(T * K * downParts * H, float.NaN));
+        var idsDevice = b.Of(ids);
+        d.Kernels.MoeGroup(new(1, 1, 256), idsDevice, T * K, E, slotsPerTile, slots, tiles, tileCount);
+        d.Kernels.PermuteUnitsF16(new((uint)T, 1, 256), b.Of(ToHalf(x16)), permuted, T, H);
+        d.Kernels.WgmmaGateUpI8(new((uint)groups, (uint)(I / 128), 1, Kernels.WgmmaThreads), tile, b.Of(KernelReferences.Tile((byte[])(Array)w13, E * 2 * I, H)),
+            b.Of(scales13), tiles, tileCount, slots, permuted, h, I, H, K);
+        d.Kernels.WgmmaDownI8(new((uint)groups, (uint)(H / 256), (uint)downParts, Kernels.WgmmaThreads), tile, b.Of(KernelReferences.Tile((byte[])(Array)w2, E * H, I)),
+            b.Of(scales2), tiles, tileCount, slots, b.Of(expertW), h, output, H, I);
+        var h16 = KernelReferences.MoeGateUpInt8(w13, scales13, ids, x16, T, I, H, K);
+        var pairs = KernelReferences.MoeDownInt8(w2, scales2, ids, expertW, h16, T, H, I, K);
+        var rows = b.Read<float>(output, T * K * downParts * H);
+        var (expected, actual) = (new float[T * H], new float[T * H]);
+        for (var t = 0; t < T; t++)
+            for (var c = 0; c < H; c++)
+            {
+                for (var k = 0; k < K; k++) expected[t * H + c] += pairs[(t * K + k) * H + c];
+                for (var r = 0; r < K * downParts; r++) actual[t * H + c] += rows[(t * K * downParts + r) * H + c];
+            }
+        // h is fp16 on both sides and may differ in its last bit where the products round differently
+        AssertClose(expected, actual, 2e-3, $"experts' output, {tile}, {downParts} part(s)");
+    }
+
     public enum AttentionKernel { Paged, Split, DecodeGqa, Prefill }
 
     [Theory]
