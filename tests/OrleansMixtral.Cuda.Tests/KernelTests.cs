@@ -230,6 +230,12 @@ public sealed class KernelTests
 
     static sbyte[] Int8(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (sbyte)rng.Next(-127, 128)).ToArray();
 
+    /// <summary>A layer's routed experts at random, drawn in this order: routes, weights, W13 and its scales, W2 and its scales, fp16 inputs.</summary>
+    static (int[] Ids, float[] ExpertW, sbyte[] W13, float[] Scales13, sbyte[] W2, float[] Scales2, float[] X16) RandomExperts(
+        Random rng, int T, int E, int K, int H, int I) =>
+        (Route(rng, T, E, K), Uniform(rng, T * K, 0.1f, 0.9f), Int8(rng, E * 2 * I * H), Uniform(rng, E * 2 * I, 0.001f, 0.01f),
+         Int8(rng, E * H * I), Uniform(rng, E * H, 0.001f, 0.01f), Uniform(rng, T * H).Select(KernelReferences.F16).ToArray());
+
     [Theory]
     [InlineData(3, SkinnyTokenTiles.Nt1)]
     [InlineData(16, SkinnyTokenTiles.Nt2)]
@@ -240,11 +246,7 @@ public sealed class KernelTests
         using var b = new Buffers(d);
         const int E = 8, K = 2, H = 128, I = 192; // H and I multiples of 64 (the row length) and 16 (the rows)
         var rng = new Random(9 + T);
-        var ids = Route(rng, T, E, K);
-        var expertW = Uniform(rng, T * K, 0.1f, 0.9f);
-        var (w13, scales13) = (Int8(rng, E * 2 * I * H), Uniform(rng, E * 2 * I, 0.001f, 0.01f));
-        var (w2, scales2) = (Int8(rng, E * H * I), Uniform(rng, E * H, 0.001f, 0.01f));
-        var x16 = Uniform(rng, T * H).Select(KernelReferences.F16).ToArray();
+        var (ids, expertW, w13, scales13, w2, scales2, x16) = RandomExperts(rng, T, E, K, H, I);
         var h16 = Uniform(rng, T * K * I).Select(KernelReferences.F16).ToArray(); // down's input on its own, so each kernel is checked alone
         var (idsDevice, h, output) = (b.Of(ids), b.Poisoned(T * K * I, Half.NaN), b.Poisoned(T * K * H, float.NaN));
         var experts = (uint)Math.Min(E, T * K);
@@ -287,11 +289,7 @@ public sealed class KernelTests
         using var b = new Buffers(d);
         const int E = 8, K = 2, H = 256, I = 384;
         var rng = new Random(12 + T);
-        var ids = Route(rng, T, E, K);
-        var expertW = Uniform(rng, T * K, 0.1f, 0.9f);
-        var (w13, scales13) = (Int8(rng, E * 2 * I * H), Uniform(rng, E * 2 * I, 0.001f, 0.01f));
-        var (w2, scales2) = (Int8(rng, E * H * I), Uniform(rng, E * H, 0.001f, 0.01f));
-        var x16 = Uniform(rng, T * H).Select(KernelReferences.F16).ToArray();
+        var (ids, expertW, w13, scales13, w2, scales2, x16) = RandomExperts(rng, T, E, K, H, I);
         int slotsPerTile = (int)tile, groups = T * K / slotsPerTile + E; // CudaMixtralBackend.ExpertTiles
         var (slots, tiles, tileCount) = (b.New<int>(T * K), b.New<int>(3 * groups), b.New<int>(1));
         var (permuted, h, output) = (b.Poisoned(T * H, Half.NaN), b.Poisoned(T * K * I, Half.NaN), b.Poisoned(T * K * downParts * H, float.NaN));
